@@ -1,0 +1,125 @@
+// The consumer library: attach to a partition ring in a consumer group, pop messages
+// (zero-copy views), ack them.
+//
+//   auto c = ringfeed::Consumer::attach({.ns = "orders", .partition = 0,
+//                                        .group = "billing", .mode = ringfeed::Mode::exclusive});
+//   if (!c) { std::cerr << c.error().message << "\n"; return 1; }
+//   for (;;) {
+//     const ringfeed::Batch& batch = (*c)->pop(64, std::chrono::milliseconds(10));
+//     for (const ringfeed::Message& m : batch) { handle(m.value()); (*c)->ack(m); }
+//   }
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "ringfeed/message.hpp"
+#include "shm/group_layout.hpp"
+#include "shm/mode.hpp"
+#include "shm/result.hpp"
+#include "shm/ring_reader.hpp"
+
+namespace ringfeed {
+
+struct ConsumerOptions {
+  std::string ns;
+  std::uint32_t partition = 0;
+  std::string group;
+  Mode mode = Mode::exclusive;
+  // Most messages popped and not yet acked; pop stops handing out more at this limit.
+  std::size_t max_in_flight = 65536;
+  // How long pop busy-polls before it sleeps in the kernel. Longer: lower latency,
+  // more CPU. Zero: sleep at once.
+  std::chrono::nanoseconds spin = std::chrono::microseconds(50);
+};
+
+enum class PopStatus {
+  ok,             // at least one message
+  timed_out,      // nothing arrived within the wait
+  in_flight_full, // max_in_flight messages are unacked: ack some first
+  closed,         // the writer shut down or died, and everything published was taken
+  fenced,         // the writer found this group's shared state corrupt and stopped serving it
+  corrupt,        // a record in the ring failed validation
+};
+const char* to_string(PopStatus status);
+
+enum class AckStatus {
+  ok,
+  not_leased,  // not a message this consumer holds (already acked, or from elsewhere)
+};
+
+class Batch {
+ public:
+  PopStatus status() const { return status_; }
+  bool empty() const { return messages_.empty(); }
+  std::size_t size() const { return messages_.size(); }
+  const Message& operator[](std::size_t i) const { return messages_[i]; }
+  auto begin() const { return messages_.begin(); }
+  auto end() const { return messages_.end(); }
+  std::span<const Message> messages() const { return messages_; }
+
+ private:
+  friend class Consumer;
+  PopStatus status_ = PopStatus::timed_out;
+  std::vector<Message> messages_;
+};
+
+class Consumer {
+ public:
+  // Attaches, creating the group if it does not exist. Errors say what and where:
+  // no ring, a group in another mode, an exclusive holder that lives (named by pid), a
+  // corrupt or mismatched segment.
+  static Result<std::unique_ptr<Consumer>> attach(const ConsumerOptions& options);
+  ~Consumer();  // detaches: an exclusive group is released, a broadcast slot freed
+  Consumer(const Consumer&) = delete;
+  Consumer& operator=(const Consumer&) = delete;
+
+  // Takes up to `max` messages, waiting up to `wait` for the first one. The batch is
+  // valid until the next pop; the messages in it until they are acked.
+  const Batch& pop(std::size_t max, std::chrono::nanoseconds wait);
+  const Batch& try_pop(std::size_t max) { return pop(max, std::chrono::nanoseconds(0)); }
+
+  AckStatus ack(const Message& m);
+  AckStatus ack(const Batch& batch);  // acks all; not_leased if any one was not held
+
+  std::size_t in_flight() const { return static_cast<std::size_t>(next_seq_ - head_seq_); }
+  const ConsumerOptions& options() const { return options_; }
+  // The position this consumer reads next and the watermark it published.
+  std::uint64_t read_position() const { return read_pos_; }
+  std::uint64_t watermark() const { return published_watermark_; }
+
+ private:
+  struct InFlight {
+    std::uint64_t position = 0;
+    bool acked = true;
+  };
+
+  Consumer() = default;
+  Status join(std::uint64_t start);
+  Status resume(std::uint64_t position);
+  std::size_t collect(std::size_t max, PopStatus& status);
+  bool fenced() const;
+  void publish_watermark();
+
+  ConsumerOptions options_;
+  shm::RingReader ring_;
+  shm::Segment group_segment_;
+  shm::GroupControl* group_ = nullptr;
+  std::atomic<std::uint64_t>* watermark_ = nullptr;  // the group's or our slot's cursor
+  std::atomic<std::uint64_t>* owner_word_ = nullptr; // holder or slot owner we claimed
+  std::uint64_t owner_ = 0;
+
+  std::uint64_t read_pos_ = 0;
+  std::uint64_t published_watermark_ = 0;
+  std::vector<InFlight> in_flight_;  // a circle indexed by sequence & mask
+  std::uint64_t in_flight_mask_ = 0;
+  std::uint64_t head_seq_ = 0;  // oldest sequence not yet acked
+  std::uint64_t next_seq_ = 0;  // sequence of the next message popped
+  Batch batch_;
+};
+
+}  // namespace ringfeed

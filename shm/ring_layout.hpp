@@ -1,0 +1,117 @@
+// Layout of a partition ring segment: ringfeed.<ns>.p<P>.ring.
+//
+//   offset 0     SegmentHeader (kind = ring, data_capacity = bytes of the record area)
+//   offset 64    RingControl hot words, one cache line each
+//   offset 256   record area: data_capacity bytes, a power of two, used as a circle
+//
+// Only the writer (the fetcher) maps this segment read-write; consumers map it
+// read-only, so no consumer can corrupt a record or the writer's positions.
+//
+// Positions are byte offsets that only grow (64-bit, they never wrap); the record area
+// index of position p is p & (capacity - 1). Every record starts at a multiple of
+// kRecordAlign and is contiguous in the area: one that would cross the end is preceded
+// by a padding record that fills the rest of the lap.
+//
+// Record = RecordHeader, key bytes, value bytes, zero padding up to kRecordAlign.
+//
+// Publication protocol (the handoff costs one cache-line transfer: the reader polls the
+// tag of the record it wants next, which shares its line with the record's fields):
+//   writer: fills header fields and payload; stores 0 into the tag of the record that
+//           will follow (so the next slot never shows stale bytes); then stores the tag
+//           = position | kind with memory_order_release.
+//   reader: loads the tag at its cursor with memory_order_acquire; a tag equal to
+//           position | kind means every field and payload byte before it is visible.
+//           0 means not yet written; anything else means the area was overrun or is
+//           corrupt.
+// Space: the writer reuses space only below `tail`, the minimum low watermark of all
+// groups (see ring_writer.hpp for the reclaim protocol with joining consumers).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "shm/segment.hpp"
+
+namespace ringfeed::shm {
+
+inline constexpr std::uint64_t kRecordAlign = 32;
+inline constexpr std::uint64_t kTagMessage = 1;
+inline constexpr std::uint64_t kTagPadding = 2;
+inline constexpr std::uint64_t kTagKindMask = kRecordAlign - 1;
+
+inline constexpr std::uint32_t kRingOpen = 1;
+inline constexpr std::uint32_t kRingClosed = 2;
+
+inline constexpr std::uint64_t kMinRingCapacity = 4096;
+inline constexpr std::uint64_t kMaxRingCapacity = 1ull << 40;
+
+struct RecordHeader {
+  // position | kind. Writer: relaxed store of 0 ahead of time, release store when
+  // published. Readers: acquire load, pairs with that release.
+  std::atomic<std::uint64_t> tag;
+  std::uint32_t key_len;     // bytes of key after the header
+  std::uint32_t value_len;   // bytes of value after the key
+  std::uint64_t upstream_offset;  // the record's offset in its upstream partition
+  std::int64_t timestamp_ns;      // CLOCK_REALTIME or the upstream's time, nanoseconds
+};
+static_assert(std::is_standard_layout_v<RecordHeader>);
+static_assert(sizeof(RecordHeader) == kRecordAlign, "a header is one alignment unit");
+static_assert(offsetof(RecordHeader, tag) == 0);
+static_assert(offsetof(RecordHeader, key_len) == 8);
+static_assert(offsetof(RecordHeader, value_len) == 12);
+static_assert(offsetof(RecordHeader, upstream_offset) == 16);
+static_assert(offsetof(RecordHeader, timestamp_ns) == 24);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert((kRecordAlign & (kRecordAlign - 1)) == 0);
+
+constexpr std::uint64_t align_record(std::uint64_t n) {
+  return (n + kRecordAlign - 1) & ~(kRecordAlign - 1);
+}
+constexpr std::uint64_t record_size(std::uint64_t key_len, std::uint64_t value_len) {
+  return align_record(sizeof(RecordHeader) + key_len + value_len);
+}
+// The largest record a ring of `capacity` bytes accepts: a quarter of it, so padding
+// at the end of a lap never wastes more than that.
+constexpr std::uint64_t max_record_size(std::uint64_t capacity) { return capacity / 4; }
+
+struct RingControl {
+  SegmentHeader header;  // [0, 64): written once by the creator
+
+  // [64, 128): end of the published records (position after the last commit).
+  // Writer: release store after each commit. Readers: acquire load, for bounds and stat;
+  // consumers never need it to find records (they poll record tags).
+  alignas(kCacheLine) std::atomic<std::uint64_t> write_pos;
+  std::atomic<std::uint64_t> published;  // messages published. Writer: relaxed. stat only.
+
+  // [128, 192): no group holds data below tail; the writer reuses space below it.
+  // Writer: seq_cst store before reusing space. Joining consumers: seq_cst load after
+  // their own seq_cst store of a watermark (a Dekker pair; see ring_writer.hpp).
+  alignas(kCacheLine) std::atomic<std::uint64_t> tail;
+  // Space below this position has been (or may now be) reused: it only grows, and no
+  // group's data at or above it is touched. Writer: release store after each reclaim.
+  // Consumers resuming an existing group's watermark: acquire load (raise to it).
+  std::atomic<std::uint64_t> reusable;
+
+  // [192, 256): futex word. Writer: fetch_add (release) then FUTEX_WAKE, only when some
+  // group's sleepers count is non-zero. Sleepers: load (acquire) before announcing
+  // themselves, then futex-wait on the value they loaded.
+  alignas(kCacheLine) std::atomic<std::uint32_t> wake_word;
+  // kRingOpen, or kRingClosed once the writer shut down. Writer: release; readers: acquire.
+  std::atomic<std::uint32_t> state;
+};
+static_assert(std::is_standard_layout_v<RingControl>);
+static_assert(sizeof(RingControl) == 4 * kCacheLine);
+static_assert(alignof(RingControl) == kCacheLine);
+static_assert(offsetof(RingControl, write_pos) == 64);
+static_assert(offsetof(RingControl, published) == 72);
+static_assert(offsetof(RingControl, tail) == 128);
+static_assert(offsetof(RingControl, reusable) == 136);
+static_assert(offsetof(RingControl, wake_word) == 192);
+static_assert(offsetof(RingControl, state) == 196);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+
+inline constexpr std::uint64_t kRingDataOffset = sizeof(RingControl);
+
+}  // namespace ringfeed::shm

@@ -1,0 +1,58 @@
+#include "shm/ring_reader.hpp"
+
+#include "shm/names.hpp"
+#include "shm/process.hpp"
+
+namespace ringfeed::shm {
+
+Result<std::uint64_t> validate_ring_header(const std::string& name, const SegmentHeader& h,
+                                           std::size_t actual_size, std::uint32_t partition) {
+  auto cap = validate_header(name, h, actual_size,
+                             {SegmentKind::ring, sizeof(RingControl), partition});
+  if (!cap) return cap;
+  const std::uint64_t c = cap.value();
+  if (c < kMinRingCapacity || c > kMaxRingCapacity || (c & (c - 1)) != 0) {
+    return Error{"segment " + name + ": record area of " + std::to_string(c) +
+                     " bytes is not a power of two in [4 KiB, 1 TiB]",
+                 EPROTO};
+  }
+  if (kRingDataOffset + c != actual_size) {
+    return Error{"segment " + name + ": record area of " + std::to_string(c) +
+                     " bytes does not match the segment size " + std::to_string(actual_size),
+                 EPROTO};
+  }
+  return c;
+}
+
+Result<RingReader> RingReader::open(const std::string& ns, std::uint32_t partition) {
+  if (auto ok = check_name("namespace", ns); !ok) return ok.error();
+  RingReader r;
+  auto seg = Segment::open(ring_segment_name(ns, partition), Access::read_only);
+  if (!seg) {
+    if (seg.error().code == ENOENT) {
+      return Error{"no ring for namespace '" + ns + "' partition " + std::to_string(partition) +
+                       " (is the fetcher running?)",
+                   ENOENT};
+    }
+    return seg.error();
+  }
+  r.segment_ = std::move(seg.value());
+  const SegmentHeader header = *reinterpret_cast<const SegmentHeader*>(r.segment_.base());
+  auto cap = validate_ring_header(r.segment_.name(), header, r.segment_.size(), partition);
+  if (!cap) return cap.error();
+  r.control_ = reinterpret_cast<const RingControl*>(r.segment_.base());
+  r.data_ = r.segment_.base() + kRingDataOffset;
+  r.capacity_ = cap.value();
+  r.mask_ = r.capacity_ - 1;
+  r.max_record_ = max_record_size(r.capacity_);
+  r.creator_pid_ = header.creator_pid;
+  r.creator_owner_ = pack_owner({header.creator_pid, header.creator_start_time});
+  return r;
+}
+
+bool RingReader::writer_alive() const {
+  if (control_->state.load(std::memory_order_acquire) != kRingOpen) return false;
+  return owner_alive(creator_owner_);
+}
+
+}  // namespace ringfeed::shm

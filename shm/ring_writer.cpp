@@ -1,0 +1,357 @@
+#include "shm/ring_writer.hpp"
+
+#include <dirent.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <thread>
+
+#include "shm/futex.hpp"
+#include "shm/group.hpp"
+#include "shm/names.hpp"
+#include "shm/process.hpp"
+#include "shm/ring_reader.hpp"
+
+namespace ringfeed::shm {
+
+namespace {
+
+// How often commit() looks for new groups, so their sleepers get woken promptly.
+constexpr auto kGroupPollInterval = std::chrono::milliseconds(1);
+
+std::int64_t now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void remove_partition_segments(const std::string& ns, std::uint32_t partition) {
+  const std::string prefix = "ringfeed." + ns + ".p" + std::to_string(partition) + ".";
+  for (const auto& name : list_segments(prefix)) Segment::remove(name);
+}
+
+}  // namespace
+
+std::vector<std::string> list_segments(std::string_view prefix) {
+  std::vector<std::string> out;
+  DIR* dir = ::opendir(std::string(kShmDir).c_str());
+  if (dir == nullptr) return out;
+  while (dirent* e = ::readdir(dir)) {
+    std::string_view name(e->d_name);
+    if (name.substr(0, prefix.size()) == prefix) out.emplace_back(name);
+  }
+  ::closedir(dir);
+  return out;
+}
+
+Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& options) {
+  if (auto ok = check_name("namespace", options.ns); !ok) return ok.error();
+  const std::uint64_t cap = options.capacity;
+  if (cap < kMinRingCapacity || cap > kMaxRingCapacity || (cap & (cap - 1)) != 0) {
+    return Error{"ring capacity " + std::to_string(cap) +
+                     " must be a power of two between 4 KiB and 1 TiB",
+                 EINVAL};
+  }
+  std::unique_ptr<RingWriter> w(new RingWriter());
+  w->options_ = options;
+  w->capacity_ = cap;
+  w->mask_ = cap - 1;
+  w->max_record_ = max_record_size(cap);
+  w->group_prefix_ = group_segment_prefix(options.ns, options.partition);
+  w->pending_tags_.reserve(1024);
+
+  // Watch before anything can be created, so that no group is missed.
+  w->inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+  if (w->inotify_fd_ < 0 ||
+      ::inotify_add_watch(w->inotify_fd_, std::string(kShmDir).c_str(),
+                          IN_CREATE | IN_MOVED_TO) < 0) {
+    return Error{std::string("cannot watch ") + std::string(kShmDir) + " with inotify: " +
+                     std::strerror(errno) + " (raise fs.inotify.max_user_instances?)",
+                 errno};
+  }
+
+  const std::string name = ring_segment_name(options.ns, options.partition);
+  const ProcessIdentity self = self_identity();
+  auto init = [&](std::byte* base) {
+    auto* c = new (base) RingControl{};
+    c->header = SegmentHeader{kMagic,
+                              kLayoutVersion,
+                              static_cast<std::uint32_t>(SegmentKind::ring),
+                              kRingDataOffset + cap,
+                              sizeof(RingControl),
+                              cap,
+                              self.pid,
+                              options.partition,
+                              self.start_time,
+                              0};
+    c->write_pos.store(0, std::memory_order_relaxed);
+    c->tail.store(0, std::memory_order_relaxed);
+    c->reusable.store(0, std::memory_order_relaxed);
+    c->wake_word.store(0, std::memory_order_relaxed);
+    c->state.store(kRingOpen, std::memory_order_relaxed);
+  };
+  for (int attempt = 0;; ++attempt) {
+    auto seg = Segment::create(name, kRingDataOffset + cap, init);
+    if (seg) {
+      w->segment_ = std::move(seg.value());
+      break;
+    }
+    if (seg.error().code != EEXIST || attempt > 0) return seg.error();
+    // Someone's ring is there: refuse if its writer lives, take over if it died.
+    if (auto old = Segment::open(name, Access::read_only)) {
+      const auto h = *reinterpret_cast<const SegmentHeader*>(old->base());
+      const bool valid = validate_ring_header(name, h, old->size(), options.partition).ok();
+      if (valid && owner_alive(pack_owner({h.creator_pid, h.creator_start_time}))) {
+        return Error{"partition " + std::to_string(options.partition) + " of namespace '" +
+                         options.ns + "' is already served by pid " +
+                         std::to_string(h.creator_pid),
+                     EBUSY};
+      }
+    }
+    remove_partition_segments(options.ns, options.partition);
+  }
+  w->control_ = reinterpret_cast<RingControl*>(w->segment_.base());
+  w->data_ = w->segment_.base() + kRingDataOffset;
+  w->scan_groups();
+  w->next_group_poll_ = std::chrono::steady_clock::now() + kGroupPollInterval;
+  return w;
+}
+
+RingWriter::~RingWriter() {
+  close();
+  if (inotify_fd_ >= 0) ::close(inotify_fd_);
+  if (segment_.mapped()) remove_partition_segments(options_.ns, options_.partition);
+}
+
+void RingWriter::close() {
+  if (closed_ || control_ == nullptr) return;
+  commit();
+  closed_ = true;
+  control_->state.store(kRingClosed, std::memory_order_release);
+  control_->wake_word.fetch_add(1, std::memory_order_release);
+  futex_wake_all(control_->wake_word);
+}
+
+PublishStatus RingWriter::try_reserve(std::uint32_t key_len, std::uint32_t value_len,
+                                      std::uint64_t upstream_offset, std::int64_t timestamp_ns,
+                                      Reservation& out) {
+  const std::uint64_t size = record_size(key_len, value_len);
+  if (size > max_record_) return PublishStatus::too_large;
+  const std::uint64_t idx = reserved_ & mask_;
+  const std::uint64_t pad = idx + size > capacity_ ? capacity_ - idx : 0;
+  // Room for the padding, the record, and the header after it (zeroed ahead of time).
+  const std::uint64_t need = pad + size + sizeof(RecordHeader);
+  if (reserved_ + need > limit_ + capacity_) {
+    reclaim(false);
+    if (reserved_ + need > limit_ + capacity_) return PublishStatus::full;
+  }
+  if (pad != 0) {
+    // The padding header's tag was zeroed when the record before it was reserved.
+    pending_tags_.push_back(reserved_ | kTagPadding);
+    reserved_ += pad;
+  }
+  RecordHeader* h = header_at(reserved_);
+  h->tag.store(0, std::memory_order_relaxed);
+  h->key_len = key_len;
+  h->value_len = value_len;
+  h->upstream_offset = upstream_offset;
+  h->timestamp_ns = timestamp_ns;
+  pending_tags_.push_back(reserved_ | kTagMessage);
+  out.position = reserved_;
+  out.key = reinterpret_cast<std::byte*>(h) + sizeof(RecordHeader);
+  out.value = out.key + key_len;
+  reserved_ += size;
+  // A reader that reaches the next position must see 0 there, not stale bytes of an
+  // older lap; this store is ordered before the release of this record's tag.
+  header_at(reserved_)->tag.store(0, std::memory_order_relaxed);
+  return PublishStatus::ok;
+}
+
+PublishStatus RingWriter::reserve(std::uint32_t key_len, std::uint32_t value_len,
+                                  std::uint64_t upstream_offset, std::int64_t timestamp_ns,
+                                  Reservation& out, std::chrono::nanoseconds wait) {
+  PublishStatus st = try_reserve(key_len, value_len, upstream_offset, timestamp_ns, out);
+  if (st != PublishStatus::full || wait.count() <= 0) return st;
+  commit();  // consumers can only release space for what they can see
+  const std::int64_t deadline = now_ns() + wait.count();
+  std::int64_t next_reap = 0;
+  for (unsigned spins = 0;; ++spins) {
+    const std::int64_t now = now_ns();
+    const bool reap = now >= next_reap;
+    if (reap) next_reap = now + 1'000'000;
+    reclaim(reap);
+    st = try_reserve(key_len, value_len, upstream_offset, timestamp_ns, out);
+    if (st != PublishStatus::full || now >= deadline) return st;
+    if (spins < 64) {
+      // busy: consumers usually free space within microseconds
+    } else if (spins < 256) {
+      std::this_thread::yield();
+    } else {
+      std::this_thread::sleep_for(std::chrono::microseconds(50));
+    }
+  }
+}
+
+void RingWriter::commit() {
+  if (pending_tags_.empty()) return;
+  for (std::uint64_t tag : pending_tags_) {
+    header_at(tag & ~kTagKindMask)->tag.store(tag, std::memory_order_release);
+    if ((tag & kTagKindMask) == kTagMessage) ++published_;
+  }
+  pending_tags_.clear();
+  committed_ = reserved_;
+  control_->write_pos.store(committed_, std::memory_order_release);
+  control_->published.store(published_, std::memory_order_relaxed);
+  wake_sleepers();
+}
+
+void RingWriter::wake_sleepers() {
+  const auto now = std::chrono::steady_clock::now();
+  if (now >= next_group_poll_) {
+    next_group_poll_ = now + kGroupPollInterval;
+    poll_groups();
+  }
+  // Pairs with a sleeper's seq_cst increment of `sleepers` followed by its check of the
+  // next tag: either it sees the tag we just stored, or we see its increment.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bool anyone = false;
+  for (const TrackedGroup& g : groups_) {
+    anyone |= g.control->sleepers.load(std::memory_order_relaxed) != 0;
+  }
+  if (anyone) {
+    control_->wake_word.fetch_add(1, std::memory_order_release);
+    futex_wake_all(control_->wake_word);
+  }
+}
+
+std::size_t RingWriter::publish(std::span<const OutMessage> batch, std::chrono::nanoseconds wait,
+                                PublishStatus* status) {
+  std::size_t n = 0;
+  PublishStatus st = PublishStatus::ok;
+  const std::int64_t deadline = now_ns() + wait.count();
+  for (const OutMessage& m : batch) {
+    Reservation r;
+    const auto left = std::chrono::nanoseconds(std::max<std::int64_t>(0, deadline - now_ns()));
+    st = reserve(static_cast<std::uint32_t>(m.key.size()), static_cast<std::uint32_t>(m.value.size()),
+                 m.upstream_offset, m.timestamp_ns, r, left);
+    if (st != PublishStatus::ok) break;
+    if (!m.key.empty()) std::memcpy(r.key, m.key.data(), m.key.size());
+    if (!m.value.empty()) std::memcpy(r.value, m.value.data(), m.value.size());
+    ++n;
+  }
+  commit();
+  if (status != nullptr) *status = st;
+  return n;
+}
+
+void RingWriter::fence(TrackedGroup& g, std::string reason) {
+  g.fenced = true;
+  g.fence_reason = std::move(reason);
+  g.control->fenced.store(1, std::memory_order_release);
+}
+
+void RingWriter::consider(TrackedGroup& g, std::uint64_t value, std::uint64_t& min,
+                          const char* field) {
+  if (value > committed_ || (value & (kRecordAlign - 1)) != 0) {
+    fence(g, std::string(field) + " " + std::to_string(value) + " is past the ring's end " +
+                 std::to_string(committed_) + " or misaligned");
+    return;
+  }
+  min = std::min(min, std::max(value, limit_));
+}
+
+std::uint64_t RingWriter::min_watermark(bool reap_dead) {
+  std::uint64_t min = committed_;
+  for (TrackedGroup& g : groups_) {
+    if (g.fenced) continue;
+    if (g.mode == Mode::broadcast) {
+      for (GroupSlot& slot : g.control->slots) {
+        std::uint64_t owner = slot.owner.load(std::memory_order_seq_cst);
+        if (owner == 0) continue;
+        if (reap_dead && !owner_alive(owner)) {
+          // Its private state is dropped; the CAS fails if someone reaped it already.
+          slot.owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);
+          continue;
+        }
+        consider(g, slot.cursor.load(std::memory_order_seq_cst), min, "broadcast cursor");
+        if (g.fenced) break;
+      }
+    } else {
+      consider(g, g.control->low_watermark.load(std::memory_order_seq_cst), min,
+               "low watermark");
+    }
+  }
+  return min;
+}
+
+void RingWriter::reclaim(bool reap_dead) {
+  const std::uint64_t m1 = min_watermark(reap_dead);
+  control_->tail.store(m1, std::memory_order_seq_cst);
+  poll_groups();
+  const std::uint64_t m2 = min_watermark(false);
+  limit_ = std::max(limit_, std::min(m1, m2));
+  control_->reusable.store(limit_, std::memory_order_release);
+  // A group found by the second pass holds data below m1: say so to later joiners.
+  if (limit_ < m1) control_->tail.store(limit_, std::memory_order_seq_cst);
+}
+
+void RingWriter::poll_groups() {
+  alignas(inotify_event) char buf[4096];
+  for (;;) {
+    const ssize_t n = ::read(inotify_fd_, buf, sizeof buf);
+    if (n <= 0) return;  // EAGAIN: nothing new
+    for (ssize_t off = 0; off < n;) {
+      const auto* e = reinterpret_cast<const inotify_event*>(buf + off);
+      off += static_cast<ssize_t>(sizeof(inotify_event) + e->len);
+      if ((e->mask & IN_Q_OVERFLOW) != 0) {
+        scan_groups();
+        continue;
+      }
+      if (e->len == 0) continue;
+      const std::string_view name(e->name);
+      if (name.substr(0, group_prefix_.size()) == group_prefix_ &&
+          name.find(".tmp.") == std::string_view::npos) {
+        register_group(std::string(name));
+      }
+    }
+  }
+}
+
+void RingWriter::scan_groups() {
+  for (const auto& name : list_segments(group_prefix_)) {
+    if (name.find(".tmp.") == std::string::npos) register_group(name);
+  }
+}
+
+void RingWriter::register_group(const std::string& segment_name) {
+  for (const TrackedGroup& g : groups_) {
+    if (g.name == segment_name) return;
+  }
+  auto reject = [&](const std::string& why) {
+    if (rejected_.size() < 64) rejected_.push_back(why);
+  };
+  auto seg = Segment::open(segment_name, Access::read_write);
+  if (!seg) return reject(seg.error().message);
+  auto mode = validate_group_segment(seg.value(), options_.partition);  // read once, kept
+  if (!mode) return reject(mode.error().message);
+  auto* control = reinterpret_cast<GroupControl*>(seg->base());
+  TrackedGroup g;
+  g.name = segment_name;
+  g.segment = std::move(seg.value());
+  g.control = control;
+  g.mode = mode.value();
+  groups_.push_back(std::move(g));
+}
+
+std::vector<GroupInfo> RingWriter::groups() const {
+  std::vector<GroupInfo> out;
+  for (const TrackedGroup& g : groups_) {
+    out.push_back({g.name.substr(group_prefix_.size()), g.mode, g.fenced, g.fence_reason});
+  }
+  return out;
+}
+
+}  // namespace ringfeed::shm

@@ -1,0 +1,160 @@
+// Write side of a partition ring: the single writer (the fetcher; the demo and tests
+// also use it). Creates the ring segment, publishes records in batches, finds the
+// groups that consumers create, and reuses space only below the lowest watermark.
+//
+// Reclaim protocol. A consumer that joins (a new group, a new broadcast consumer)
+// publishes a watermark W and must not read data the writer is about to reuse. Both
+// sides use one Dekker pair on (watermark, tail), all seq_cst:
+//   joiner: store W; load tail; if tail > W, W = tail and repeat.
+//   writer: M1 = min of known watermarks; store tail = M1; look for new groups;
+//           M2 = min of watermarks again; reuse only below min(M1, M2).
+// Either the joiner's load sees the writer's tail (and moves up to it), or the writer's
+// second pass sees the joiner's W (and spares it). New groups become visible to the
+// writer through inotify on the shm directory, read between the two passes; a group
+// segment is published by link() (segment.hpp), which queues that event before the
+// joiner's load of tail.
+//
+// Trust: every watermark read from a group segment is checked against this writer's own
+// positions. One that is past the published end or misaligned cannot come from a correct
+// consumer: the group is fenced (no longer honoured, its consumers told so). One below
+// space already reused is raised to it (nothing there to protect).
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "shm/group_layout.hpp"
+#include "shm/mode.hpp"
+#include "shm/result.hpp"
+#include "shm/ring_layout.hpp"
+#include "shm/segment.hpp"
+
+namespace ringfeed::shm {
+
+struct RingWriterOptions {
+  std::string ns;
+  std::uint32_t partition = 0;
+  std::uint64_t capacity = 64ull << 20;  // bytes of the record area, a power of two
+};
+
+struct OutMessage {
+  std::string_view key;
+  std::string_view value;
+  std::uint64_t upstream_offset = 0;
+  std::int64_t timestamp_ns = 0;
+};
+
+enum class PublishStatus {
+  ok,
+  full,       // no space: some group has not acked enough yet
+  too_large,  // the record can never fit: larger than a quarter of the ring
+};
+
+// Space handed out by try_reserve, to be filled in place before commit().
+struct Reservation {
+  std::byte* key = nullptr;
+  std::byte* value = nullptr;
+  std::uint64_t position = 0;
+};
+
+struct GroupInfo {
+  std::string name;
+  Mode mode;
+  bool fenced;
+  std::string fence_reason;
+};
+
+class RingWriter {
+ public:
+  // Creates the ring. Refused if a live writer serves the partition; a dead writer's
+  // ring and groups are removed and replaced.
+  static Result<std::unique_ptr<RingWriter>> create(const RingWriterOptions& options);
+  ~RingWriter();
+  RingWriter(const RingWriter&) = delete;
+  RingWriter& operator=(const RingWriter&) = delete;
+
+  // Reserves one record; never blocks. Visible to consumers after commit().
+  PublishStatus try_reserve(std::uint32_t key_len, std::uint32_t value_len,
+                            std::uint64_t upstream_offset, std::int64_t timestamp_ns,
+                            Reservation& out);
+  // As try_reserve, waiting up to `wait` for space (committing pending records first).
+  PublishStatus reserve(std::uint32_t key_len, std::uint32_t value_len,
+                        std::uint64_t upstream_offset, std::int64_t timestamp_ns,
+                        Reservation& out, std::chrono::nanoseconds wait);
+  // Publishes every reserved record, in order, and wakes sleeping consumers if any.
+  void commit();
+
+  // Copies a batch in and commits it once. Returns how many were published; `status`
+  // says why it stopped early.
+  std::size_t publish(std::span<const OutMessage> batch, std::chrono::nanoseconds wait,
+                      PublishStatus* status = nullptr);
+
+  // Looks for groups created since the last look (cheap: one non-blocking read).
+  void poll_groups();
+  // Reuses whatever space every group has released; reaps dead broadcast consumers.
+  void reclaim(bool reap_dead);
+  // Marks the ring closed and wakes every sleeper. The destructor also removes names.
+  void close();
+
+  std::vector<GroupInfo> groups() const;
+  std::size_t group_count() const { return groups_.size(); }
+  std::uint64_t write_pos() const { return committed_; }
+  std::uint64_t reusable_below() const { return limit_; }
+  std::uint64_t capacity() const { return capacity_; }
+  std::uint64_t published() const { return published_; }
+  const std::string& segment_name() const { return segment_.name(); }
+  // Groups whose segment could not be used, with the reason (for stat and logs).
+  const std::vector<std::string>& rejected_groups() const { return rejected_; }
+
+ private:
+  struct TrackedGroup {
+    std::string name;
+    Segment segment;
+    GroupControl* control = nullptr;
+    Mode mode = Mode::exclusive;
+    bool fenced = false;
+    std::string fence_reason;
+  };
+
+  RingWriter() = default;
+  RecordHeader* header_at(std::uint64_t position) {
+    return reinterpret_cast<RecordHeader*>(data_ + (position & mask_));
+  }
+  std::uint64_t min_watermark(bool reap_dead);
+  void consider(TrackedGroup& g, std::uint64_t value, std::uint64_t& min, const char* field);
+  void fence(TrackedGroup& g, std::string reason);
+  void register_group(const std::string& segment_name);
+  void scan_groups();
+  void wake_sleepers();
+
+  RingWriterOptions options_;
+  Segment segment_;
+  RingControl* control_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t capacity_ = 0;
+  std::uint64_t mask_ = 0;
+  std::uint64_t max_record_ = 0;
+
+  std::uint64_t reserved_ = 0;   // end of reserved records
+  std::uint64_t committed_ = 0;  // end of published records
+  std::uint64_t limit_ = 0;      // space below this position may be reused
+  std::uint64_t published_ = 0;  // messages published
+  std::vector<std::uint64_t> pending_tags_;
+
+  std::string group_prefix_;
+  std::vector<TrackedGroup> groups_;
+  std::vector<std::string> rejected_;
+  int inotify_fd_ = -1;
+  std::chrono::steady_clock::time_point next_group_poll_{};
+  bool closed_ = false;
+};
+
+// Names of existing segments (under /dev/shm) that start with `prefix`.
+std::vector<std::string> list_segments(std::string_view prefix);
+
+}  // namespace ringfeed::shm

@@ -1,0 +1,158 @@
+// Unit tests of the partition ring within one process: publish, pop, ack, wrap-around,
+// padding, backpressure, sizes.
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+#include "ringfeed/consumer.hpp"
+#include "ringfeed/writer.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using ringfeed::Consumer;
+using ringfeed::Mode;
+using ringfeed::PopStatus;
+using ringfeed::PublishStatus;
+using ringfeed::Writer;
+
+namespace {
+
+std::unique_ptr<Writer> make_writer(const std::string& ns, std::uint64_t capacity = 1 << 16) {
+  auto w = Writer::create({.ns = ns, .partition = 0, .capacity = capacity});
+  EXPECT_TRUE(w.ok()) << (w.ok() ? "" : w.error().message);
+  return std::move(w.value());
+}
+
+std::unique_ptr<Consumer> attach(const std::string& ns, const std::string& group, Mode mode) {
+  auto c = Consumer::attach({.ns = ns, .partition = 0, .group = group, .mode = mode});
+  EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+  return c.ok() ? std::move(c.value()) : nullptr;
+}
+
+TEST(Ring, PublishPopAckInOrder) {
+  const auto ns = ringfeed::test::unique_ns("order");
+  auto w = make_writer(ns);
+  auto c = attach(ns, "g", Mode::exclusive);
+  ASSERT_TRUE(c);
+  std::vector<std::string> values;
+  std::vector<ringfeed::OutMessage> batch;
+  for (int i = 0; i < 10; ++i) values.push_back("value-" + std::to_string(i));
+  for (int i = 0; i < 10; ++i) {
+    batch.push_back({.key = "k", .value = values[i], .upstream_offset = 100u + i,
+                     .timestamp_ns = 7});
+  }
+  ASSERT_EQ(w->publish(batch, 0ns), 10u);
+  const auto& b = c->pop(64, 0ns);
+  ASSERT_EQ(b.status(), PopStatus::ok);
+  ASSERT_EQ(b.size(), 10u);
+  for (int i = 0; i < 10; ++i) {
+    EXPECT_EQ(b[i].value(), values[i]);
+    EXPECT_EQ(b[i].key(), "k");
+    EXPECT_EQ(b[i].offset(), 100u + i);
+    EXPECT_EQ(b[i].timestamp_ns(), 7);
+  }
+  EXPECT_EQ(c->in_flight(), 10u);
+  EXPECT_EQ(c->ack(b), ringfeed::AckStatus::ok);
+  EXPECT_EQ(c->in_flight(), 0u);
+  EXPECT_EQ(c->watermark(), w->write_pos());
+  EXPECT_EQ(c->try_pop(64).status(), PopStatus::timed_out);
+}
+
+TEST(Ring, DoubleAckIsRefused) {
+  const auto ns = ringfeed::test::unique_ns("dack");
+  auto w = make_writer(ns);
+  auto c = attach(ns, "g", Mode::exclusive);
+  ASSERT_TRUE(c);
+  ringfeed::OutMessage m{.value = "x"};
+  ASSERT_EQ(w->publish({&m, 1}, 0ns), 1u);
+  const auto& b = c->pop(1, 0ns);
+  ASSERT_EQ(b.size(), 1u);
+  const ringfeed::Message copy = b[0];
+  EXPECT_EQ(c->ack(copy), ringfeed::AckStatus::ok);
+  EXPECT_EQ(c->ack(copy), ringfeed::AckStatus::not_leased);
+}
+
+TEST(Ring, OutOfOrderAcksHoldTheWatermarkAtTheOldestUnacked) {
+  const auto ns = ringfeed::test::unique_ns("ooo");
+  auto w = make_writer(ns);
+  auto c = attach(ns, "g", Mode::exclusive);
+  ASSERT_TRUE(c);
+  std::vector<ringfeed::OutMessage> batch(3, ringfeed::OutMessage{.value = "abc"});
+  ASSERT_EQ(w->publish(batch, 0ns), 3u);
+  const auto& b = c->pop(3, 0ns);
+  ASSERT_EQ(b.size(), 3u);
+  std::vector<ringfeed::Message> ms(b.begin(), b.end());
+  const std::uint64_t start = c->watermark();
+  EXPECT_EQ(c->ack(ms[2]), ringfeed::AckStatus::ok);
+  EXPECT_EQ(c->ack(ms[1]), ringfeed::AckStatus::ok);
+  EXPECT_EQ(c->watermark(), start);  // the first is still unacked
+  EXPECT_EQ(c->ack(ms[0]), ringfeed::AckStatus::ok);
+  EXPECT_EQ(c->watermark(), w->write_pos());
+}
+
+TEST(Ring, WrapsAroundWithPaddingAndNeverOverwritesUnacked) {
+  const auto ns = ringfeed::test::unique_ns("wrap");
+  auto w = make_writer(ns, 4096);
+  auto c = attach(ns, "g", Mode::exclusive);
+  ASSERT_TRUE(c);
+  std::string value(300, 'v');
+  std::uint64_t next_expected = 0;
+  std::uint64_t published = 0;
+  for (int round = 0; round < 200; ++round) {
+    // Fill until full: the writer must report full, not overwrite.
+    for (;;) {
+      value[0] = static_cast<char>('a' + published % 26);
+      ringfeed::OutMessage m{.value = value, .upstream_offset = published};
+      if (w->publish({&m, 1}, 0ns) == 0) break;
+      ++published;
+    }
+    const auto& b = c->pop(1000, 0ns);
+    ASSERT_EQ(b.status(), PopStatus::ok);
+    for (const auto& m : b) {
+      ASSERT_EQ(m.offset(), next_expected);
+      ASSERT_EQ(m.value()[0], static_cast<char>('a' + next_expected % 26));
+      ASSERT_EQ(m.value().size(), 300u);
+      ++next_expected;
+    }
+    c->ack(b);
+  }
+  EXPECT_EQ(next_expected, published);
+  EXPECT_GT(w->write_pos(), 4096u * 20);  // it really went round many times
+}
+
+TEST(Ring, TooLargeRecordIsRefused) {
+  const auto ns = ringfeed::test::unique_ns("large");
+  auto w = make_writer(ns, 4096);
+  std::string big(2000, 'x');
+  ringfeed::OutMessage m{.value = big};
+  PublishStatus st = PublishStatus::ok;
+  EXPECT_EQ(w->publish({&m, 1}, 0ns, &st), 0u);
+  EXPECT_EQ(st, PublishStatus::too_large);
+}
+
+TEST(Ring, SecondWriterOnALiveNamespaceIsRefused) {
+  const auto ns = ringfeed::test::unique_ns("twow");
+  auto w = make_writer(ns);
+  auto second = Writer::create({.ns = ns, .partition = 0, .capacity = 1 << 16});
+  ASSERT_FALSE(second.ok());
+  EXPECT_NE(second.error().message.find("already served by pid " + std::to_string(getpid())),
+            std::string::npos)
+      << second.error().message;
+}
+
+TEST(Ring, GroupWithoutConsumersStillHoldsItsData) {
+  const auto ns = ringfeed::test::unique_ns("hold");
+  auto w = make_writer(ns, 4096);
+  { auto c = attach(ns, "g", Mode::exclusive); }  // creates the group, then detaches
+  std::string value(100, 'v');
+  std::size_t n = 0;
+  for (ringfeed::OutMessage m{.value = value}; w->publish({&m, 1}, 0ns) == 1;) ++n;
+  EXPECT_GT(n, 10u);
+  EXPECT_LT(n, 4096u / 128 + 1);  // stopped when full: the detached group holds the data
+  auto c = attach(ns, "g", Mode::exclusive);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(c->pop(1000, 0ns).size(), n);  // resumes from the group's watermark
+}
+
+}  // namespace
