@@ -224,6 +224,7 @@ void RingWriter::wake_sleepers() {
   if (anyone) {
     control_->wake_word.fetch_add(1, std::memory_order_release);
     futex_wake_all(control_->wake_word);
+    ++wakes_;
   }
 }
 

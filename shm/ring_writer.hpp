@@ -107,6 +107,8 @@ class RingWriter {
   std::uint64_t reusable_below() const { return limit_; }
   std::uint64_t capacity() const { return capacity_; }
   std::uint64_t published() const { return published_; }
+  // FUTEX_WAKE calls made: one per commit that found a sleeping consumer, none otherwise.
+  std::uint64_t wakes() const { return wakes_; }
   const std::string& segment_name() const { return segment_.name(); }
   // Groups whose segment could not be used, with the reason (for stat and logs).
   const std::vector<std::string>& rejected_groups() const { return rejected_; }
@@ -144,6 +146,7 @@ class RingWriter {
   std::uint64_t committed_ = 0;  // end of published records
   std::uint64_t limit_ = 0;      // space below this position may be reused
   std::uint64_t published_ = 0;  // messages published
+  std::uint64_t wakes_ = 0;
   std::vector<std::uint64_t> pending_tags_;
 
   std::string group_prefix_;

@@ -1,0 +1,250 @@
+#include "harness.hpp"
+
+#include <sched.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <exception>
+#include <stdexcept>
+#include <thread>
+
+namespace ringfeed::bench {
+
+std::int64_t now_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+void* map_shared_bytes(std::size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    throw std::runtime_error("cannot map " + std::to_string(bytes) +
+                             " bytes of shared memory: " + std::strerror(errno));
+  }
+  return p;
+}
+
+void unmap_shared_bytes(void* p, std::size_t bytes) { ::munmap(p, bytes); }
+
+namespace {
+
+// The reader of the current pair; the writer's waits notice when it dies.
+pid_t g_reader_pid = 0;
+bool g_reader_reaped = false;
+int g_reader_status = 0;
+
+bool reader_gone() {
+  if (g_reader_pid <= 0) return false;
+  if (!g_reader_reaped && ::waitpid(g_reader_pid, &g_reader_status, WNOHANG) == g_reader_pid) {
+    g_reader_reaped = true;
+  }
+  return g_reader_reaped;
+}
+
+std::string describe_status(int status) {
+  if (WIFEXITED(status)) return "exited with status " + std::to_string(WEXITSTATUS(status));
+  if (WIFSIGNALED(status)) return "was killed by signal " + std::to_string(WTERMSIG(status));
+  return "stopped";
+}
+
+// Names to unlink from a signal handler: fixed storage, no allocation there.
+constexpr int kMaxWatched = 16;
+char g_watched[kMaxWatched][160];
+volatile sig_atomic_t g_watched_count = 0;
+unsigned g_watchdog_seconds = 0;
+
+void write_err(const char* s) {
+  const ssize_t rc = ::write(STDERR_FILENO, s, std::strlen(s));
+  (void)rc;
+}
+
+extern "C" void on_abort_signal(int sig) {
+  if (sig == SIGALRM) {
+    write_err("ringfeed-bench: a run exceeded its time limit; aborting\n");
+  } else {
+    write_err("ringfeed-bench: interrupted; removing this run's segments\n");
+  }
+  for (int i = 0; i < g_watched_count; ++i) ::unlink(g_watched[i]);
+  ::_exit(1);  // the reader dies with us (PR_SET_PDEATHSIG)
+}
+
+bool pin(pid_t pid, int cpu, std::string& why) {
+  const unsigned n = std::thread::hardware_concurrency();
+  if (n < 2) {
+    why = "only " + std::to_string(n) + " cpu online";
+    return false;
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (::sched_setaffinity(pid, sizeof set, &set) != 0) {
+    why = "sched_setaffinity(cpu " + std::to_string(cpu) + "): " + std::strerror(errno);
+    return false;
+  }
+  return true;
+}
+
+}  // namespace
+
+bool Rendezvous::sync(int side, std::uint32_t& my_step) {
+  ++my_step;
+  step[side].store(my_step, std::memory_order_release);
+  for (unsigned i = 0;; ++i) {
+    if (failed.load(std::memory_order_acquire) != 0) return false;
+    if (step[1 - side].load(std::memory_order_acquire) >= my_step) return true;
+    if (i < 4096) {
+      cpu_relax();
+      continue;
+    }
+    if (side == 0 && reader_gone()) {
+      fail("the reader process " + describe_status(g_reader_status) + " before step " +
+           std::to_string(my_step));
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+}
+
+void Rendezvous::fail(const std::string& message) {
+  std::uint32_t expected = 0;
+  // The first failure is the one worth reporting.
+  if (!failed.compare_exchange_strong(expected, 2, std::memory_order_acq_rel)) return;
+  std::snprintf(error, sizeof error, "%s", message.c_str());
+  failed.store(1, std::memory_order_release);
+}
+
+int run_pair(Rendezvous& rv, bool pin_cpus, const std::function<int()>& writer,
+             const std::function<int()>& reader, PinReport* pin_report) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t parent = ::getpid();
+  const pid_t pid = ::fork();
+  if (pid < 0) {
+    rv.fail(std::string("fork: ") + std::strerror(errno));
+    return 1;
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    if (::getppid() != parent) std::_Exit(1);
+    ::signal(SIGINT, SIG_DFL);
+    ::signal(SIGTERM, SIG_DFL);
+    int rc = 1;
+    try {
+      rc = reader();
+    } catch (const std::exception& e) {
+      rv.fail(std::string("reader: ") + e.what());
+    }
+    std::_Exit(rc);  // nothing of the parent's (its writer, its buffers) is torn down here
+  }
+  g_reader_pid = pid;
+  g_reader_reaped = false;
+  PinReport report;
+  if (pin_cpus) {
+    std::string why;
+    report.pinned = pin(0, 0, why) && pin(pid, 1, why);
+    report.text = report.pinned ? "writer pinned to cpu 0, reader to cpu 1"
+                                : "not pinned (" + why + ")";
+  } else {
+    report.text = "not pinned (--no-pin)";
+  }
+  if (pin_report != nullptr) *pin_report = report;
+
+  int rc = 1;
+  try {
+    rc = writer();
+  } catch (const std::exception& e) {
+    rv.fail(std::string("writer: ") + e.what());
+  }
+  if (rc != 0 || rv.failed.load() != 0) {
+    if (rv.failed.load() == 0) rv.fail("the writer stopped early");
+    // The reader may be blocked in a receive that nothing will satisfy.
+    if (!g_reader_reaped) ::kill(pid, SIGKILL);
+  }
+  if (!g_reader_reaped) {
+    while (::waitpid(pid, &g_reader_status, 0) < 0 && errno == EINTR) {
+    }
+    g_reader_reaped = true;
+  }
+  g_reader_pid = 0;
+  if (rv.failed.load() != 0) return 1;
+  if (!WIFEXITED(g_reader_status) || WEXITSTATUS(g_reader_status) != 0) {
+    rv.fail("the reader process " + describe_status(g_reader_status));
+    return 1;
+  }
+  return rc;
+}
+
+void watch_segment(const std::string& name) {
+  if (g_watched_count >= kMaxWatched) return;
+  char* slot = g_watched[g_watched_count];
+  std::snprintf(slot, sizeof g_watched[0], "/dev/shm/%s", name.c_str());
+  g_watched_count = g_watched_count + 1;
+}
+
+void unwatch_segments() { g_watched_count = 0; }
+
+void arm_watchdog(unsigned seconds) {
+  if (g_watchdog_seconds == 0) {
+    struct sigaction sa {};
+    sa.sa_handler = on_abort_signal;
+    ::sigemptyset(&sa.sa_mask);
+    ::sigaction(SIGALRM, &sa, nullptr);
+    ::sigaction(SIGINT, &sa, nullptr);
+    ::sigaction(SIGTERM, &sa, nullptr);
+  }
+  g_watchdog_seconds = seconds;
+  ::alarm(seconds);
+}
+
+void disarm_watchdog() { ::alarm(0); }
+
+void Figures::add(const std::string& name, double value) {
+  for (auto& row : rows_) {
+    if (row.first == name) {
+      row.second.push_back(value);
+      return;
+    }
+  }
+  rows_.push_back({name, {value}});
+}
+
+double Figures::median(const std::string& name) const {
+  for (const auto& row : rows_) {
+    if (row.first != name) continue;
+    std::vector<double> v = row.second;
+    std::sort(v.begin(), v.end());
+    const std::size_t n = v.size();
+    return n % 2 == 1 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+  }
+  return 0;
+}
+
+std::string format_ns(double ns) {
+  char buf[32];
+  if (ns < 10'000) {
+    std::snprintf(buf, sizeof buf, "%.0f ns", ns);
+  } else if (ns < 10'000'000) {
+    std::snprintf(buf, sizeof buf, "%.1f us", ns / 1e3);
+  } else {
+    std::snprintf(buf, sizeof buf, "%.1f ms", ns / 1e6);
+  }
+  return buf;
+}
+
+std::string format_rate(double per_second) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.2f M/s", per_second / 1e6);
+  return buf;
+}
+
+}  // namespace ringfeed::bench
