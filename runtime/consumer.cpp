@@ -247,9 +247,11 @@ const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
     if (now >= deadline) break;
     const std::uint32_t seen = control.wake_word.load(std::memory_order_acquire);
     group_->sleepers.fetch_add(1, std::memory_order_seq_cst);
-    if (ring_.is_empty_at(read_pos_) && ring_.writer_alive()) {
-      shm::futex_wait(control.wake_word, seen,
-                      std::min<std::chrono::nanoseconds>(deadline - now, kSleepSlice));
+    shm::WaitResult slept = shm::WaitResult::value_changed;
+    if (ring_.is_empty_at(read_pos_) &&
+        control.state.load(std::memory_order_acquire) == shm::kRingOpen) {
+      slept = shm::futex_wait(control.wake_word, seen,
+                              std::min<std::chrono::nanoseconds>(deadline - now, kSleepSlice));
     }
     group_->sleepers.fetch_sub(1, std::memory_order_release);
     if (collect(max, status) > 0) {
@@ -261,12 +263,17 @@ const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
       status = PopStatus::fenced;
       break;
     }
-    if (!ring_.writer_alive() && ring_.is_empty_at(read_pos_)) {
+    // Closed rings say so at once; a writer that died without closing is noticed when a
+    // sleep slice runs out (reading /proc is too slow to do on every wake).
+    const bool closed = control.state.load(std::memory_order_acquire) != shm::kRingOpen;
+    if ((closed || (slept == shm::WaitResult::timed_out && !ring_.writer_alive())) &&
+        ring_.is_empty_at(read_pos_)) {
       status = PopStatus::closed;
       break;
     }
   }
-  if (status == PopStatus::timed_out && ring_.is_empty_at(read_pos_) && !ring_.writer_alive()) {
+  if (status == PopStatus::timed_out && ring_.is_empty_at(read_pos_) &&
+      control.state.load(std::memory_order_acquire) != shm::kRingOpen) {
     status = PopStatus::closed;
   }
   batch_.status_ = status;
