@@ -27,12 +27,18 @@ std::string where(const ConsumerOptions& o) {
 
 const char* to_string(PopStatus status) {
   switch (status) {
-    case PopStatus::ok: return "ok";
-    case PopStatus::timed_out: return "timed out";
-    case PopStatus::in_flight_full: return "too many unacked messages";
-    case PopStatus::closed: return "the writer is gone and everything was taken";
-    case PopStatus::fenced: return "the writer stopped serving this group (corrupt group state)";
-    case PopStatus::corrupt: return "a record in the ring failed validation";
+    case PopStatus::ok:
+      return "ok";
+    case PopStatus::timed_out:
+      return "timed out";
+    case PopStatus::in_flight_full:
+      return "too many unacked messages";
+    case PopStatus::closed:
+      return "the writer is gone and everything was taken";
+    case PopStatus::fenced:
+      return "the writer stopped serving this group (corrupt group state)";
+    case PopStatus::corrupt:
+      return "a record in the ring failed validation";
   }
   return "unknown";
 }
@@ -53,15 +59,13 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   auto ring = shm::RingReader::open(options.ns, options.partition);
   if (!ring) return ring.error();
   c->ring_ = std::move(ring.value());
-  auto seg = shm::open_or_create_group(options.ns, options.partition, options.group,
-                                       options.mode);
+  auto seg = shm::open_or_create_group(options.ns, options.partition, options.group, options.mode);
   if (!seg) return seg.error();
   c->group_segment_ = std::move(seg->segment);
   const bool created = seg->created;
   c->group_ = reinterpret_cast<shm::GroupControl*>(c->group_segment_.base());
   if (c->fenced()) {
-    return Error{where(options) + " was fenced by the writer (its shared state was corrupt)",
-                 EIO};
+    return Error{where(options) + " was fenced by the writer (its shared state was corrupt)", EIO};
   }
   c->owner_ = shm::pack_owner(shm::self_identity());
 
@@ -163,7 +167,9 @@ Consumer::~Consumer() {
   }
 }
 
-bool Consumer::fenced() const { return group_->fenced.load(std::memory_order_acquire) != 0; }
+bool Consumer::fenced() const {
+  return group_->fenced.load(std::memory_order_acquire) != 0;
+}
 
 std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
   std::size_t n = 0;
@@ -248,7 +254,8 @@ const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
     const std::uint32_t seen = control.wake_word.load(std::memory_order_acquire);
     group_->sleepers.fetch_add(1, std::memory_order_seq_cst);
     shm::WaitResult slept = shm::WaitResult::value_changed;
-    if (ring_.is_empty_at(read_pos_) &&
+    // Dekker pair with the writer's commit (ring_writer.cpp, wake_sleepers).
+    if (control.write_pos.load(std::memory_order_seq_cst) == read_pos_ &&
         control.state.load(std::memory_order_acquire) == shm::kRingOpen) {
       slept = shm::futex_wait(control.wake_word, seen,
                               std::min<std::chrono::nanoseconds>(deadline - now, kSleepSlice));

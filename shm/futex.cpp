@@ -21,15 +21,18 @@ WaitResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expe
                       expected, &ts, nullptr, 0);
   if (rc == 0) return WaitResult::woken;
   switch (errno) {
-    case EAGAIN: return WaitResult::value_changed;
-    case ETIMEDOUT: return WaitResult::timed_out;
-    default: return WaitResult::interrupted;
+    case EAGAIN:
+      return WaitResult::value_changed;
+    case ETIMEDOUT:
+      return WaitResult::timed_out;
+    default:
+      return WaitResult::interrupted;
   }
 }
 
 int futex_wake_all(const std::atomic<std::uint32_t>& word) {
-  long rc = ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAKE,
-                      INT_MAX, nullptr, nullptr, 0);
+  long rc = ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX,
+                      nullptr, nullptr, 0);
   return rc < 0 ? 0 : static_cast<int>(rc);
 }
 

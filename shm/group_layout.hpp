@@ -58,8 +58,8 @@ struct GroupControl {
   alignas(kCacheLine) std::atomic<std::uint64_t> low_watermark;
 
   // [256, 320): consumers of this group asleep in futex_wait on the ring's wake word.
-  // Consumers: seq_cst fetch_add before their last check, fetch_sub after waking.
-  // Writer: relaxed load after a seq_cst fence that follows publication.
+  // Consumers: seq_cst fetch_add, then a seq_cst load of the ring's write_pos, then sleep;
+  // fetch_sub after waking. Writer: seq_cst load after its seq_cst store of write_pos.
   alignas(kCacheLine) std::atomic<std::uint32_t> sleepers;
 
   // [320, 384): 1 once the writer found a value in this segment that cannot be right and

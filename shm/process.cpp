@@ -75,7 +75,9 @@ std::uint64_t pack_owner(ProcessIdentity id) {
          (id.start_time & 0xffffffffu);
 }
 
-pid_t owner_pid(std::uint64_t owner) { return static_cast<pid_t>(owner >> 32); }
+pid_t owner_pid(std::uint64_t owner) {
+  return static_cast<pid_t>(owner >> 32);
+}
 
 bool owner_alive(std::uint64_t owner) {
   const std::int64_t pid = static_cast<std::int64_t>(owner >> 32);

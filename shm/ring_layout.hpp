@@ -51,8 +51,8 @@ struct RecordHeader {
   // position | kind. Writer: relaxed store of 0 ahead of time, release store when
   // published. Readers: acquire load, pairs with that release.
   std::atomic<std::uint64_t> tag;
-  std::uint32_t key_len;     // bytes of key after the header
-  std::uint32_t value_len;   // bytes of value after the key
+  std::uint32_t key_len;          // bytes of key after the header
+  std::uint32_t value_len;        // bytes of value after the key
   std::uint64_t upstream_offset;  // the record's offset in its upstream partition
   std::int64_t timestamp_ns;      // CLOCK_REALTIME or the upstream's time, nanoseconds
 };
@@ -74,14 +74,17 @@ constexpr std::uint64_t record_size(std::uint64_t key_len, std::uint64_t value_l
 }
 // The largest record a ring of `capacity` bytes accepts: a quarter of it, so padding
 // at the end of a lap never wastes more than that.
-constexpr std::uint64_t max_record_size(std::uint64_t capacity) { return capacity / 4; }
+constexpr std::uint64_t max_record_size(std::uint64_t capacity) {
+  return capacity / 4;
+}
 
 struct RingControl {
   SegmentHeader header;  // [0, 64): written once by the creator
 
   // [64, 128): end of the published records (position after the last commit).
-  // Writer: release store after each commit. Readers: acquire load, for bounds and stat;
-  // consumers never need it to find records (they poll record tags).
+  // Writer: seq_cst store after each commit, then it loads every group's sleepers count.
+  // Consumers about to sleep: seq_cst load after incrementing sleepers (a Dekker pair);
+  // otherwise acquire loads for bounds and stat. Consumers find records by their tags.
   alignas(kCacheLine) std::atomic<std::uint64_t> write_pos;
   std::atomic<std::uint64_t> published;  // messages published. Writer: relaxed. stat only.
 

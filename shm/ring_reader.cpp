@@ -7,8 +7,8 @@ namespace ringfeed::shm {
 
 Result<std::uint64_t> validate_ring_header(const std::string& name, const SegmentHeader& h,
                                            std::size_t actual_size, std::uint32_t partition) {
-  auto cap = validate_header(name, h, actual_size,
-                             {SegmentKind::ring, sizeof(RingControl), partition});
+  auto cap =
+      validate_header(name, h, actual_size, {SegmentKind::ring, sizeof(RingControl), partition});
   if (!cap) return cap;
   const std::uint64_t c = cap.value();
   if (c < kMinRingCapacity || c > kMaxRingCapacity || (c & (c - 1)) != 0) {

@@ -51,9 +51,9 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
   if (auto ok = check_name("namespace", options.ns); !ok) return ok.error();
   const std::uint64_t cap = options.capacity;
   if (cap < kMinRingCapacity || cap > kMaxRingCapacity || (cap & (cap - 1)) != 0) {
-    return Error{"ring capacity " + std::to_string(cap) +
-                     " must be a power of two between 4 KiB and 1 TiB",
-                 EINVAL};
+    return Error{
+        "ring capacity " + std::to_string(cap) + " must be a power of two between 4 KiB and 1 TiB",
+        EINVAL};
   }
   std::unique_ptr<RingWriter> w(new RingWriter());
   w->options_ = options;
@@ -65,9 +65,8 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
 
   // Watch before anything can be created, so that no group is missed.
   w->inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (w->inotify_fd_ < 0 ||
-      ::inotify_add_watch(w->inotify_fd_, std::string(kShmDir).c_str(),
-                          IN_CREATE | IN_MOVED_TO) < 0) {
+  if (w->inotify_fd_ < 0 || ::inotify_add_watch(w->inotify_fd_, std::string(kShmDir).c_str(),
+                                                IN_CREATE | IN_MOVED_TO) < 0) {
     return Error{std::string("cannot watch ") + std::string(kShmDir) + " with inotify: " +
                      std::strerror(errno) + " (raise fs.inotify.max_user_instances?)",
                  errno};
@@ -106,8 +105,7 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
       const bool valid = validate_ring_header(name, h, old->size(), options.partition).ok();
       if (valid && owner_alive(pack_owner({h.creator_pid, h.creator_start_time}))) {
         return Error{"partition " + std::to_string(options.partition) + " of namespace '" +
-                         options.ns + "' is already served by pid " +
-                         std::to_string(h.creator_pid),
+                         options.ns + "' is already served by pid " + std::to_string(h.creator_pid),
                      EBUSY};
       }
     }
@@ -203,7 +201,8 @@ void RingWriter::commit() {
   }
   pending_tags_.clear();
   committed_ = reserved_;
-  control_->write_pos.store(committed_, std::memory_order_release);
+  // seq_cst: one half of the Dekker pair with sleeping consumers (see wake_sleepers).
+  control_->write_pos.store(committed_, std::memory_order_seq_cst);
   control_->published.store(published_, std::memory_order_relaxed);
   wake_sleepers();
 }
@@ -214,12 +213,12 @@ void RingWriter::wake_sleepers() {
     next_group_poll_ = now + kGroupPollInterval;
     poll_groups();
   }
-  // Pairs with a sleeper's seq_cst increment of `sleepers` followed by its check of the
-  // next tag: either it sees the tag we just stored, or we see its increment.
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Dekker pair: we store write_pos then load sleepers; a sleeper increments sleepers then
+  // loads write_pos (all seq_cst). Either it sees our new write_pos and does not sleep,
+  // or we see its increment and wake it.
   bool anyone = false;
   for (const TrackedGroup& g : groups_) {
-    anyone |= g.control->sleepers.load(std::memory_order_relaxed) != 0;
+    anyone |= g.control->sleepers.load(std::memory_order_seq_cst) != 0;
   }
   if (anyone) {
     control_->wake_word.fetch_add(1, std::memory_order_release);
@@ -236,8 +235,9 @@ std::size_t RingWriter::publish(std::span<const OutMessage> batch, std::chrono::
   for (const OutMessage& m : batch) {
     Reservation r;
     const auto left = std::chrono::nanoseconds(std::max<std::int64_t>(0, deadline - now_ns()));
-    st = reserve(static_cast<std::uint32_t>(m.key.size()), static_cast<std::uint32_t>(m.value.size()),
-                 m.upstream_offset, m.timestamp_ns, r, left);
+    st = reserve(static_cast<std::uint32_t>(m.key.size()),
+                 static_cast<std::uint32_t>(m.value.size()), m.upstream_offset, m.timestamp_ns, r,
+                 left);
     if (st != PublishStatus::ok) break;
     if (!m.key.empty()) std::memcpy(r.key, m.key.data(), m.key.size());
     if (!m.value.empty()) std::memcpy(r.value, m.value.data(), m.value.size());
@@ -281,8 +281,7 @@ std::uint64_t RingWriter::min_watermark(bool reap_dead) {
         if (g.fenced) break;
       }
     } else {
-      consider(g, g.control->low_watermark.load(std::memory_order_seq_cst), min,
-               "low watermark");
+      consider(g, g.control->low_watermark.load(std::memory_order_seq_cst), min, "low watermark");
     }
   }
   return min;

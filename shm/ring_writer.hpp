@@ -84,8 +84,8 @@ class RingWriter {
                             Reservation& out);
   // As try_reserve, waiting up to `wait` for space (committing pending records first).
   PublishStatus reserve(std::uint32_t key_len, std::uint32_t value_len,
-                        std::uint64_t upstream_offset, std::int64_t timestamp_ns,
-                        Reservation& out, std::chrono::nanoseconds wait);
+                        std::uint64_t upstream_offset, std::int64_t timestamp_ns, Reservation& out,
+                        std::chrono::nanoseconds wait);
   // Publishes every reserved record, in order, and wakes sleeping consumers if any.
   void commit();
 

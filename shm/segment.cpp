@@ -16,22 +16,30 @@ namespace bip = boost::interprocess;
 
 const char* to_string(SegmentKind kind) {
   switch (kind) {
-    case SegmentKind::ring: return "ring";
-    case SegmentKind::group: return "group";
+    case SegmentKind::ring:
+      return "ring";
+    case SegmentKind::group:
+      return "group";
   }
   return "unknown";
 }
 
 namespace {
 
-std::string describe(const std::string& name) { return "segment " + name; }
+std::string describe(const std::string& name) {
+  return "segment " + name;
+}
 
 int errno_of(const bip::interprocess_exception& e) {
   switch (e.get_error_code()) {
-    case bip::already_exists_error: return EEXIST;
-    case bip::not_found_error: return ENOENT;
-    case bip::security_error: return EACCES;
-    default: return e.get_native_error() != 0 ? e.get_native_error() : EIO;
+    case bip::already_exists_error:
+      return EEXIST;
+    case bip::not_found_error:
+      return ENOENT;
+    case bip::security_error:
+      return EACCES;
+    default:
+      return e.get_native_error() != 0 ? e.get_native_error() : EIO;
   }
 }
 
@@ -46,8 +54,9 @@ Result<std::uint64_t> validate_header(const std::string& segment_name, const Seg
   };
   if (h.magic != kMagic) {
     char buf[96];
-    std::snprintf(buf, sizeof buf, "bad magic 0x%016llx, expected 0x%016llx (not a ringfeed segment)",
-                  static_cast<unsigned long long>(h.magic), static_cast<unsigned long long>(kMagic));
+    std::snprintf(
+        buf, sizeof buf, "bad magic 0x%016llx, expected 0x%016llx (not a ringfeed segment)",
+        static_cast<unsigned long long>(h.magic), static_cast<unsigned long long>(kMagic));
     return fail(buf);
   }
   if (h.layout_version != kLayoutVersion) {

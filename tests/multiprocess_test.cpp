@@ -119,9 +119,8 @@ struct Fleet {
 TEST(MultiProcess, ExclusiveConsumerSeesEveryMessageOnceInOrder) {
   Fleet f;
   ASSERT_TRUE(f.writer);
-  f.children.push_back(ringfeed::test::fork_child([&] {
-    return consume_all(f.ns, "excl", Mode::exclusive, f.pipe_fds[1], kMessages, 64);
-  }));
+  f.children.push_back(ringfeed::test::fork_child(
+      [&] { return consume_all(f.ns, "excl", Mode::exclusive, f.pipe_fds[1], kMessages, 64); }));
   ASSERT_TRUE(wait_ready(f.pipe_fds[0], 1)) << "consumer did not attach";
   publish_workload(*f.writer, kMessages);
   EXPECT_EQ(f.writer->published(), kMessages);
@@ -148,13 +147,11 @@ TEST(MultiProcess, ExclusiveAndBroadcastGroupsSideBySide) {
   Fleet f;
   ASSERT_TRUE(f.writer);
   const std::uint64_t n = kMessages / 10;
-  f.children.push_back(ringfeed::test::fork_child([&] {
-    return consume_all(f.ns, "excl", Mode::exclusive, f.pipe_fds[1], n, 64);
-  }));
+  f.children.push_back(ringfeed::test::fork_child(
+      [&] { return consume_all(f.ns, "excl", Mode::exclusive, f.pipe_fds[1], n, 64); }));
   for (int k = 0; k < 2; ++k) {
-    f.children.push_back(ringfeed::test::fork_child([&] {
-      return consume_all(f.ns, "bcast", Mode::broadcast, f.pipe_fds[1], n, 32);
-    }));
+    f.children.push_back(ringfeed::test::fork_child(
+        [&] { return consume_all(f.ns, "bcast", Mode::broadcast, f.pipe_fds[1], n, 32); }));
   }
   ASSERT_TRUE(wait_ready(f.pipe_fds[0], 3));
   publish_workload(*f.writer, n);

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ringfeed/consumer.hpp"
@@ -39,8 +40,8 @@ TEST(Ring, PublishPopAckInOrder) {
   std::vector<ringfeed::OutMessage> batch;
   for (int i = 0; i < 10; ++i) values.push_back("value-" + std::to_string(i));
   for (int i = 0; i < 10; ++i) {
-    batch.push_back({.key = "k", .value = values[i], .upstream_offset = 100u + i,
-                     .timestamp_ns = 7});
+    batch.push_back(
+        {.key = "k", .value = values[i], .upstream_offset = 100u + i, .timestamp_ns = 7});
   }
   ASSERT_EQ(w->publish(batch, 0ns), 10u);
   const auto& b = c->pop(64, 0ns);
@@ -153,6 +154,45 @@ TEST(Ring, GroupWithoutConsumersStillHoldsItsData) {
   auto c = attach(ns, "g", Mode::exclusive);
   ASSERT_TRUE(c);
   EXPECT_EQ(c->pop(1000, 0ns).size(), n);  // resumes from the group's watermark
+}
+
+}  // namespace
+
+namespace {
+
+// A consumer may be a thread of the writer's own process, as long as it has its own
+// Consumer. Run under ThreadSanitizer too.
+TEST(Ring, ConsumerThreadsBesideTheWriterThread) {
+  const auto ns = ringfeed::test::unique_ns("threads");
+  auto w = make_writer(ns, 1 << 16);
+  auto excl = attach(ns, "e", Mode::exclusive);
+  auto b1 = attach(ns, "b", Mode::broadcast);
+  auto b2 = attach(ns, "b", Mode::broadcast);
+  ASSERT_TRUE(excl && b1 && b2);
+  constexpr std::uint64_t kCount = 100'000;
+  auto drain = [&](Consumer* c, std::uint64_t* bad) {
+    for (std::uint64_t next = 0; next < kCount;) {
+      const auto& batch = c->pop(32, 10s);
+      if (batch.status() != PopStatus::ok) {
+        ++*bad;
+        return;
+      }
+      for (const auto& m : batch) *bad += m.offset() != next++;
+      c->ack(batch);
+    }
+  };
+  std::uint64_t bad[3] = {0, 0, 0};
+  std::thread t0(drain, excl.get(), &bad[0]);
+  std::thread t1(drain, b1.get(), &bad[1]);
+  std::thread t2(drain, b2.get(), &bad[2]);
+  for (std::uint64_t i = 0; i < kCount; ++i) {
+    ringfeed::OutMessage m{.value = "0123456789", .upstream_offset = i};
+    ASSERT_EQ(w->publish({&m, 1}, 10s), 1u);
+  }
+  t0.join();
+  t1.join();
+  t2.join();
+  EXPECT_EQ(bad[0] + bad[1] + bad[2], 0u);
 }
 
 }  // namespace

@@ -25,8 +25,12 @@ inline std::uint32_t value_size(std::uint64_t i) {
   if (r % 100 == 1) return 1 + static_cast<std::uint32_t>((r >> 20) % 65536);
   return 1 + static_cast<std::uint32_t>((r >> 20) % 200);
 }
-inline std::uint32_t key_size(std::uint64_t i) { return static_cast<std::uint32_t>(mix(i) >> 60); }
-inline char fill_byte(std::uint64_t i) { return static_cast<char>(i * 7 + 1); }
+inline std::uint32_t key_size(std::uint64_t i) {
+  return static_cast<std::uint32_t>(mix(i) >> 60);
+}
+inline char fill_byte(std::uint64_t i) {
+  return static_cast<char>(i * 7 + 1);
+}
 
 // Writes message i's value: its index in the first 8 bytes (when it has room), then a
 // byte that depends on i.
@@ -60,7 +64,8 @@ class Checker {
     if (vs >= 8) {
       std::uint64_t stored = 0;
       std::memcpy(&stored, value.data(), 8);
-      if (stored != i) return "message " + std::to_string(i) + ": carries index " + std::to_string(stored);
+      if (stored != i)
+        return "message " + std::to_string(i) + ": carries index " + std::to_string(stored);
       from = 8;
     }
     const auto& t = templates_[static_cast<unsigned char>(fill_byte(i))];

@@ -65,9 +65,11 @@ int usage_error(const std::string& why) {
 
 // A worker: attach, consume `expected` messages, print latency percentiles.
 int worker(const Options& o, const char* group, ringfeed::Mode mode, int index, int ready_fd) {
-  auto c = ringfeed::Consumer::attach(
-      {.ns = o.ns, .partition = 0, .group = group, .mode = mode,
-                                         .spin = std::chrono::microseconds(o.spin_us)});
+  auto c = ringfeed::Consumer::attach({.ns = o.ns,
+                                       .partition = 0,
+                                       .group = group,
+                                       .mode = mode,
+                                       .spin = std::chrono::microseconds(o.spin_us)});
   if (!c) {
     std::fprintf(stderr, "worker %s#%d: %s\n", group, index, c.error().message.c_str());
     return 1;
@@ -114,7 +116,8 @@ int main(int argc, char** argv) {
     if (a == "--namespace") {
       o.ns = std::string(v);
     } else if (!parse_u64(v, n)) {
-      return usage_error("option " + std::string(a) + " needs a number, got '" + std::string(v) + "'");
+      return usage_error("option " + std::string(a) + " needs a number, got '" + std::string(v) +
+                         "'");
     } else if (a == "--messages") {
       o.messages = n;
     } else if (a == "--rate") {
@@ -138,16 +141,16 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "ringfeed-demo: %s\n", w.error().message.c_str());
     return 1;
   }
-  struct sigaction sa{};
+  struct sigaction sa {};
   sa.sa_handler = [](int) { stop = true; };
   ::sigaction(SIGINT, &sa, nullptr);
   ::sigaction(SIGTERM, &sa, nullptr);
 
-  std::printf("ringfeed-demo: %llu messages of %u bytes at %llu/s into ring %s;\n"
-              "  1 exclusive worker (group billing), %d broadcast workers (group audit)\n",
-              static_cast<unsigned long long>(o.messages), o.value_size,
-              static_cast<unsigned long long>(o.rate), (*w)->segment_name().c_str(),
-              o.broadcast_workers);
+  std::printf(
+      "ringfeed-demo: %llu messages of %u bytes at %llu/s into ring %s;\n"
+      "  1 exclusive worker (group billing), %d broadcast workers (group audit)\n",
+      static_cast<unsigned long long>(o.messages), o.value_size,
+      static_cast<unsigned long long>(o.rate), (*w)->segment_name().c_str(), o.broadcast_workers);
   std::fflush(stdout);
 
   int ready[2];
@@ -180,11 +183,12 @@ int main(int argc, char** argv) {
   std::uint64_t sent = 0;
   for (; sent < o.messages && !stop; ++sent) {
     next += interval;
-    const timespec at{static_cast<time_t>(next / 1'000'000'000), static_cast<long>(next % 1'000'000'000)};
+    const timespec at{static_cast<time_t>(next / 1'000'000'000),
+                      static_cast<long>(next % 1'000'000'000)};
     while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, nullptr) == EINTR && !stop) {
     }
-    ringfeed::OutMessage m{.key = "k", .value = value, .upstream_offset = sent,
-                           .timestamp_ns = now_ns()};
+    ringfeed::OutMessage m{
+        .key = "k", .value = value, .upstream_offset = sent, .timestamp_ns = now_ns()};
     if ((*w)->publish({&m, 1}, 5s) != 1) {
       std::fprintf(stderr, "ringfeed-demo: ring full for 5 s at message %llu; workers stuck?\n",
                    static_cast<unsigned long long>(sent));

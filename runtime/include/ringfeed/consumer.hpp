@@ -38,12 +38,12 @@ struct ConsumerOptions {
 };
 
 enum class PopStatus {
-  ok,             // at least one message
-  timed_out,      // nothing arrived within the wait
-  in_flight_full, // max_in_flight messages are unacked: ack some first
-  closed,         // the writer shut down or died, and everything published was taken
-  fenced,         // the writer found this group's shared state corrupt and stopped serving it
-  corrupt,        // a record in the ring failed validation
+  ok,              // at least one message
+  timed_out,       // nothing arrived within the wait
+  in_flight_full,  // max_in_flight messages are unacked: ack some first
+  closed,          // the writer shut down or died, and everything published was taken
+  fenced,          // the writer found this group's shared state corrupt and stopped serving it
+  corrupt,         // a record in the ring failed validation
 };
 const char* to_string(PopStatus status);
 
@@ -109,8 +109,8 @@ class Consumer {
   shm::RingReader ring_;
   shm::Segment group_segment_;
   shm::GroupControl* group_ = nullptr;
-  std::atomic<std::uint64_t>* watermark_ = nullptr;  // the group's or our slot's cursor
-  std::atomic<std::uint64_t>* owner_word_ = nullptr; // holder or slot owner we claimed
+  std::atomic<std::uint64_t>* watermark_ = nullptr;   // the group's or our slot's cursor
+  std::atomic<std::uint64_t>* owner_word_ = nullptr;  // holder or slot owner we claimed
   std::uint64_t owner_ = 0;
 
   std::uint64_t read_pos_ = 0;

@@ -13,10 +13,10 @@ class Message {
  public:
   std::string_view key() const { return {key_, key_len_}; }
   std::string_view value() const { return {value_, value_len_}; }
-  std::uint64_t offset() const { return upstream_offset_; }      // offset in the upstream
-  std::int64_t timestamp_ns() const { return timestamp_ns_; }    // the record's time
+  std::uint64_t offset() const { return upstream_offset_; }    // offset in the upstream
+  std::int64_t timestamp_ns() const { return timestamp_ns_; }  // the record's time
   std::uint32_t delivery_count() const { return delivery_count_; }
-  std::uint64_t position() const { return position_; }           // byte position in the ring
+  std::uint64_t position() const { return position_; }  // byte position in the ring
 
  private:
   friend class Consumer;
