@@ -231,16 +231,24 @@ std::size_t RingWriter::publish(std::span<const OutMessage> batch, std::chrono::
                                 PublishStatus* status) {
   std::size_t n = 0;
   PublishStatus st = PublishStatus::ok;
-  const std::int64_t deadline = now_ns() + wait.count();
+  std::int64_t deadline = 0;  // read the clock only if the ring fills up
   for (const OutMessage& m : batch) {
+    if (m.key.size() > UINT32_MAX || m.value.size() > UINT32_MAX) {
+      st = PublishStatus::too_large;
+      break;
+    }
+    const auto key_len = static_cast<std::uint32_t>(m.key.size());
+    const auto value_len = static_cast<std::uint32_t>(m.value.size());
     Reservation r;
-    const auto left = std::chrono::nanoseconds(std::max<std::int64_t>(0, deadline - now_ns()));
-    st = reserve(static_cast<std::uint32_t>(m.key.size()),
-                 static_cast<std::uint32_t>(m.value.size()), m.upstream_offset, m.timestamp_ns, r,
-                 left);
+    st = try_reserve(key_len, value_len, m.upstream_offset, m.timestamp_ns, r);
+    if (st == PublishStatus::full && wait.count() > 0) {
+      if (deadline == 0) deadline = now_ns() + wait.count();
+      const auto left = std::chrono::nanoseconds(std::max<std::int64_t>(0, deadline - now_ns()));
+      st = reserve(key_len, value_len, m.upstream_offset, m.timestamp_ns, r, left);
+    }
     if (st != PublishStatus::ok) break;
-    if (!m.key.empty()) std::memcpy(r.key, m.key.data(), m.key.size());
-    if (!m.value.empty()) std::memcpy(r.value, m.value.data(), m.value.size());
+    if (key_len != 0) std::memcpy(r.key, m.key.data(), key_len);
+    if (value_len != 0) std::memcpy(r.value, m.value.data(), value_len);
     ++n;
   }
   commit();
