@@ -119,9 +119,14 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
 }
 
 RingWriter::~RingWriter() {
-  close();
+  try {
+    close();
+    if (segment_.mapped()) remove_partition_segments(options_.ns, options_.partition);
+  } catch (...) {
+    // Out of memory while listing names: the segments stay; the next writer on this
+    // partition removes them when it takes over.
+  }
   if (inotify_fd_ >= 0) ::close(inotify_fd_);
-  if (segment_.mapped()) remove_partition_segments(options_.ns, options_.partition);
 }
 
 void RingWriter::close() {
