@@ -14,7 +14,13 @@ Result<Mode> validate_group_segment(const Segment& segment, std::uint32_t partit
   auto slots = validate_header(segment.name(), header, segment.size(),
                                {SegmentKind::group, sizeof(GroupControl), partition});
   if (!slots) return slots.error();
-  if (segment.size() != sizeof(GroupControl) || slots.value() != kGroupSlots) {
+  if (segment.size() != sizeof(GroupControl)) {
+    return Error{"segment " + segment.name() + ": group segment is " +
+                     std::to_string(segment.size()) + " bytes, expected " +
+                     std::to_string(sizeof(GroupControl)),
+                 EPROTO};
+  }
+  if (slots.value() != kGroupSlots) {
     return Error{"segment " + segment.name() + ": " + std::to_string(slots.value()) +
                      " consumer slots, expected " + std::to_string(kGroupSlots),
                  EPROTO};

@@ -66,7 +66,7 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
   // Watch before anything can be created, so that no group is missed.
   w->inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
   if (w->inotify_fd_ < 0 || ::inotify_add_watch(w->inotify_fd_, std::string(kShmDir).c_str(),
-                                                IN_CREATE | IN_MOVED_TO) < 0) {
+                                                IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM) < 0) {
     return Error{std::string("cannot watch ") + std::string(kShmDir) + " with inotify: " +
                      std::strerror(errno) + " (raise fs.inotify.max_user_instances?)",
                  errno};
@@ -325,8 +325,13 @@ void RingWriter::poll_groups() {
       }
       if (e->len == 0) continue;
       const std::string_view name(e->name);
-      if (name.substr(0, group_prefix_.size()) == group_prefix_ &&
-          name.find(".tmp.") == std::string_view::npos) {
+      if (name.substr(0, group_prefix_.size()) != group_prefix_ ||
+          name.find(".tmp.") != std::string_view::npos) {
+        continue;
+      }
+      if ((e->mask & (IN_DELETE | IN_MOVED_FROM)) != 0) {
+        forget_group(name);
+      } else {
         register_group(std::string(name));
       }
     }
@@ -357,6 +362,18 @@ void RingWriter::register_group(const std::string& segment_name) {
   g.control = control;
   g.mode = mode.value();
   groups_.push_back(std::move(g));
+}
+
+// Someone removed a group's name. Its data is no longer held for it, so its consumers
+// (still mapped) are told, and a group created again under the name is a new group.
+void RingWriter::forget_group(std::string_view segment_name) {
+  for (auto it = groups_.begin(); it != groups_.end(); ++it) {
+    if (it->name == segment_name) {
+      fence(*it, "its segment was removed");
+      groups_.erase(it);
+      return;
+    }
+  }
 }
 
 std::vector<GroupInfo> RingWriter::groups() const {

@@ -131,6 +131,7 @@ class RingWriter {
   void consider(TrackedGroup& g, std::uint64_t value, std::uint64_t& min, const char* field);
   void fence(TrackedGroup& g, std::string reason);
   void register_group(const std::string& segment_name);
+  void forget_group(std::string_view segment_name);
   void scan_groups();
   void wake_sleepers();
 

@@ -80,7 +80,11 @@ Result<std::uint64_t> validate_header(const std::string& segment_name, const Seg
     return fail("partition " + std::to_string(h.partition) + ", expected " +
                 std::to_string(expected.partition));
   }
-  if (h.control_size > actual_size || h.data_capacity > actual_size) {
+  if (h.control_size > actual_size) {
+    return fail("control block of " + std::to_string(h.control_size) + " bytes does not fit in " +
+                std::to_string(actual_size) + " bytes");
+  }
+  if (h.data_capacity > actual_size) {
     return fail("data capacity " + std::to_string(h.data_capacity) + " does not fit in " +
                 std::to_string(actual_size) + " bytes");
   }
