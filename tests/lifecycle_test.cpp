@@ -252,3 +252,38 @@ TEST(Wakeup, ConsumerLearnsThatTheWriterWasKilled) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Groups, RemovedGroupSegmentIsFencedAndANewOneUnderTheNameIsANewGroup) {
+  const auto ns = unique_ns("regroup");
+  auto w = make_writer(ns);
+  ASSERT_TRUE(w);
+  auto old = Consumer::attach({.ns = ns, .group = "g", .mode = Mode::exclusive});
+  ASSERT_TRUE(old.ok());
+  publish_n(*w, 0, 5);
+  ASSERT_TRUE(wait_until([&] {
+    w->poll_groups();
+    return w->group_count() == 1;
+  }));
+  ringfeed::shm::Segment::remove(ringfeed::shm::group_segment_name(ns, 0, "g"));
+  ASSERT_TRUE(wait_until([&] {
+    w->poll_groups();
+    return w->group_count() == 0;
+  }));
+  // Its consumer is told that the writer no longer holds data for it.
+  EXPECT_EQ((*old)->pop(10, 0ns).status(), PopStatus::fenced);
+  // The name is free for a new group, which the writer honours.
+  auto fresh = Consumer::attach({.ns = ns, .group = "g", .mode = Mode::broadcast});
+  ASSERT_TRUE(fresh.ok()) << fresh.error().message;
+  ASSERT_TRUE(wait_until([&] {
+    w->poll_groups();
+    return w->group_count() == 1;
+  }));
+  publish_n(*w, 5, 1);
+  const auto& b = (*fresh)->pop(10, 1s);
+  ASSERT_EQ(b.status(), PopStatus::ok);
+  EXPECT_EQ(b[b.size() - 1].offset(), 5u);
+}
+
+}  // namespace
