@@ -1,6 +1,5 @@
 #include "shm/ring_writer.hpp"
 
-#include <dirent.h>
 #include <sys/inotify.h>
 #include <unistd.h>
 
@@ -30,22 +29,10 @@ std::int64_t now_ns() {
 
 void remove_partition_segments(const std::string& ns, std::uint32_t partition) {
   const std::string prefix = "ringfeed." + ns + ".p" + std::to_string(partition) + ".";
-  for (const auto& name : list_segments(prefix)) Segment::remove(name);
+  for (const auto& name : Segment::list(prefix)) Segment::remove(name);
 }
 
 }  // namespace
-
-std::vector<std::string> list_segments(std::string_view prefix) {
-  std::vector<std::string> out;
-  DIR* dir = ::opendir(std::string(kShmDir).c_str());
-  if (dir == nullptr) return out;
-  while (dirent* e = ::readdir(dir)) {
-    std::string_view name(e->d_name);
-    if (name.substr(0, prefix.size()) == prefix) out.emplace_back(name);
-  }
-  ::closedir(dir);
-  return out;
-}
 
 Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& options) {
   if (auto ok = check_name("namespace", options.ns); !ok) return ok.error();
@@ -65,8 +52,9 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
 
   // Watch before anything can be created, so that no group is missed.
   w->inotify_fd_ = ::inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
-  if (w->inotify_fd_ < 0 || ::inotify_add_watch(w->inotify_fd_, std::string(kShmDir).c_str(),
-                                                IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM) < 0) {
+  if (w->inotify_fd_ < 0 ||
+      ::inotify_add_watch(w->inotify_fd_, std::string(kShmDir).c_str(),
+                          IN_CREATE | IN_MOVED_TO | IN_DELETE | IN_MOVED_FROM) < 0) {
     return Error{std::string("cannot watch ") + std::string(kShmDir) + " with inotify: " +
                      std::strerror(errno) + " (raise fs.inotify.max_user_instances?)",
                  errno};
@@ -339,7 +327,7 @@ void RingWriter::poll_groups() {
 }
 
 void RingWriter::scan_groups() {
-  for (const auto& name : list_segments(group_prefix_)) {
+  for (const auto& name : Segment::list(group_prefix_)) {
     if (name.find(".tmp.") == std::string::npos) register_group(name);
   }
 }

@@ -158,7 +158,4 @@ class RingWriter {
   bool closed_ = false;
 };
 
-// Names of existing segments (under /dev/shm) that start with `prefix`.
-std::vector<std::string> list_segments(std::string_view prefix);
-
 }  // namespace ringfeed::shm

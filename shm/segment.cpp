@@ -1,5 +1,6 @@
 #include "shm/segment.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -142,6 +143,18 @@ Result<Segment> Segment::open(const std::string& name, Access access) {
 
 bool Segment::remove(const std::string& name) {
   return bip::shared_memory_object::remove(name.c_str());
+}
+
+std::vector<std::string> Segment::list(std::string_view prefix) {
+  std::vector<std::string> out;
+  DIR* dir = ::opendir(std::string(kShmDir).c_str());
+  if (dir == nullptr) return out;
+  while (dirent* e = ::readdir(dir)) {
+    std::string_view name(e->d_name);
+    if (name.substr(0, prefix.size()) == prefix) out.emplace_back(name);
+  }
+  ::closedir(dir);
+  return out;
 }
 
 }  // namespace ringfeed::shm

@@ -14,6 +14,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "shm/result.hpp"
 
@@ -85,6 +86,8 @@ class Segment {
   static Result<Segment> open(const std::string& name, Access access);
   // Removes the name; mappings stay valid until unmapped. False if there was none.
   static bool remove(const std::string& name);
+  // Names of existing segments that start with `prefix`.
+  static std::vector<std::string> list(std::string_view prefix);
 
   std::byte* base() const { return static_cast<std::byte*>(region_.get_address()); }
   std::size_t size() const { return region_.get_size(); }

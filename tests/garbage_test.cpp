@@ -730,7 +730,7 @@ SeedResult run_seed(const Params& p, bool sleepers_only) {
     if (sh->b_outcome_note[0] != '\0') std::printf("  writer on B: %s\n", sh->b_outcome_note);
   }
   // The writer removes its segments when it exits cleanly; after a crash, the test does.
-  for (const auto& name : shm::list_segments("ringfeed." + p.ns + ".")) {
+  for (const auto& name : shm::Segment::list("ringfeed." + p.ns + ".")) {
     if (rc_writer == 0) ADD_FAILURE() << "left behind: " << name;
     shm::Segment::remove(name);
   }

@@ -128,7 +128,7 @@ std::string random_bytes(std::size_t n, std::uint64_t seed) {
 struct NamespaceCleanup {
   std::string ns;
   ~NamespaceCleanup() {
-    for (const auto& name : shm::list_segments("ringfeed." + ns + ".")) shm::Segment::remove(name);
+    for (const auto& name : shm::Segment::list("ringfeed." + ns + ".")) shm::Segment::remove(name);
   }
 };
 
@@ -290,7 +290,7 @@ TEST(SegmentAttach, MissingRingNamesNamespaceAndFetcher) {
   EXPECT_TRUE(refused_with(reader, {"'" + ns + "'", "partition 2", "fetcher"}));
   auto c = Consumer::attach({.ns = ns, .partition = 2, .group = "g"});
   EXPECT_TRUE(refused_with(c, {"'" + ns + "'", "partition 2", "fetcher"}));
-  EXPECT_TRUE(shm::list_segments("ringfeed." + ns + ".").empty())
+  EXPECT_TRUE(shm::Segment::list("ringfeed." + ns + ".").empty())
       << "a failed attach must not leave a group segment behind";
 }
 
@@ -548,7 +548,7 @@ TEST(SegmentAttach, BadNamesAreRefusedClearly) {
   EXPECT_TRUE(refused_with(attach(good, std::string(49, 'g')), {"1 to 48 characters"}));
   auto longest = attach(good, std::string(48, 'g'));
   EXPECT_TRUE(longest.ok()) << longest.error().message;
-  EXPECT_EQ(shm::list_segments("ringfeed." + good + ".").size(), 2u)
+  EXPECT_EQ(shm::Segment::list("ringfeed." + good + ".").size(), 2u)
       << "only the ring and the one good group may exist";
 }
 
