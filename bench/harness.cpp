@@ -4,6 +4,7 @@
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +15,7 @@
 #include <cstring>
 #include <ctime>
 #include <exception>
+#include <fstream>
 #include <stdexcept>
 #include <thread>
 
@@ -34,7 +36,9 @@ void* map_shared_bytes(std::size_t bytes) {
   return p;
 }
 
-void unmap_shared_bytes(void* p, std::size_t bytes) { ::munmap(p, bytes); }
+void unmap_shared_bytes(void* p, std::size_t bytes) {
+  ::munmap(p, bytes);
+}
 
 namespace {
 
@@ -152,8 +156,8 @@ int run_pair(Rendezvous& rv, bool pin_cpus, const std::function<int()>& writer,
   if (pin_cpus) {
     std::string why;
     report.pinned = pin(0, 0, why) && pin(pid, 1, why);
-    report.text = report.pinned ? "writer pinned to cpu 0, reader to cpu 1"
-                                : "not pinned (" + why + ")";
+    report.text =
+        report.pinned ? "writer pinned to cpu 0, reader to cpu 1" : "not pinned (" + why + ")";
   } else {
     report.text = "not pinned (--no-pin)";
   }
@@ -191,7 +195,9 @@ void watch_segment(const std::string& name) {
   g_watched_count = g_watched_count + 1;
 }
 
-void unwatch_segments() { g_watched_count = 0; }
+void unwatch_segments() {
+  g_watched_count = 0;
+}
 
 void arm_watchdog(unsigned seconds) {
   if (g_watchdog_seconds == 0) {
@@ -206,7 +212,64 @@ void arm_watchdog(unsigned seconds) {
   ::alarm(seconds);
 }
 
-void disarm_watchdog() { ::alarm(0); }
+void disarm_watchdog() {
+  ::alarm(0);
+}
+
+CpuSample sample_cpu() {
+  CpuSample c;
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  std::uint64_t v[8] = {};
+  if (in >> cpu >> v[0] >> v[1] >> v[2] >> v[3] >> v[4] >> v[5] >> v[6] >> v[7]) {
+    const double hz = static_cast<double>(::sysconf(_SC_CLK_TCK));
+    std::uint64_t total = 0;
+    for (std::uint64_t x : v) total += x;
+    const std::uint64_t idle = v[3] + v[4];  // idle + iowait
+    c.total_seconds = static_cast<double>(total) / hz;
+    c.busy_seconds = static_cast<double>(total - idle) / hz;
+  }
+  auto seconds = [](const rusage& u) {
+    return static_cast<double>(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           static_cast<double>(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+  };
+  rusage self{};
+  rusage children{};
+  ::getrusage(RUSAGE_SELF, &self);
+  ::getrusage(RUSAGE_CHILDREN, &children);
+  c.own_seconds = seconds(self) + seconds(children);
+  return c;
+}
+
+double others_share(const CpuSample& before, const CpuSample& after) {
+  const double total = after.total_seconds - before.total_seconds;
+  if (total <= 0) return 0;
+  const double others =
+      (after.busy_seconds - before.busy_seconds) - (after.own_seconds - before.own_seconds);
+  return std::clamp(others / total, 0.0, 1.0);
+}
+
+std::string wait_for_idle(unsigned max_seconds) {
+  const std::int64_t start = now_ns();
+  const std::int64_t deadline = start + static_cast<std::int64_t>(max_seconds) * 1'000'000'000;
+  for (;;) {
+    const CpuSample a = sample_cpu();
+    std::this_thread::sleep_for(std::chrono::seconds(1));
+    const CpuSample b = sample_cpu();
+    const double total = b.total_seconds - a.total_seconds;
+    const double busy = total > 0 ? (b.busy_seconds - a.busy_seconds) / total : 0;
+    const double waited = static_cast<double>(now_ns() - start) / 1e9;
+    char buf[96];
+    if (busy <= 0.10) {
+      std::snprintf(buf, sizeof buf, "cpus idle after %.0f s", waited);
+      return buf;
+    }
+    if (now_ns() >= deadline) {
+      std::snprintf(buf, sizeof buf, "cpus still %.0f%% busy after %.0f s", 100 * busy, waited);
+      return buf;
+    }
+  }
+}
 
 void Figures::add(const std::string& name, double value) {
   for (auto& row : rows_) {

@@ -63,12 +63,13 @@ struct Rendezvous {
 
 struct PinReport {
   bool pinned = false;
-  std::string text;  // "writer on cpu 0, reader on cpu 1" or why not
+  std::string text;  // "writer pinned to cpu 0, reader to cpu 1", or why not
 };
 
-// Forks the reader: it pins itself to cpu 1 (unless pin is false), runs `reader`, and
-// exits with its return value; it dies with the parent. The parent pins itself to cpu 0,
-// runs `writer`, then waits for the child. Returns 0 when both succeeded.
+// Forks the reader, which runs `reader` and exits with its return value (it dies with
+// the parent). Unless `pin` is false, pins this process to cpu 0 and the reader to
+// cpu 1. Runs `writer`, then waits for the reader. Returns 0 when both succeeded; after a
+// failure the reader is killed and rv holds the first error.
 int run_pair(Rendezvous& rv, bool pin, const std::function<int()>& writer,
              const std::function<int()>& reader, PinReport* pin_report);
 
@@ -79,18 +80,32 @@ void unwatch_segments();
 void arm_watchdog(unsigned seconds);
 void disarm_watchdog();
 
+// How busy the machine is, from /proc/stat and this process's (and its reaped
+// children's) CPU time: both cores belong to the two processes during a run, so CPU
+// time used by anything else is interference to report.
+struct CpuSample {
+  double busy_seconds = 0;   // all CPUs, non-idle
+  double total_seconds = 0;  // all CPUs
+  double own_seconds = 0;    // this process and its reaped children
+};
+CpuSample sample_cpu();
+// Share of the CPUs' time between two samples used by processes other than ours.
+double others_share(const CpuSample& before, const CpuSample& after);
+// Waits (up to `max_seconds`) until the CPUs were at least 90 % idle for one second;
+// returns a note for the report.
+std::string wait_for_idle(unsigned max_seconds);
+
 // Figures collected over runs, in the order first added.
 class Figures {
  public:
   void add(const std::string& name, double value);
   double median(const std::string& name) const;
-  const std::vector<std::pair<std::string, std::vector<double>>>& all() const { return rows_; }
 
  private:
   std::vector<std::pair<std::string, std::vector<double>>> rows_;
 };
 
-std::string format_ns(double ns);    // "68 ns", "11.4 us"
+std::string format_ns(double ns);            // "68 ns", "11.4 us"
 std::string format_rate(double per_second);  // "5.21 M/s"
 
 }  // namespace ringfeed::bench
