@@ -193,7 +193,8 @@ std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
     InFlight& slot = in_flight_[next_seq_ & in_flight_mask_];
     slot.position = rec.position;
     slot.acked = false;
-    Message m;
+    // Filled in place: building it on the stack and copying it in stalls on the stores.
+    Message& m = batch_.messages_.emplace_back();
     m.key_ = reinterpret_cast<const char*>(rec.key);
     m.value_ = reinterpret_cast<const char*>(rec.value);
     m.key_len_ = rec.key_len;
@@ -202,7 +203,6 @@ std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
     m.timestamp_ns_ = rec.timestamp_ns;
     m.position_ = rec.position;
     m.sequence_ = next_seq_++;
-    batch_.messages_.push_back(m);
     read_pos_ = rec.next;
     ++n;
   }

@@ -148,7 +148,16 @@ class RingWriter {
   std::uint64_t limit_ = 0;      // space below this position may be reused
   std::uint64_t published_ = 0;  // messages published
   std::uint64_t wakes_ = 0;
-  std::vector<std::uint64_t> pending_tags_;
+  // Reserved, not yet committed: the tag (position | kind) and the header fields.
+  struct PendingRecord {
+    std::uint64_t tag;
+    std::uint32_t key_len;
+    std::uint32_t value_len;
+    std::uint64_t upstream_offset;
+    std::int64_t timestamp_ns;
+  };
+  std::vector<PendingRecord> pending_;
+  std::uint64_t commits_ = 0;
 
   std::string group_prefix_;
   std::vector<TrackedGroup> groups_;
