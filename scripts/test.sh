@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The test command: installs dependencies, builds the release tree and the debug tree
-# (AddressSanitizer + UndefinedBehaviorSanitizer) with warnings as errors, and runs every
-# test in both. RINGFEED_PRESETS overrides the list (e.g. "release debug tsan").
+# The test command: installs dependencies, builds the release tree, the debug tree
+# (AddressSanitizer + UndefinedBehaviorSanitizer) and the tsan tree (ThreadSanitizer), all
+# with warnings as errors, and runs every test in each. RINGFEED_PRESETS overrides the
+# list (e.g. "release").
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/install-deps.sh
 
-presets=${RINGFEED_PRESETS:-"release debug"}
+presets=${RINGFEED_PRESETS:-"release debug tsan"}
 jobs=$(nproc)
 for preset in $presets; do
   echo "=== $preset: configure and build"
