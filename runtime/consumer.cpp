@@ -43,23 +43,39 @@ const char* to_string(PopStatus status) {
   return "unknown";
 }
 
+const char* to_string(AckStatus status) {
+  switch (status) {
+    case AckStatus::ok:
+      return "ok";
+    case AckStatus::not_leased:
+      return "not a message this consumer holds";
+    case AckStatus::lease_lost:
+      return "the lease expired and the message moved on";
+    case AckStatus::not_supported:
+      return "only shared groups nack, release, reject or extend";
+  }
+  return "unknown";
+}
+
 Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& options) {
   if (auto ok = shm::check_name("namespace", options.ns); !ok) return ok.error();
   if (auto ok = shm::check_name("group", options.group); !ok) return ok.error();
-  if (options.mode != Mode::exclusive && options.mode != Mode::broadcast) {
+  if (options.mode != Mode::exclusive && options.mode != Mode::broadcast &&
+      options.mode != Mode::shared) {
     return Error{"mode " + std::string(to_string(options.mode)) +
-                     " is not supported yet (supported: exclusive, broadcast)",
+                     " is not supported yet (supported: exclusive, shared, broadcast)",
                  ENOTSUP};
   }
-  if (options.max_in_flight == 0 || options.max_in_flight > (1u << 24)) {
-    return Error{"max_in_flight must be between 1 and 16777216", EINVAL};
+  if (options.max_unacked == 0 || options.max_unacked > (1u << 24)) {
+    return Error{"max_unacked must be between 1 and 16777216", EINVAL};
   }
   std::unique_ptr<Consumer> c(new Consumer());
   c->options_ = options;
   auto ring = shm::RingReader::open(options.ns, options.partition);
   if (!ring) return ring.error();
   c->ring_ = std::move(ring.value());
-  auto seg = shm::open_or_create_group(options.ns, options.partition, options.group, options.mode);
+  auto seg = shm::open_or_create_group(options.ns, options.partition, options.group, options.mode,
+                                       options.group_settings);
   if (!seg) return seg.error();
   c->group_segment_ = std::move(seg->segment);
   const bool created = seg->created;
@@ -68,6 +84,21 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
     return Error{where(options) + " was fenced by the writer (its shared state was corrupt)", EIO};
   }
   c->owner_ = shm::pack_owner(shm::self_identity());
+
+  if (options.mode == Mode::shared) {
+    c->leases_ = shm::LeaseTable(c->group_, seg->shape.window);
+    // Settings are written once by the creator; clamp them anyway (another process wrote them).
+    c->epoch_ns_ = c->group_->epoch_ns;
+    c->max_deliveries_ =
+        std::clamp<std::uint32_t>(c->group_->max_deliveries, 1, shm::kMaxDeliveriesLimit);
+    const auto group_lease = std::clamp<std::uint32_t>(c->group_->lease_ms, 1, 24u * 3600 * 1000);
+    c->lease_ms_ = options.lease.count() > 0 ? static_cast<std::uint32_t>(std::min<std::int64_t>(
+                                                   options.lease.count(), 24ll * 3600 * 1000))
+                                             : group_lease;
+    if (auto ok = c->claim_slot(); !ok) return ok.error();
+    if (auto ok = c->start_shared(created); !ok) return ok.error();
+    return c;
+  }
 
   std::uint64_t start = 0;
   if (options.mode == Mode::exclusive) {
@@ -93,24 +124,8 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
       return c;
     }
   } else {
-    shm::GroupSlot* mine = nullptr;
-    for (int pass = 0; pass < 2 && mine == nullptr; ++pass) {
-      for (shm::GroupSlot& slot : c->group_->slots) {
-        std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
-        // First pass takes free slots; the second also reaps slots of dead consumers.
-        if (owner != 0 && (pass == 0 || shm::owner_alive(owner))) continue;
-        if (slot.owner.compare_exchange_strong(owner, c->owner_, std::memory_order_acq_rel)) {
-          mine = &slot;
-          break;
-        }
-      }
-    }
-    if (mine == nullptr) {
-      return Error{where(options) + " already has " + std::to_string(shm::kGroupSlots) +
-                       " live broadcast consumers",
-                   EBUSY};
-    }
-    c->owner_word_ = &mine->owner;
+    if (auto ok = c->claim_slot(); !ok) return ok.error();
+    shm::GroupSlot* mine = &c->group_->slots[c->slot_];
     c->watermark_ = &mine->cursor;
     // Start with the slowest live peer, or (alone) with the oldest data the ring holds.
     start = c->ring_.control().tail.load(std::memory_order_acquire);
@@ -123,6 +138,29 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   }
   if (auto ok = c->join(start); !ok) return ok.error();
   return c;
+}
+
+// Takes a consumer slot: a free one, else one whose owner died (in shared mode after
+// handing the dead owner's leases back).
+Status Consumer::claim_slot() {
+  for (int pass = 0; pass < 2; ++pass) {
+    for (std::uint32_t i = 0; i < shm::kGroupSlots; ++i) {
+      shm::GroupSlot& slot = group_->slots[i];
+      std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
+      if (owner != 0 && (pass == 0 || shm::owner_alive(owner))) continue;
+      if (owner != 0 && options_.mode == Mode::shared) {
+        leases_.reap(now_lease_ms(), 1ull << i, max_deliveries_, dead_);
+      }
+      if (slot.owner.compare_exchange_strong(owner, owner_, std::memory_order_acq_rel)) {
+        owner_word_ = &slot.owner;
+        slot_ = i;
+        return Ok{};
+      }
+    }
+  }
+  return Error{
+      where(options_) + " already has " + std::to_string(shm::kGroupSlots) + " live consumers",
+      EBUSY};
 }
 
 // The joining half of the reclaim protocol (ring_writer.hpp): publish a watermark, then
@@ -141,7 +179,7 @@ Status Consumer::join(std::uint64_t start) {
 
 // Starts reading at `w`, a watermark the writer honours.
 Status Consumer::resume(std::uint64_t w) {
-  in_flight_.resize(std::bit_ceil(options_.max_in_flight));
+  in_flight_.resize(std::bit_ceil(options_.max_unacked));
   in_flight_mask_ = in_flight_.size() - 1;
   batch_.messages_.reserve(256);
   const auto& control = ring_.control();
@@ -161,6 +199,15 @@ Status Consumer::resume(std::uint64_t w) {
 }
 
 Consumer::~Consumer() {
+  if (options_.mode == Mode::shared && owner_word_ != nullptr) {
+    // Leases still held go back to the group before the slot can be taken again.
+    try {
+      leases_.reap(now_lease_ms(), 1ull << slot_, max_deliveries_, dead_);
+      if (!dead_.empty()) after_settled();
+    } catch (...) {
+      // Out of memory or a throwing test clock: the leases expire instead.
+    }
+  }
   if (owner_word_ != nullptr) {
     std::uint64_t me = owner_;
     owner_word_->compare_exchange_strong(me, 0, std::memory_order_acq_rel);
@@ -175,7 +222,7 @@ std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
   std::size_t n = 0;
   shm::RecordView rec;
   while (n < max) {
-    if (next_seq_ - head_seq_ > in_flight_mask_) {
+    if (next_seq_ - head_seq_ >= options_.max_unacked) {
       if (n == 0) status = PopStatus::in_flight_full;
       break;
     }
@@ -218,7 +265,7 @@ const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
     return batch_;
   }
   PopStatus status = PopStatus::timed_out;
-  if (collect(max, status) > 0) {
+  if (take(max, status) > 0) {
     batch_.status_ = PopStatus::ok;
     return batch_;
   }
@@ -232,8 +279,8 @@ const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
   if (wait.count() > 0 && options_.spin.count() > 0) {
     const auto spin_until = start + std::min(wait, options_.spin);
     for (unsigned i = 1;; ++i) {
-      if (!ring_.is_empty_at(read_pos_)) {
-        if (collect(max, status) > 0) {
+      if (has_work()) {
+        if (take(max, status) > 0) {
           batch_.status_ = PopStatus::ok;
           return batch_;
         }
@@ -255,13 +302,13 @@ const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
     group_->sleepers.fetch_add(1, std::memory_order_seq_cst);
     shm::WaitResult slept = shm::WaitResult::value_changed;
     // Dekker pair with the writer's commit (ring_writer.cpp, wake_sleepers).
-    if (control.write_pos.load(std::memory_order_seq_cst) == read_pos_ &&
+    if (nothing_published_seq_cst() &&
         control.state.load(std::memory_order_acquire) == shm::kRingOpen) {
       slept = shm::futex_wait(control.wake_word, seen,
                               std::min<std::chrono::nanoseconds>(deadline - now, kSleepSlice));
     }
     group_->sleepers.fetch_sub(1, std::memory_order_release);
-    if (collect(max, status) > 0) {
+    if (take(max, status) > 0) {
       batch_.status_ = PopStatus::ok;
       return batch_;
     }
@@ -273,13 +320,12 @@ const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
     // Closed rings say so at once; a writer that died without closing is noticed when a
     // sleep slice runs out (reading /proc is too slow to do on every wake).
     const bool closed = control.state.load(std::memory_order_acquire) != shm::kRingOpen;
-    if ((closed || (slept == shm::WaitResult::timed_out && !ring_.writer_alive())) &&
-        ring_.is_empty_at(read_pos_)) {
+    if ((closed || (slept == shm::WaitResult::timed_out && !ring_.writer_alive())) && !has_work()) {
       status = PopStatus::closed;
       break;
     }
   }
-  if (status == PopStatus::timed_out && ring_.is_empty_at(read_pos_) &&
+  if (status == PopStatus::timed_out && !has_work() &&
       control.state.load(std::memory_order_acquire) != shm::kRingOpen) {
     status = PopStatus::closed;
   }
@@ -297,6 +343,14 @@ void Consumer::publish_watermark() {
 }
 
 AckStatus Consumer::ack(const Message& m) {
+  if (options_.mode == Mode::shared) {
+    if (leases_.ack(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {
+      return AckStatus::lease_lost;
+    }
+    --unacked_;
+    after_settled();
+    return AckStatus::ok;
+  }
   const std::uint64_t seq = m.sequence_;
   if (seq < head_seq_ || seq >= next_seq_) return AckStatus::not_leased;
   InFlight& slot = in_flight_[seq & in_flight_mask_];
@@ -311,8 +365,21 @@ AckStatus Consumer::ack(const Message& m) {
 
 AckStatus Consumer::ack(const Batch& batch) {
   AckStatus result = AckStatus::ok;
+  if (options_.mode == Mode::shared) {
+    // One low-sequence advance for the whole batch.
+    for (const Message& m : batch) {
+      if (leases_.ack(m.sequence_, slot_, m.lease_generation_) == shm::LeaseResult::ok) {
+        --unacked_;
+      } else if (result == AckStatus::ok) {
+        result = AckStatus::lease_lost;
+      }
+    }
+    after_settled();
+    return result;
+  }
   for (const Message& m : batch) {
-    if (ack(m) != AckStatus::ok) result = AckStatus::not_leased;
+    const AckStatus r = ack(m);
+    if (r != AckStatus::ok && result == AckStatus::ok) result = r;
   }
   return result;
 }

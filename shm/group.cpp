@@ -1,49 +1,70 @@
 #include "shm/group.hpp"
 
+#include <time.h>
+
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <new>
 
+#include "shm/lease_table.hpp"
 #include "shm/names.hpp"
 #include "shm/process.hpp"
 
 namespace ringfeed::shm {
 
-Result<Mode> validate_group_segment(const Segment& segment, std::uint32_t partition) {
+Result<GroupShape> validate_group_segment(const Segment& segment, std::uint32_t partition) {
   const auto header = *reinterpret_cast<const SegmentHeader*>(segment.base());
-  auto slots = validate_header(segment.name(), header, segment.size(),
-                               {SegmentKind::group, sizeof(GroupControl), partition});
-  if (!slots) return slots.error();
-  if (segment.size() != sizeof(GroupControl)) {
-    return Error{"segment " + segment.name() + ": group segment is " +
-                     std::to_string(segment.size()) + " bytes, expected " +
-                     std::to_string(sizeof(GroupControl)),
+  auto window = validate_header(segment.name(), header, segment.size(),
+                                {SegmentKind::group, sizeof(GroupControl), partition});
+  if (!window) return window.error();
+  const std::uint64_t w = window.value();
+  if (w == 0 || w > kMaxLeaseWindow || (w & (w - 1)) != 0) {
+    return Error{"segment " + segment.name() + ": lease window of " + std::to_string(w) +
+                     " entries is not a power of two in [1, " + std::to_string(kMaxLeaseWindow) +
+                     "]",
                  EPROTO};
   }
-  if (slots.value() != kGroupSlots) {
-    return Error{"segment " + segment.name() + ": " + std::to_string(slots.value()) +
-                     " consumer slots, expected " + std::to_string(kGroupSlots),
+  const auto window32 = static_cast<std::uint32_t>(w);
+  if (segment.size() != group_segment_size(window32)) {
+    return Error{"segment " + segment.name() + ": group segment is " +
+                     std::to_string(segment.size()) + " bytes, expected " +
+                     std::to_string(group_segment_size(window32)),
                  EPROTO};
   }
   const std::uint32_t mode = reinterpret_cast<const GroupControl*>(segment.base())->mode;
   if (!is_valid_mode(mode)) {
     return Error{"segment " + segment.name() + ": unknown mode " + std::to_string(mode), EPROTO};
   }
-  return static_cast<Mode>(mode);
+  return GroupShape{static_cast<Mode>(mode), window32};
 }
 
 Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t partition,
-                                         const std::string& group, Mode mode) {
+                                         const std::string& group, Mode mode,
+                                         const GroupSettings& settings) {
+  const std::uint32_t window = mode == Mode::shared ? settings.lease_window : 1;
+  if (window == 0 || window > kMaxLeaseWindow || (window & (window - 1)) != 0) {
+    return Error{"lease window " + std::to_string(window) + " must be a power of two in [1, " +
+                     std::to_string(kMaxLeaseWindow) + "]",
+                 EINVAL};
+  }
+  if (settings.max_deliveries < 1 || settings.max_deliveries > kMaxDeliveriesLimit) {
+    return Error{"max_deliveries " + std::to_string(settings.max_deliveries) +
+                     " must be between 1 and " + std::to_string(kMaxDeliveriesLimit),
+                 EINVAL};
+  }
   const std::string name = group_segment_name(ns, partition, group);
   const ProcessIdentity self = self_identity();
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
   auto init = [&](std::byte* base) {
     auto* g = new (base) GroupControl{};
     g->header = SegmentHeader{kMagic,
                               kLayoutVersion,
                               static_cast<std::uint32_t>(SegmentKind::group),
+                              group_segment_size(window),
                               sizeof(GroupControl),
-                              sizeof(GroupControl),
-                              kGroupSlots,
+                              window,
                               self.pid,
                               partition,
                               self.start_time,
@@ -51,27 +72,33 @@ Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t pa
     std::memset(g->name, 0, sizeof g->name);
     std::memcpy(g->name, group.data(), std::min(group.size(), sizeof g->name - 1));
     g->mode = static_cast<std::uint32_t>(mode);
+    g->max_deliveries = settings.max_deliveries;
+    g->lease_ms = settings.lease_ms;
+    g->epoch_ns = static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+    // A shared group starts once its creator has found its first sequence (consumer.cpp).
+    g->dispatch.store(kNotStarted, std::memory_order_relaxed);
+    g->low_seq.store(kNotStarted, std::memory_order_relaxed);
   };
   // Two consumers may race to create the group; link() lets exactly one win.
   for (int attempt = 0; attempt < 3; ++attempt) {
     bool created = false;
     auto seg = Segment::open(name, Access::read_write);
     if (!seg && seg.error().code == ENOENT) {
-      seg = Segment::create(name, sizeof(GroupControl), init);
+      seg = Segment::create(name, group_segment_size(window), init);
       if (!seg && seg.error().code == EEXIST) continue;
       created = seg.ok();
     }
     if (!seg) return seg.error();
-    auto existing = validate_group_segment(seg.value(), partition);
-    if (!existing) return existing.error();
-    if (existing.value() != mode) {
+    auto shape = validate_group_segment(seg.value(), partition);
+    if (!shape) return shape.error();
+    if (shape->mode != mode) {
       return Error{"group '" + group + "' of namespace '" + ns + "' partition " +
                        std::to_string(partition) + " exists in " +
-                       std::string(to_string(existing.value())) + " mode; cannot attach in " +
+                       std::string(to_string(shape->mode)) + " mode; cannot attach in " +
                        std::string(to_string(mode)) + " mode",
                    EINVAL};
     }
-    return OpenedGroup{std::move(seg.value()), created};
+    return OpenedGroup{std::move(seg.value()), shape.value(), created};
   }
   return Error{"group '" + group + "': segment " + name + " keeps appearing and vanishing", EAGAIN};
 }

@@ -1,9 +1,13 @@
 // Layout of a consumer group segment: ringfeed.<ns>.p<P>.g.<group>.
 //
-//   offset 0     SegmentHeader (kind = group, data_capacity = kGroupSlots)
+//   offset 0     SegmentHeader (kind = group, data_capacity = lease window, entries)
 //   offset 64    name and mode, written once by the creator
-//   offset 128   holder, low_watermark, sleepers, fenced: one cache line each
-//   offset 384   kGroupSlots broadcast slots, one cache line each
+//   offset 128   settings, written once by the creator
+//   offset 192   holder, low_watermark, sleepers, fenced, dispatch, low_seq,
+//                redeliveries: one cache line each
+//   offset 640   kGroupSlots consumer slots, one cache line each
+//   then         the lease table: `window` 64-bit lease words (lease.hpp), indexed by
+//                message sequence modulo the window (shared mode)
 //
 // The segment is created by the first consumer that attaches to the group and is mapped
 // read-write by every consumer of that group and by the writer. A group's segment is the
@@ -18,14 +22,17 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "shm/lease.hpp"
 #include "shm/segment.hpp"
 
 namespace ringfeed::shm {
 
-inline constexpr std::uint32_t kGroupSlots = 16;
+inline constexpr std::uint32_t kGroupSlots = kMaxConsumerSlots;
+inline constexpr std::uint32_t kMaxLeaseWindow = 1u << 24;
 inline constexpr std::size_t kGroupNameBytes = 64;
 
-// One broadcast consumer's private cursor.
+// One consumer of the group: its liveness, and in broadcast mode its private cursor. In
+// shared mode the slot's index is the owner number in the leases it holds.
 struct GroupSlot {
   // Owner word (pack_owner), 0 when free. Consumers: CAS 0 -> self to claim, self -> 0 to
   // leave, dead owner -> 0 to reap (acq_rel). Writer: acquire load; CAS dead -> 0 to reap.
@@ -49,35 +56,68 @@ struct GroupControl {
   std::uint32_t mode;              // ringfeed::Mode
   std::uint32_t reserved;
 
-  // [128, 192): exclusive mode: the holder's owner word, 0 when nobody holds the group.
+  // [128, 192): settings, written once by the creator before publication. Every reader
+  // clamps them to the limits below before use.
+  alignas(kCacheLine) std::uint32_t max_deliveries;  // 1..kMaxDeliveriesLimit
+  std::uint32_t lease_ms;                            // default lease length
+  std::int64_t epoch_ns;  // CLOCK_MONOTONIC origin of lease deadlines (lease.hpp)
+
+  // [192, 256): exclusive mode: the holder's owner word, 0 when nobody holds the group.
   // Consumers: CAS 0 -> self, dead holder -> self (acq_rel); self -> 0 on detach.
   alignas(kCacheLine) std::atomic<std::uint64_t> holder;
 
-  // [192, 256): exclusive mode: first position not yet acked by the group. Holder:
-  // release store after acks, seq_cst while joining; writer: acquire / seq_cst loads.
+  // [256, 320): first position not yet acked by the group (exclusive and shared mode).
+  // Consumers: release store after acks (shared: a CAS that only raises it), seq_cst
+  // while joining; writer: acquire / seq_cst loads.
   alignas(kCacheLine) std::atomic<std::uint64_t> low_watermark;
 
-  // [256, 320): consumers of this group asleep in futex_wait on the ring's wake word.
-  // Consumers: seq_cst fetch_add, then a seq_cst load of the ring's write_pos, then sleep;
-  // fetch_sub after waking. Writer: seq_cst load after its seq_cst store of write_pos.
+  // [320, 384): consumers of this group asleep in futex_wait on the ring's wake word.
+  // Consumers: seq_cst fetch_add, then a seq_cst load of the ring's write_pos (or, in
+  // shared mode, published), then sleep; fetch_sub after waking. Writer: seq_cst load
+  // after its seq_cst stores of write_pos and published.
   alignas(kCacheLine) std::atomic<std::uint32_t> sleepers;
 
-  // [320, 384): 1 once the writer found a value in this segment that cannot be right and
+  // [384, 448): 1 once the writer found a value in this segment that cannot be right and
   // stopped honouring the group. Writer: release store; consumers: acquire load.
   alignas(kCacheLine) std::atomic<std::uint32_t> fenced;
 
-  // [384, 384 + 16 * 64): broadcast mode, one slot per consumer.
+  // [448, 512): shared mode: sequence of the next message never handed out. Consumers:
+  // CAS to take a batch of new messages (acq_rel), after they load `published`.
+  alignas(kCacheLine) std::atomic<std::uint64_t> dispatch;
+
+  // [512, 576): shared mode: every message below this sequence is acked or dead.
+  // Consumers: CAS forward (acq_rel) over acked leases, then raise low_watermark.
+  alignas(kCacheLine) std::atomic<std::uint64_t> low_seq;
+
+  // [576, 640): shared mode: leases made available again (nack, expiry, release) and not
+  // yet taken: a hint that tells pop to look for redeliveries. Wrong values cost scans.
+  alignas(kCacheLine) std::atomic<std::uint32_t> redeliveries;
+
+  // [640, 640 + 64 * 64): one slot per consumer.
   alignas(kCacheLine) GroupSlot slots[kGroupSlots];
 };
 static_assert(std::is_standard_layout_v<GroupControl>);
 static_assert(alignof(GroupControl) == kCacheLine);
 static_assert(offsetof(GroupControl, name) == 64);
 static_assert(offsetof(GroupControl, mode) == 120);
-static_assert(offsetof(GroupControl, holder) == 128);
-static_assert(offsetof(GroupControl, low_watermark) == 192);
-static_assert(offsetof(GroupControl, sleepers) == 256);
-static_assert(offsetof(GroupControl, fenced) == 320);
-static_assert(offsetof(GroupControl, slots) == 384);
-static_assert(sizeof(GroupControl) == 384 + kGroupSlots * kCacheLine);
+static_assert(offsetof(GroupControl, max_deliveries) == 128);
+static_assert(offsetof(GroupControl, lease_ms) == 132);
+static_assert(offsetof(GroupControl, epoch_ns) == 136);
+static_assert(offsetof(GroupControl, holder) == 192);
+static_assert(offsetof(GroupControl, low_watermark) == 256);
+static_assert(offsetof(GroupControl, sleepers) == 320);
+static_assert(offsetof(GroupControl, fenced) == 384);
+static_assert(offsetof(GroupControl, dispatch) == 448);
+static_assert(offsetof(GroupControl, low_seq) == 512);
+static_assert(offsetof(GroupControl, redeliveries) == 576);
+static_assert(offsetof(GroupControl, slots) == 640);
+static_assert(sizeof(GroupControl) == 640 + kGroupSlots * kCacheLine);
+
+constexpr std::uint64_t group_segment_size(std::uint32_t window) {
+  return sizeof(GroupControl) + std::uint64_t{window} * sizeof(std::uint64_t);
+}
+inline std::atomic<std::uint64_t>* lease_table(GroupControl* g) {
+  return reinterpret_cast<std::atomic<std::uint64_t>*>(g + 1);
+}
 
 }  // namespace ringfeed::shm

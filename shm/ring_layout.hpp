@@ -3,6 +3,7 @@
 //   offset 0     SegmentHeader (kind = ring, data_capacity = bytes of the record area)
 //   offset 64    RingControl hot words, one cache line each
 //   offset 256   record area: data_capacity bytes, a power of two, used as a circle
+//   then         message index: data_capacity / kRecordAlign 64-bit positions
 //
 // Only the writer (the fetcher) maps this segment read-write; consumers map it
 // read-only, so no consumer can corrupt a record or the writer's positions.
@@ -23,6 +24,13 @@
 //           position | kind means every field and payload byte before it is visible.
 //           0 means not yet written; anything else means the area was overrun or is
 //           corrupt.
+// Message index: messages are numbered 0, 1, 2, ... in publication order (the sequence).
+// index[s % N] holds the position of message s, and index[published % N] the position
+// where the next message will go, for the last N - 1 messages (N = one slot per
+// kRecordAlign bytes of record area, so every message still in the ring is covered).
+// Shared groups take messages by sequence and find them through it. Writer: relaxed
+// stores before its store of `published`; readers: load after an acquire of `published`.
+//
 // Space: the writer reuses space only below `tail`, the minimum low watermark of all
 // groups (see ring_writer.hpp for the reclaim protocol with joining consumers).
 #pragma once
@@ -86,7 +94,10 @@ struct RingControl {
   // Consumers about to sleep: seq_cst load after incrementing sleepers (a Dekker pair);
   // otherwise acquire loads for bounds and stat. Consumers find records by their tags.
   alignas(kCacheLine) std::atomic<std::uint64_t> write_pos;
-  std::atomic<std::uint64_t> published;  // messages published. Writer: relaxed. stat only.
+  // Messages published (the next message's sequence). Writer: seq_cst store after the
+  // message index entries and write_pos, before it loads the sleepers counts (so shared
+  // groups, which wait on it, form the same Dekker pair). Readers: acquire / seq_cst.
+  std::atomic<std::uint64_t> published;
 
   // [128, 192): no group holds data below tail; the writer reuses space below it.
   // Writer: seq_cst store before reusing space. Joining consumers: seq_cst load after
@@ -116,5 +127,13 @@ static_assert(offsetof(RingControl, state) == 196);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 inline constexpr std::uint64_t kRingDataOffset = sizeof(RingControl);
+
+// Index slots for a record area of `capacity` bytes, and the whole segment's size.
+constexpr std::uint64_t ring_index_slots(std::uint64_t capacity) {
+  return capacity / kRecordAlign;
+}
+constexpr std::uint64_t ring_segment_size(std::uint64_t capacity) {
+  return kRingDataOffset + capacity + ring_index_slots(capacity) * sizeof(std::uint64_t);
+}
 
 }  // namespace ringfeed::shm

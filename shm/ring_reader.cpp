@@ -16,9 +16,10 @@ Result<std::uint64_t> validate_ring_header(const std::string& name, const Segmen
                      " bytes is not a power of two in [4 KiB, 1 TiB]",
                  EPROTO};
   }
-  if (kRingDataOffset + c != actual_size) {
+  if (ring_segment_size(c) != actual_size) {
     return Error{"segment " + name + ": record area of " + std::to_string(c) +
-                     " bytes does not match the segment size " + std::to_string(actual_size),
+                     " bytes needs a segment of " + std::to_string(ring_segment_size(c)) +
+                     ", it has " + std::to_string(actual_size),
                  EPROTO};
   }
   return c;
@@ -44,6 +45,8 @@ Result<RingReader> RingReader::open(const std::string& ns, std::uint32_t partiti
   r.data_ = r.segment_.base() + kRingDataOffset;
   r.capacity_ = cap.value();
   r.mask_ = r.capacity_ - 1;
+  r.index_ = reinterpret_cast<const std::atomic<std::uint64_t>*>(r.data_ + r.capacity_);
+  r.index_mask_ = ring_index_slots(r.capacity_) - 1;
   r.max_record_ = max_record_size(r.capacity_);
   r.creator_pid_ = header.creator_pid;
   r.creator_owner_ = pack_owner({header.creator_pid, header.creator_start_time});

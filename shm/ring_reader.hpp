@@ -3,6 +3,7 @@
 // validated at open time before it is used.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <string>
 
@@ -68,6 +69,15 @@ class RingReader {
     return h->tag.load(std::memory_order_acquire) == 0;
   }
 
+  // Messages published so far: the sequence the next message will get.
+  std::uint64_t published() const { return control_->published.load(std::memory_order_acquire); }
+  // Position of message `seq`, valid for the last index-size messages up to published()
+  // (see ring_layout.hpp). Callers check the record they find there.
+  std::uint64_t position_of(std::uint64_t seq) const {
+    return index_[seq & index_mask_].load(std::memory_order_relaxed);
+  }
+  std::uint64_t index_slots() const { return index_mask_ + 1; }
+
   const RingControl& control() const { return *control_; }
   std::uint64_t capacity() const { return capacity_; }
   const std::string& segment_name() const { return segment_.name(); }
@@ -82,6 +92,8 @@ class RingReader {
   std::uint64_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   std::uint64_t max_record_ = 0;
+  const std::atomic<std::uint64_t>* index_ = nullptr;
+  std::uint64_t index_mask_ = 0;
   pid_t creator_pid_ = 0;
   std::uint64_t creator_owner_ = 0;
 };

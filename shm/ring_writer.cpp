@@ -1,6 +1,7 @@
 #include "shm/ring_writer.hpp"
 
 #include <sys/inotify.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -67,7 +68,7 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
     c->header = SegmentHeader{kMagic,
                               kLayoutVersion,
                               static_cast<std::uint32_t>(SegmentKind::ring),
-                              kRingDataOffset + cap,
+                              ring_segment_size(cap),
                               sizeof(RingControl),
                               cap,
                               self.pid,
@@ -81,7 +82,7 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
     c->state.store(kRingOpen, std::memory_order_relaxed);
   };
   for (int attempt = 0;; ++attempt) {
-    auto seg = Segment::create(name, kRingDataOffset + cap, init);
+    auto seg = Segment::create(name, ring_segment_size(cap), init);
     if (seg) {
       w->segment_ = std::move(seg.value());
       break;
@@ -101,6 +102,8 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
   }
   w->control_ = reinterpret_cast<RingControl*>(w->segment_.base());
   w->data_ = w->segment_.base() + kRingDataOffset;
+  w->index_ = reinterpret_cast<std::atomic<std::uint64_t>*>(w->data_ + cap);
+  w->index_mask_ = ring_index_slots(cap) - 1;
   w->scan_groups();
   w->next_group_poll_ = std::chrono::steady_clock::now() + kGroupPollInterval;
   return w;
@@ -193,15 +196,17 @@ void RingWriter::commit() {
       h->value_len = p.value_len;
       h->upstream_offset = p.upstream_offset;
       h->timestamp_ns = p.timestamp_ns;
+      index_[published_ & index_mask_].store(p.tag & ~kTagKindMask, std::memory_order_relaxed);
       ++published_;
     }
     h->tag.store(p.tag, std::memory_order_release);
   }
   pending_.clear();
   committed_ = reserved_;
-  // seq_cst: one half of the Dekker pair with sleeping consumers (see wake_sleepers).
+  index_[published_ & index_mask_].store(committed_, std::memory_order_relaxed);
+  // seq_cst: one half of the Dekker pairs with sleeping consumers (see wake_sleepers).
   control_->write_pos.store(committed_, std::memory_order_seq_cst);
-  control_->published.store(published_, std::memory_order_relaxed);
+  control_->published.store(published_, std::memory_order_seq_cst);
   wake_sleepers();
 }
 
@@ -212,7 +217,7 @@ void RingWriter::wake_sleepers() {
     const auto now = std::chrono::steady_clock::now();
     if (now >= next_group_poll_) {
       next_group_poll_ = now + kGroupPollInterval;
-      poll_groups();
+      service(std::chrono::duration_cast<std::chrono::nanoseconds>(now.time_since_epoch()).count());
     }
   }
   // Dekker pair: we store write_pos then load sleepers; a sleeper increments sleepers then
@@ -357,7 +362,12 @@ void RingWriter::register_group(const std::string& segment_name) {
   g.name = segment_name;
   g.segment = std::move(seg.value());
   g.control = control;
-  g.mode = mode.value();
+  g.mode = mode->mode;
+  if (g.mode == Mode::shared) {
+    g.leases = LeaseTable(control, mode->window);
+    g.epoch_ns = control->epoch_ns;
+    g.max_deliveries = std::clamp<std::uint32_t>(control->max_deliveries, 1, kMaxDeliveriesLimit);
+  }
   groups_.push_back(std::move(g));
 }
 
@@ -369,6 +379,46 @@ void RingWriter::forget_group(std::string_view segment_name) {
       fence(*it, "its segment was removed");
       groups_.erase(it);
       return;
+    }
+  }
+}
+
+void RingWriter::service() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  service(static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec);
+}
+
+void RingWriter::service(std::int64_t now_ns) {
+  poll_groups();
+  // Liveness costs a /proc read per consumer: every 10 ms is enough.
+  const bool check_liveness = now_ns >= next_liveness_check_ns_;
+  if (check_liveness) next_liveness_check_ns_ = now_ns + 10'000'000;
+  for (TrackedGroup& g : groups_) {
+    if (g.fenced || g.mode != Mode::shared) continue;
+    std::uint64_t dead_owners = 0;
+    if (check_liveness) {
+      for (std::uint32_t i = 0; i < kGroupSlots; ++i) {
+        const std::uint64_t owner = g.control->slots[i].owner.load(std::memory_order_acquire);
+        if (owner != 0 && !owner_alive(owner)) dead_owners |= 1ull << i;
+      }
+    }
+    const std::uint32_t now_ms = LeaseTable::to_lease_ms(now_ns, g.epoch_ns);
+    dead_.clear();
+    const std::uint32_t changed = g.leases.reap(now_ms, dead_owners, g.max_deliveries, dead_);
+    dead_lettered_ += dead_.size();
+    // Slots of dead consumers are free once their leases are back.
+    for (std::uint32_t i = 0; i < kGroupSlots; ++i) {
+      if (((dead_owners >> i) & 1u) == 0) continue;
+      std::uint64_t owner = g.control->slots[i].owner.load(std::memory_order_acquire);
+      if (owner != 0 && !owner_alive(owner)) {
+        g.control->slots[i].owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);
+      }
+    }
+    if (changed != 0 && !dead_.empty()) {
+      const std::uint64_t low = g.leases.advance_low();
+      if (low <= published_)
+        raise_low_watermark(g.control, index_[low & index_mask_].load(std::memory_order_relaxed));
     }
   }
 }

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "shm/group_layout.hpp"
+#include "shm/lease_table.hpp"
 #include "shm/mode.hpp"
 #include "shm/result.hpp"
 #include "shm/ring_layout.hpp"
@@ -98,6 +99,14 @@ class RingWriter {
   void poll_groups();
   // Reuses whatever space every group has released; reaps dead broadcast consumers.
   void reclaim(bool reap_dead);
+  // The lease reaper of shared groups: expired leases and those of dead consumers
+  // become available again, dead consumers' slots are freed, low watermarks move.
+  // commit() runs it every few milliseconds; an idle writer should call it itself.
+  // `now_ns` is CLOCK_MONOTONIC (tests pass their own clock).
+  void service(std::int64_t now_ns);
+  void service();
+  // Messages the reaper found at max_deliveries and marked dead.
+  std::uint64_t dead_lettered() const { return dead_lettered_; }
   // Marks the ring closed and wakes every sleeper. The destructor also removes names.
   void close();
 
@@ -121,6 +130,10 @@ class RingWriter {
     Mode mode = Mode::exclusive;
     bool fenced = false;
     std::string fence_reason;
+    // Shared mode: the lease table and the settings read (and clamped) at registration.
+    LeaseTable leases;
+    std::int64_t epoch_ns = 0;
+    std::uint32_t max_deliveries = 1;
   };
 
   RingWriter() = default;
@@ -142,6 +155,8 @@ class RingWriter {
   std::uint64_t capacity_ = 0;
   std::uint64_t mask_ = 0;
   std::uint64_t max_record_ = 0;
+  std::atomic<std::uint64_t>* index_ = nullptr;  // message sequence -> position
+  std::uint64_t index_mask_ = 0;
 
   std::uint64_t reserved_ = 0;   // end of reserved records
   std::uint64_t committed_ = 0;  // end of published records
@@ -164,6 +179,9 @@ class RingWriter {
   std::vector<std::string> rejected_;
   int inotify_fd_ = -1;
   std::chrono::steady_clock::time_point next_group_poll_{};
+  std::int64_t next_liveness_check_ns_ = 0;
+  std::uint64_t dead_lettered_ = 0;
+  std::vector<std::uint64_t> dead_;
   bool closed_ = false;
 };
 

@@ -12,13 +12,16 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
 #include <vector>
 
 #include "ringfeed/message.hpp"
+#include "shm/group.hpp"
 #include "shm/group_layout.hpp"
+#include "shm/lease_table.hpp"
 #include "shm/mode.hpp"
 #include "shm/result.hpp"
 #include "shm/ring_reader.hpp"
@@ -30,17 +33,24 @@ struct ConsumerOptions {
   std::uint32_t partition = 0;
   std::string group;
   Mode mode = Mode::exclusive;
-  // Most messages popped and not yet acked; pop stops handing out more at this limit.
-  std::size_t max_in_flight = 65536;
+  // Most messages popped and not yet acked (or nacked, released, rejected); pop hands out
+  // no more at this limit.
+  std::size_t max_unacked = 1000;
   // How long pop busy-polls before it sleeps in the kernel. Longer: lower latency,
   // more CPU. Zero: sleep at once.
   std::chrono::nanoseconds spin = std::chrono::microseconds(50);
+  // Lease length for this consumer (shared mode); zero: the group's default.
+  std::chrono::milliseconds lease{0};
+  // Used only when this attach creates the group.
+  shm::GroupSettings group_settings{};
+  // CLOCK_MONOTONIC nanoseconds, the clock of lease deadlines; tests substitute theirs.
+  std::function<std::int64_t()> clock{};
 };
 
 enum class PopStatus {
   ok,              // at least one message
   timed_out,       // nothing arrived within the wait
-  in_flight_full,  // max_in_flight messages are unacked: ack some first
+  in_flight_full,  // max_unacked messages are unacked: ack some first
   closed,          // the writer shut down or died, and everything published was taken
   fenced,          // the writer found this group's shared state corrupt and stopped serving it
   corrupt,         // a record in the ring failed validation
@@ -49,8 +59,11 @@ const char* to_string(PopStatus status);
 
 enum class AckStatus {
   ok,
-  not_leased,  // not a message this consumer holds (already acked, or from elsewhere)
+  not_leased,     // not a message this consumer holds (already acked, or from elsewhere)
+  lease_lost,     // the lease expired (or its holder was declared dead) and moved on
+  not_supported,  // nack, release, reject and extend are for shared groups (for now)
 };
+const char* to_string(AckStatus status);
 
 class Batch {
  public:
@@ -84,9 +97,24 @@ class Consumer {
   const Batch& try_pop(std::size_t max) { return pop(max, std::chrono::nanoseconds(0)); }
 
   AckStatus ack(const Message& m);
-  AckStatus ack(const Batch& batch);  // acks all; not_leased if any one was not held
+  AckStatus ack(const Batch& batch);  // acks all; the first failure if any one was not held
+  // Shared groups: give the message back to be delivered again after `delay` (counts as
+  // a delivery; at max_deliveries it is dead-lettered instead).
+  AckStatus nack(const Message& m, std::chrono::milliseconds delay);
+  // Shared groups: give it back at once without counting the delivery (shutting down).
+  AckStatus release(const Message& m);
+  // Shared groups: dead-letter it now.
+  AckStatus reject(const Message& m);
+  // Shared groups: the lease now ends `by` from now; the same message handle stays valid.
+  AckStatus extend(const Message& m, std::chrono::milliseconds by);
 
-  std::size_t in_flight() const { return static_cast<std::size_t>(next_seq_ - head_seq_); }
+  // Messages this consumer found at max_deliveries and marked dead.
+  std::uint64_t dead_lettered() const { return dead_lettered_; }
+
+  std::size_t in_flight() const {
+    return options_.mode == Mode::shared ? unacked_
+                                         : static_cast<std::size_t>(next_seq_ - head_seq_);
+  }
   const ConsumerOptions& options() const { return options_; }
   // The position this consumer reads next and the watermark it published.
   std::uint64_t read_position() const { return read_pos_; }
@@ -99,9 +127,25 @@ class Consumer {
   };
 
   Consumer() = default;
+  Status claim_slot();
+  Status start_shared(bool created);
+  std::uint64_t first_seq_at_or_after(std::uint64_t position) const;
+  std::size_t collect_shared(std::size_t max, PopStatus& status);
+  bool shared_has_work() const;
+  void after_settled();  // advance low_seq and the watermark after acks / dead letters
+  std::int64_t now_ns() const;
+  std::uint32_t now_lease_ms() const;
   Status join(std::uint64_t start);
   Status resume(std::uint64_t position);
   std::size_t collect(std::size_t max, PopStatus& status);
+  std::size_t take(std::size_t max, PopStatus& status) {
+    return options_.mode == Mode::shared ? collect_shared(max, status) : collect(max, status);
+  }
+  // Whether a pop could find something now (the next record's tag; in shared mode the
+  // group's dispatch against published, and redeliveries).
+  bool has_work() const;
+  // The sleeper's half of the Dekker pair with the writer's commit (seq_cst loads).
+  bool nothing_published_seq_cst() const;
   bool fenced() const;
   void publish_watermark();
 
@@ -112,6 +156,18 @@ class Consumer {
   std::atomic<std::uint64_t>* watermark_ = nullptr;   // the group's or our slot's cursor
   std::atomic<std::uint64_t>* owner_word_ = nullptr;  // holder or slot owner we claimed
   std::uint64_t owner_ = 0;
+  std::uint32_t slot_ = 0;  // broadcast and shared: our slot, the owner number of our leases
+
+  // Shared mode.
+  shm::LeaseTable leases_;
+  std::int64_t epoch_ns_ = 0;
+  std::uint32_t lease_ms_ = 0;
+  std::uint32_t max_deliveries_ = 1;
+  std::size_t unacked_ = 0;
+  std::uint64_t dead_lettered_ = 0;
+  std::uint64_t pops_ = 0;
+  std::vector<shm::TakenLease> taken_;
+  std::vector<std::uint64_t> dead_;
 
   std::uint64_t read_pos_ = 0;
   std::uint64_t published_watermark_ = 0;

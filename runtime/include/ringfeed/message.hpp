@@ -27,7 +27,10 @@ class Message {
   std::uint64_t upstream_offset_ = 0;
   std::int64_t timestamp_ns_ = 0;
   std::uint64_t position_ = 0;
-  std::uint64_t sequence_ = 0;  // this consumer's delivery sequence, to find the lease
+  // Exclusive and broadcast: this consumer's delivery number. Shared: the message's
+  // sequence in the partition, which finds its lease.
+  std::uint64_t sequence_ = 0;
+  std::uint32_t lease_generation_ = 0;  // shared: the lease's generation when taken
   std::uint32_t delivery_count_ = 1;
 };
 

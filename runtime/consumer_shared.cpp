@@ -1,0 +1,208 @@
+// Shared mode of ringfeed::Consumer: any number of consumers take the next available
+// messages of the group under leases (shm/lease_table.hpp); acks, nacks, releases,
+// rejects and extends change one lease word each; expired leases and leases of dead
+// consumers come back. Also the mode-dependent helpers of pop and ack.
+#include <time.h>
+
+#include <algorithm>
+#include <thread>
+
+#include "ringfeed/consumer.hpp"
+#include "shm/process.hpp"
+
+namespace ringfeed {
+
+namespace {
+
+// Most lease words one pop looks at for redeliveries.
+constexpr std::uint32_t kRedeliveryScan = 4096;
+
+}  // namespace
+
+std::int64_t Consumer::now_ns() const {
+  if (options_.clock) return options_.clock();
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+std::uint32_t Consumer::now_lease_ms() const {
+  return shm::LeaseTable::to_lease_ms(now_ns(), epoch_ns_);
+}
+
+bool Consumer::has_work() const {
+  if (options_.mode != Mode::shared) return !ring_.is_empty_at(read_pos_);
+  return ring_.published() > group_->dispatch.load(std::memory_order_acquire) ||
+         group_->redeliveries.load(std::memory_order_acquire) != 0;
+}
+
+bool Consumer::nothing_published_seq_cst() const {
+  const auto& control = ring_.control();
+  if (options_.mode != Mode::shared) {
+    return control.write_pos.load(std::memory_order_seq_cst) == read_pos_;
+  }
+  return control.published.load(std::memory_order_seq_cst) <=
+             group_->dispatch.load(std::memory_order_seq_cst) &&
+         group_->redeliveries.load(std::memory_order_seq_cst) == 0;
+}
+
+// The smallest sequence whose message starts at or after `position`, among those the
+// message index still covers. Positions grow with sequences, so a binary search.
+std::uint64_t Consumer::first_seq_at_or_after(std::uint64_t position) const {
+  const std::uint64_t published = ring_.published();
+  std::uint64_t lo =
+      published >= ring_.index_slots() - 1 ? published - (ring_.index_slots() - 1) : 0;
+  std::uint64_t hi = published;  // position_of(published) is where the next one goes
+  while (lo < hi) {
+    const std::uint64_t mid = lo + (hi - lo) / 2;
+    if (ring_.position_of(mid) >= position) {
+      hi = mid;
+    } else {
+      lo = mid + 1;
+    }
+  }
+  return lo;
+}
+
+// The group's creator finds where it starts: at the oldest data the ring holds (the
+// joining protocol of ring_writer.hpp on the group's watermark), then the sequence of
+// the first message there. Others wait for it; if the creator died first, they do it.
+Status Consumer::start_shared(bool created) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  for (;;) {
+    std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
+    if (d != shm::kNotStarted) break;
+    const bool creator_gone = !shm::owner_alive(
+        shm::pack_owner({group_->header.creator_pid, group_->header.creator_start_time}));
+    if (created || creator_gone || std::chrono::steady_clock::now() >= deadline) {
+      watermark_ = &group_->low_watermark;
+      if (auto ok = join(ring_.control().tail.load(std::memory_order_acquire)); !ok) return ok;
+      const std::uint64_t seq = first_seq_at_or_after(read_pos_);
+      // low_seq first: whoever sees dispatch started also sees low_seq.
+      std::uint64_t expected = shm::kNotStarted;
+      group_->low_seq.compare_exchange_strong(expected, seq, std::memory_order_acq_rel);
+      expected = shm::kNotStarted;
+      group_->dispatch.compare_exchange_strong(expected, seq, std::memory_order_acq_rel);
+      break;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+  }
+  watermark_ = nullptr;  // shared groups raise the watermark with a CAS (after_settled)
+  taken_.resize(256);
+  batch_.messages_.reserve(256);
+  return Ok{};
+}
+
+std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
+  if (unacked_ >= options_.max_unacked) {
+    status = PopStatus::in_flight_full;
+    return 0;
+  }
+  max = std::min({max, options_.max_unacked - unacked_, taken_.size()});
+  const std::uint32_t now = now_lease_ms();
+  const std::uint32_t lease_deadline = now + lease_ms_;
+  std::uint32_t n = 0;
+  // Redeliveries first, up to three quarters of the batch so new messages keep flowing;
+  // now and then look even without a hint, for leases that expired unannounced.
+  if (group_->redeliveries.load(std::memory_order_acquire) != 0 || (++pops_ & 255) == 0) {
+    const auto cap = static_cast<std::uint32_t>(std::max<std::size_t>(1, max - max / 4));
+    n = leases_.take_due(now, cap, slot_, lease_deadline, max_deliveries_, kRedeliveryScan,
+                         taken_.data(), dead_);
+  }
+  // A message on its last allowed delivery travels alone.
+  const bool alone = n == 1 && taken_[0].lease.deliveries >= max_deliveries_;
+  if (!alone && n < max) {
+    n += leases_.take_new(ring_.published(), static_cast<std::uint32_t>(max - n), slot_,
+                          lease_deadline, taken_.data() + n);
+  }
+  if (!dead_.empty()) {
+    dead_lettered_ += dead_.size();
+    dead_.clear();
+    after_settled();
+  }
+  std::size_t out = 0;
+  shm::RecordView rec;
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const shm::TakenLease& t = taken_[i];
+    const std::uint64_t position = ring_.position_of(t.seq);
+    if (ring_.read(position, rec) != shm::ReadStatus::record) {
+      // The group's watermark keeps this message in the ring; if it is not there, the
+      // group's state is damaged. Give the lease back and say so.
+      leases_.release(t.seq, slot_, t.lease.generation, now);
+      status = fenced() ? PopStatus::fenced : PopStatus::corrupt;
+      continue;
+    }
+    Message& m = batch_.messages_.emplace_back();
+    m.key_ = reinterpret_cast<const char*>(rec.key);
+    m.value_ = reinterpret_cast<const char*>(rec.value);
+    m.key_len_ = rec.key_len;
+    m.value_len_ = rec.value_len;
+    m.upstream_offset_ = rec.upstream_offset;
+    m.timestamp_ns_ = rec.timestamp_ns;
+    m.position_ = rec.position;
+    m.sequence_ = t.seq;
+    m.lease_generation_ = t.lease.generation;
+    m.delivery_count_ = t.lease.deliveries;
+    ++unacked_;
+    ++out;
+  }
+  return out;
+}
+
+// After leases were acked or dead-lettered: move the group's low sequence and, with it,
+// the ring position below which the writer may reuse space.
+void Consumer::after_settled() {
+  const std::uint64_t low = leases_.advance_low();
+  if (low > ring_.published()) return;  // garbage in low_seq: leave the watermark alone
+  shm::raise_low_watermark(group_, ring_.position_of(low));
+}
+
+AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
+  if (options_.mode != Mode::shared) return AckStatus::not_supported;
+  const auto ms =
+      static_cast<std::uint32_t>(std::clamp<std::int64_t>(delay.count(), 0, 24ll * 3600 * 1000));
+  bool dead = false;
+  const auto r = leases_.nack(m.sequence_, slot_, m.lease_generation_, now_lease_ms() + ms,
+                              max_deliveries_, dead);
+  if (r != shm::LeaseResult::ok) return AckStatus::lease_lost;
+  --unacked_;
+  if (dead) {
+    ++dead_lettered_;
+    after_settled();
+  }
+  return AckStatus::ok;
+}
+
+AckStatus Consumer::release(const Message& m) {
+  if (options_.mode != Mode::shared) return AckStatus::not_supported;
+  if (leases_.release(m.sequence_, slot_, m.lease_generation_, now_lease_ms()) !=
+      shm::LeaseResult::ok) {
+    return AckStatus::lease_lost;
+  }
+  --unacked_;
+  return AckStatus::ok;
+}
+
+AckStatus Consumer::reject(const Message& m) {
+  if (options_.mode != Mode::shared) return AckStatus::not_supported;
+  if (leases_.reject(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {
+    return AckStatus::lease_lost;
+  }
+  --unacked_;
+  ++dead_lettered_;
+  after_settled();
+  return AckStatus::ok;
+}
+
+AckStatus Consumer::extend(const Message& m, std::chrono::milliseconds by) {
+  if (options_.mode != Mode::shared) return AckStatus::not_supported;
+  const auto ms =
+      static_cast<std::uint32_t>(std::clamp<std::int64_t>(by.count(), 0, 24ll * 3600 * 1000));
+  if (leases_.extend(m.sequence_, slot_, m.lease_generation_, now_lease_ms() + ms) !=
+      shm::LeaseResult::ok) {
+    return AckStatus::lease_lost;
+  }
+  return AckStatus::ok;
+}
+
+}  // namespace ringfeed

@@ -1,0 +1,224 @@
+#include "shm/lease_table.hpp"
+
+#include <algorithm>
+#include <bit>
+
+namespace ringfeed::shm {
+
+LeaseTable::LeaseTable(GroupControl* group, std::uint32_t window)
+    : group_(group),
+      entries_(lease_table(group)),
+      mask_(window - 1),
+      shift_(static_cast<std::uint32_t>(std::countr_zero(window))) {}
+
+std::uint32_t LeaseTable::take_new(std::uint64_t published, std::uint32_t max, std::uint32_t owner,
+                                   std::uint32_t lease_deadline_ms, TakenLease* out) {
+  std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
+  std::uint64_t n = 0;
+  for (;;) {
+    const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
+    // dispatch in [low, low + window] and not past what was published, or it is garbage.
+    if (d < low || d > published || d - low > mask_ + 1ull) return 0;
+    n = std::min<std::uint64_t>({max, published - d, low + mask_ + 1 - d});
+    if (n == 0) return 0;
+    if (group_->dispatch.compare_exchange_weak(d, d + n, std::memory_order_acq_rel)) break;
+  }
+  for (std::uint64_t i = 0; i < n; ++i) {
+    const std::uint64_t seq = d + i;
+    // The entry's previous occupant (seq - window) is below low_seq: acked or dead.
+    auto& e = entry(seq);
+    const Lease before = Lease::unpack(e.load(std::memory_order_relaxed));
+    Lease l;
+    l.state = LeaseState::leased;
+    l.parity = parity(seq);
+    l.deliveries = 1;
+    l.owner = owner;
+    l.generation = before.generation + 1;
+    l.deadline_ms = lease_deadline_ms;
+    e.store(l.pack(), std::memory_order_release);
+    out[i] = {seq, l};
+  }
+  return static_cast<std::uint32_t>(n);
+}
+
+std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std::uint32_t owner,
+                                   std::uint32_t lease_deadline_ms, std::uint32_t max_deliveries,
+                                   std::uint32_t scan_limit, TakenLease* out,
+                                   std::vector<std::uint64_t>& dead) {
+  const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
+  const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
+  if (d < low || d - low > mask_ + 1ull) return 0;
+  const std::uint64_t end = std::min<std::uint64_t>(d, low + scan_limit);
+  std::uint32_t n = 0;
+  for (std::uint64_t seq = low; seq < end && n < max; ++seq) {
+    auto& e = entry(seq);
+    std::uint64_t w = e.load(std::memory_order_acquire);
+    for (;;) {
+      const Lease l = Lease::unpack(w);
+      if (l.parity != parity(seq)) break;  // being handed out for the first time
+      const bool due = (l.state == LeaseState::available || l.state == LeaseState::leased) &&
+                       deadline_passed(l.deadline_ms, now_ms);
+      if (!due) break;
+      Lease next = l;
+      next.generation = l.generation + 1;
+      if (l.deliveries >= max_deliveries) {
+        next.state = LeaseState::dead;
+        if (e.compare_exchange_weak(w, next.pack(), std::memory_order_acq_rel)) {
+          if (l.state == LeaseState::available)
+            group_->redeliveries.fetch_sub(1, std::memory_order_relaxed);
+          dead.push_back(seq);
+          break;
+        }
+        continue;
+      }
+      // The last allowed delivery goes out alone, so a poison message fails by itself.
+      const bool last = l.deliveries + 1 >= max_deliveries;
+      if (last && n > 0) break;
+      next.state = LeaseState::leased;
+      next.deliveries = l.deliveries + 1;
+      next.owner = owner;
+      next.deadline_ms = lease_deadline_ms;
+      if (e.compare_exchange_weak(w, next.pack(), std::memory_order_acq_rel)) {
+        if (l.state == LeaseState::available)
+          group_->redeliveries.fetch_sub(1, std::memory_order_relaxed);
+        out[n++] = {seq, next};
+        if (last) return n;
+        break;
+      }
+    }
+  }
+  return n;
+}
+
+template <typename Change>
+LeaseResult LeaseTable::transition(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
+                                   Change change) {
+  auto& e = entry(seq);
+  std::uint64_t w = e.load(std::memory_order_acquire);
+  for (;;) {
+    const Lease l = Lease::unpack(w);
+    if (l.state != LeaseState::leased || l.owner != owner ||
+        l.generation != (generation & 0x1ffffu) || l.parity != parity(seq)) {
+      return LeaseResult::lease_lost;
+    }
+    const Lease next = change(l);
+    // seq_cst: an acker's CAS then its loads in advance_low form a Dekker pair with
+    // another acker's, so one of them always sees both acks and moves low_seq.
+    if (e.compare_exchange_weak(w, next.pack(), std::memory_order_seq_cst)) return LeaseResult::ok;
+  }
+}
+
+LeaseResult LeaseTable::ack(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation) {
+  return transition(seq, owner, generation, [](Lease l) {
+    l.state = LeaseState::acked;
+    return l;
+  });
+}
+
+LeaseResult LeaseTable::nack(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
+                             std::uint32_t not_before_ms, std::uint32_t max_deliveries,
+                             bool& dead) {
+  bool to_dead = false;
+  const LeaseResult r = transition(seq, owner, generation, [&](Lease l) {
+    to_dead = l.deliveries >= max_deliveries;
+    l.state = to_dead ? LeaseState::dead : LeaseState::available;
+    l.generation += 1;
+    l.deadline_ms = not_before_ms;
+    return l;
+  });
+  dead = r == LeaseResult::ok && to_dead;
+  if (r == LeaseResult::ok && !to_dead)
+    group_->redeliveries.fetch_add(1, std::memory_order_release);
+  return r;
+}
+
+LeaseResult LeaseTable::release(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
+                                std::uint32_t now_ms) {
+  const LeaseResult r = transition(seq, owner, generation, [&](Lease l) {
+    l.state = LeaseState::available;
+    l.deliveries = l.deliveries > 0 ? l.deliveries - 1 : 0;
+    l.generation += 1;
+    l.deadline_ms = now_ms;
+    return l;
+  });
+  if (r == LeaseResult::ok) group_->redeliveries.fetch_add(1, std::memory_order_release);
+  return r;
+}
+
+LeaseResult LeaseTable::reject(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation) {
+  return transition(seq, owner, generation, [](Lease l) {
+    l.state = LeaseState::dead;
+    l.generation += 1;
+    return l;
+  });
+}
+
+LeaseResult LeaseTable::extend(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
+                               std::uint32_t new_deadline_ms) {
+  return transition(seq, owner, generation, [&](Lease l) {
+    l.deadline_ms = new_deadline_ms;
+    return l;
+  });
+}
+
+std::uint64_t LeaseTable::advance_low() {
+  std::uint64_t low = group_->low_seq.load(std::memory_order_seq_cst);
+  for (;;) {
+    const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
+    if (d < low || d - low > mask_ + 1ull) return low;  // garbage: leave it
+    std::uint64_t seq = low;
+    while (seq < d) {
+      const Lease l = Lease::unpack(entry(seq).load(std::memory_order_seq_cst));
+      if (l.parity != parity(seq) ||
+          (l.state != LeaseState::acked && l.state != LeaseState::dead)) {
+        break;
+      }
+      ++seq;
+    }
+    if (seq == low) return low;
+    // A failed CAS means someone else moved it; start again from where it is now.
+    if (group_->low_seq.compare_exchange_weak(low, seq, std::memory_order_acq_rel)) return seq;
+  }
+}
+
+std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
+                               std::uint32_t max_deliveries, std::vector<std::uint64_t>& dead) {
+  const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
+  const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
+  if (d < low || d - low > mask_ + 1ull) return 0;
+  std::uint32_t changed = 0;
+  for (std::uint64_t seq = low; seq < d; ++seq) {
+    auto& e = entry(seq);
+    std::uint64_t w = e.load(std::memory_order_acquire);
+    for (;;) {
+      const Lease l = Lease::unpack(w);
+      if (l.parity != parity(seq) || l.state != LeaseState::leased) break;
+      const bool owner_dead = ((dead_owners >> l.owner) & 1u) != 0;
+      if (!owner_dead && !deadline_passed(l.deadline_ms, now_ms)) break;
+      Lease next = l;
+      next.generation = l.generation + 1;
+      const bool to_dead = l.deliveries >= max_deliveries;
+      next.state = to_dead ? LeaseState::dead : LeaseState::available;
+      next.deadline_ms = now_ms;
+      if (e.compare_exchange_weak(w, next.pack(), std::memory_order_acq_rel)) {
+        if (to_dead) {
+          dead.push_back(seq);
+        } else {
+          group_->redeliveries.fetch_add(1, std::memory_order_release);
+        }
+        ++changed;
+        break;
+      }
+    }
+  }
+  return changed;
+}
+
+void raise_low_watermark(GroupControl* group, std::uint64_t position) {
+  std::uint64_t cur = group->low_watermark.load(std::memory_order_relaxed);
+  while (position > cur &&
+         !group->low_watermark.compare_exchange_weak(cur, position, std::memory_order_release)) {
+  }
+}
+
+}  // namespace ringfeed::shm

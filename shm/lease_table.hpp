@@ -1,0 +1,105 @@
+// The lease table of a shared group: one lease word (lease.hpp) per message between the
+// group's low sequence (everything below is acked or dead) and its dispatch sequence
+// (nothing at or above was handed out yet), indexed by sequence modulo the window.
+//
+// Every operation is lock-free: taking a batch of new messages is one CAS on `dispatch`;
+// each change of a lease is one CAS on its word, which carries a generation, so an ack,
+// nack or extend from a consumer that lost the lease fails instead of being applied.
+// Values read from shared memory are bounds-checked; garbage makes operations fail or
+// find nothing, never index outside the table.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <vector>
+
+#include "shm/group_layout.hpp"
+#include "shm/lease.hpp"
+
+namespace ringfeed::shm {
+
+enum class LeaseResult {
+  ok,
+  lease_lost,  // the lease expired or moved to another consumer: nothing was changed
+};
+
+struct TakenLease {
+  std::uint64_t seq;
+  Lease lease;  // as taken: generation and delivery count
+};
+
+class LeaseTable {
+ public:
+  LeaseTable() = default;
+  // `window` is the one this process validated (group.hpp), not re-read from the segment.
+  LeaseTable(GroupControl* group, std::uint32_t window);
+
+  // Takes up to `max` messages never handed out, below `published` and within the window
+  // above low_seq, with one CAS. Returns how many were written to `out`.
+  std::uint32_t take_new(std::uint64_t published, std::uint32_t max, std::uint32_t owner,
+                         std::uint32_t lease_deadline_ms, TakenLease* out);
+
+  // Takes up to `max` messages that are due again (nacked and their delay passed,
+  // released, or leased with an expired deadline), oldest first, looking at no more than
+  // `scan_limit` sequences. One that would reach `max_deliveries` with this delivery is
+  // handed out alone; one that already reached it is marked dead and its sequence added
+  // to `dead` instead.
+  std::uint32_t take_due(std::uint32_t now_ms, std::uint32_t max, std::uint32_t owner,
+                         std::uint32_t lease_deadline_ms, std::uint32_t max_deliveries,
+                         std::uint32_t scan_limit, TakenLease* out,
+                         std::vector<std::uint64_t>& dead);
+
+  LeaseResult ack(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation);
+  // Available again after `not_before_ms`; dead (added to `dead`) if its deliveries
+  // reached max_deliveries.
+  LeaseResult nack(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
+                   std::uint32_t not_before_ms, std::uint32_t max_deliveries, bool& dead);
+  // Available again at once, and this delivery does not count.
+  LeaseResult release(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
+                      std::uint32_t now_ms);
+  LeaseResult reject(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation);
+  LeaseResult extend(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
+                     std::uint32_t new_deadline_ms);
+
+  // Moves low_seq forward over acked and dead leases; returns the new low sequence.
+  std::uint64_t advance_low();
+
+  // The reaper: leases whose deadline passed or whose owner is in `dead_owners` (bit i =
+  // slot i) become available (or dead, past max_deliveries). Returns how many changed.
+  std::uint32_t reap(std::uint32_t now_ms, std::uint64_t dead_owners, std::uint32_t max_deliveries,
+                     std::vector<std::uint64_t>& dead);
+
+  // Milliseconds since the group's epoch (lease deadlines are kept in that unit).
+  static std::uint32_t to_lease_ms(std::int64_t clock_ns, std::int64_t epoch_ns) {
+    return static_cast<std::uint32_t>((clock_ns - epoch_ns) / 1'000'000);
+  }
+
+  std::uint64_t low_seq() const { return group_->low_seq.load(std::memory_order_acquire); }
+  std::uint64_t dispatch() const { return group_->dispatch.load(std::memory_order_acquire); }
+  std::uint32_t window() const { return mask_ + 1; }
+
+ private:
+  std::atomic<std::uint64_t>& entry(std::uint64_t seq) { return entries_[seq & mask_]; }
+  std::uint32_t parity(std::uint64_t seq) const {
+    return static_cast<std::uint32_t>(seq >> shift_) & 1u;
+  }
+  // CAS from the lease the caller holds to `next` (built by `change` from the current).
+  template <typename Change>
+  LeaseResult transition(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
+                         Change change);
+
+  GroupControl* group_ = nullptr;
+  std::atomic<std::uint64_t>* entries_ = nullptr;
+  std::uint32_t mask_ = 0;
+  std::uint32_t shift_ = 0;
+};
+
+// Raises the group's low watermark (a ring position) to `position`, never lowering it:
+// several consumers advance low_seq and may store their positions out of order.
+void raise_low_watermark(GroupControl* group, std::uint64_t position);
+
+// Sequence value of `dispatch` and `low_seq` in a shared group whose creator has not yet
+// found where it starts in the ring.
+inline constexpr std::uint64_t kNotStarted = ~0ull;
+
+}  // namespace ringfeed::shm

@@ -1,0 +1,267 @@
+// Shared groups: leases, acks, nacks with delay, release, reject, extend, expiry,
+// redelivery, delivery counts and dead letters; with a clock the test controls.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
+
+#include <atomic>
+#include <map>
+#include <set>
+
+#include "ringfeed/consumer.hpp"
+#include "ringfeed/writer.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using ringfeed::AckStatus;
+using ringfeed::Consumer;
+using ringfeed::Message;
+using ringfeed::Mode;
+using ringfeed::PopStatus;
+using ringfeed::Writer;
+
+namespace {
+
+constexpr std::int64_t kMs = 1'000'000;
+
+struct FakeClock {
+  std::atomic<std::int64_t> now{1'000 * kMs};
+  void advance(std::chrono::milliseconds d) { now += d.count() * kMs; }
+};
+
+class Shared : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto w = Writer::create({.ns = ns_, .partition = 0, .capacity = 1 << 16});
+    ASSERT_TRUE(w.ok()) << w.error().message;
+    writer_ = std::move(w.value());
+  }
+  std::unique_ptr<Consumer> consumer(std::uint32_t max_deliveries = 5) {
+    auto c = Consumer::attach({.ns = ns_,
+                               .group = "s",
+                               .mode = Mode::shared,
+                               .lease = 1000ms,
+                               .group_settings = {.lease_window = 1024,
+                                                  .max_deliveries = max_deliveries,
+                                                  .lease_ms = 1000},
+                               .clock = [this] { return clock_.now.load(); }});
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    return c.ok() ? std::move(c.value()) : nullptr;
+  }
+  void publish(std::uint64_t from, std::uint64_t n) {
+    for (std::uint64_t i = from; i < from + n; ++i) {
+      const std::string v = "m" + std::to_string(i);
+      ringfeed::OutMessage m{.value = v, .upstream_offset = i};
+      ASSERT_EQ(writer_->publish({&m, 1}, 1s), 1u);
+    }
+  }
+  static std::vector<Message> take(Consumer& c, std::size_t max) {
+    const auto& b = c.pop(max, 0ns);
+    return {b.begin(), b.end()};
+  }
+
+  std::string ns_ = ringfeed::test::unique_ns("shared");
+  FakeClock clock_;
+  std::unique_ptr<Writer> writer_;
+};
+
+TEST_F(Shared, ConsumersSplitTheMessagesAndEachIsHandedOutOnce) {
+  auto a = consumer();
+  auto b = consumer();
+  ASSERT_TRUE(a && b);
+  publish(0, 10);
+  auto from_a = take(*a, 4);
+  auto from_b = take(*b, 100);
+  ASSERT_EQ(from_a.size(), 4u);
+  ASSERT_EQ(from_b.size(), 6u);
+  for (std::uint64_t i = 0; i < 4; ++i) EXPECT_EQ(from_a[i].offset(), i);
+  for (std::uint64_t i = 0; i < 6; ++i) EXPECT_EQ(from_b[i].offset(), 4 + i);
+  EXPECT_EQ(from_a[0].delivery_count(), 1u);
+  EXPECT_TRUE(take(*a, 10).empty());
+  for (const auto& m : from_a) EXPECT_EQ(a->ack(m), AckStatus::ok);
+  for (const auto& m : from_b) EXPECT_EQ(b->ack(m), AckStatus::ok);
+  EXPECT_EQ(a->ack(from_a[0]), AckStatus::lease_lost);  // twice: refused
+}
+
+TEST_F(Shared, NackRedeliversAfterTheDelayAndCountsTheDelivery) {
+  auto a = consumer();
+  ASSERT_TRUE(a);
+  publish(0, 3);
+  auto got = take(*a, 3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(a->nack(got[1], 500ms), AckStatus::ok);
+  EXPECT_EQ(a->ack(got[0]), AckStatus::ok);
+  EXPECT_EQ(a->ack(got[2]), AckStatus::ok);
+  EXPECT_TRUE(take(*a, 10).empty());  // not before 500 ms
+  clock_.advance(499ms);
+  EXPECT_TRUE(take(*a, 10).empty());
+  clock_.advance(1ms);
+  auto again = take(*a, 10);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].offset(), 1u);
+  EXPECT_EQ(again[0].delivery_count(), 2u);
+  EXPECT_EQ(a->ack(got[1]), AckStatus::lease_lost);  // the old handle is fenced off
+  EXPECT_EQ(a->ack(again[0]), AckStatus::ok);
+}
+
+TEST_F(Shared, ExpiredLeaseGoesToAnotherConsumerAndTheStaleAckIsRefused) {
+  auto a = consumer();
+  auto b = consumer();
+  ASSERT_TRUE(a && b);
+  publish(0, 1);
+  auto held = take(*a, 1);
+  ASSERT_EQ(held.size(), 1u);
+  clock_.advance(999ms);
+  EXPECT_TRUE(take(*b, 1).empty());  // still leased
+  clock_.advance(1ms);
+  writer_->service(clock_.now.load());  // the reaper makes it available
+  auto moved = take(*b, 1);
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(moved[0].offset(), 0u);
+  EXPECT_EQ(moved[0].delivery_count(), 2u);
+  EXPECT_EQ(a->ack(held[0]), AckStatus::lease_lost);
+  EXPECT_EQ(a->extend(held[0], 1000ms), AckStatus::lease_lost);
+  EXPECT_EQ(b->ack(moved[0]), AckStatus::ok);
+}
+
+TEST_F(Shared, ExpiryIsFoundByConsumersEvenWithoutTheReaper) {
+  auto a = consumer();
+  auto b = consumer();
+  ASSERT_TRUE(a && b);
+  publish(0, 1);
+  ASSERT_EQ(take(*a, 1).size(), 1u);
+  clock_.advance(1000ms);
+  // No service(): b looks for expired leases itself now and then.
+  std::vector<Message> moved;
+  for (int i = 0; i < 600 && moved.empty(); ++i) moved = take(*b, 1);
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(moved[0].delivery_count(), 2u);
+}
+
+TEST_F(Shared, ExtendKeepsTheSameHandleAlive) {
+  auto a = consumer();
+  auto b = consumer();
+  ASSERT_TRUE(a && b);
+  publish(0, 1);
+  auto held = take(*a, 1);
+  ASSERT_EQ(held.size(), 1u);
+  clock_.advance(900ms);
+  EXPECT_EQ(a->extend(held[0], 1000ms), AckStatus::ok);
+  clock_.advance(900ms);  // past the first deadline, before the extended one
+  writer_->service(clock_.now.load());
+  EXPECT_TRUE(take(*b, 1).empty());
+  EXPECT_EQ(a->ack(held[0]), AckStatus::ok);  // the same handle
+}
+
+TEST_F(Shared, ReleaseDoesNotCountRejectDeadLetters) {
+  auto a = consumer();
+  ASSERT_TRUE(a);
+  publish(0, 2);
+  auto got = take(*a, 2);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(a->release(got[0]), AckStatus::ok);
+  EXPECT_EQ(a->reject(got[1]), AckStatus::ok);
+  EXPECT_EQ(a->dead_lettered(), 1u);
+  auto again = take(*a, 10);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(again[0].offset(), 0u);
+  EXPECT_EQ(again[0].delivery_count(), 1u);  // the release did not count
+  EXPECT_EQ(a->ack(again[0]), AckStatus::ok);
+}
+
+TEST_F(Shared, AtMaxDeliveriesTheMessageIsDeadLetteredAndTheLastTryGoesAlone) {
+  auto a = consumer(3);
+  ASSERT_TRUE(a);
+  publish(0, 1);
+  for (std::uint32_t attempt = 1; attempt <= 3; ++attempt) {
+    if (attempt == 3) publish(1, 5);  // others are waiting when the last try comes
+    auto got = take(*a, 10);
+    ASSERT_FALSE(got.empty()) << "attempt " << attempt;
+    EXPECT_EQ(got[0].offset(), 0u);
+    EXPECT_EQ(got[0].delivery_count(), attempt);
+    if (attempt == 3) {
+      EXPECT_EQ(got.size(), 1u);  // alone
+    }
+    EXPECT_EQ(a->nack(got[0], 0ms), AckStatus::ok);
+  }
+  EXPECT_EQ(a->dead_lettered(), 1u);  // the third nack reached max_deliveries
+  auto rest = take(*a, 10);
+  ASSERT_EQ(rest.size(), 5u);
+  EXPECT_EQ(rest[0].offset(), 1u);
+  for (const auto& m : rest) EXPECT_EQ(a->ack(m), AckStatus::ok);
+}
+
+TEST_F(Shared, AcksOutOfOrderFreeRingSpaceOnlyBelowTheOldestUnacked) {
+  auto a = consumer();
+  auto b = consumer();
+  ASSERT_TRUE(a && b);
+  // Far more than the 64 KiB ring holds: the writer must reuse space as acks come.
+  std::uint64_t published = 0, acked = 0;
+  std::string value(200, 'x');
+  std::set<std::uint64_t> seen;
+  while (acked < 5000) {
+    for (int k = 0; k < 8; ++k) {
+      ringfeed::OutMessage m{.value = value, .upstream_offset = published};
+      if (writer_->publish({&m, 1}, 0ns) == 1) ++published;
+    }
+    auto x = take(*a, 3);
+    auto y = take(*b, 5);
+    // Ack in reverse order, b's first.
+    for (auto it = y.rbegin(); it != y.rend(); ++it) {
+      ASSERT_TRUE(seen.insert(it->offset()).second) << "delivered twice: " << it->offset();
+      ASSERT_EQ(b->ack(*it), AckStatus::ok);
+      ++acked;
+    }
+    for (auto it = x.rbegin(); it != x.rend(); ++it) {
+      ASSERT_TRUE(seen.insert(it->offset()).second) << "delivered twice: " << it->offset();
+      ASSERT_EQ(a->ack(*it), AckStatus::ok);
+      ++acked;
+    }
+    ASSERT_LT(published, 100'000u) << "the writer stopped getting space";
+  }
+  EXPECT_GT(writer_->write_pos(), 15u * (1 << 16));  // went round the ring many times
+  EXPECT_EQ(*seen.begin(), 0u);
+  EXPECT_EQ(*seen.rbegin(), seen.size() - 1);  // no gaps
+}
+
+TEST_F(Shared, LeasesOfAKilledConsumerComeBackAtOnce) {
+  // Real clocks here: the reaper in the writer and the consumers must agree on time.
+  auto attached = Consumer::attach({.ns = ns_, .group = "s", .mode = Mode::shared});
+  ASSERT_TRUE(attached.ok());
+  auto& a = attached.value();
+  publish(0, 10);
+  auto* stage = static_cast<std::atomic<int>*>(::mmap(nullptr, sizeof(std::atomic<int>),
+                                                      PROT_READ | PROT_WRITE,
+                                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (stage) std::atomic<int>(0);
+  const std::string ns = ns_;
+  pid_t child = ringfeed::test::fork_child([&] {
+    auto c = Consumer::attach({.ns = ns, .group = "s", .mode = Mode::shared});
+    if (!c) return 2;
+    if ((*c)->pop(4, 0ns).size() != 4) return 3;
+    stage->store(1);
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return stage->load() == 1; }));
+  auto rest = take(*a, 100);
+  EXPECT_EQ(rest.size(), 6u);
+  ::kill(child, SIGKILL);
+  ringfeed::test::wait_child(child);
+  // The reaper notices the death (not the lease expiry, 30 s away by default).
+  std::vector<Message> back;
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] {
+        writer_->service();
+        auto got = take(*a, 100);
+        back.insert(back.end(), got.begin(), got.end());
+        return back.size() >= 4;
+      },
+      5s));
+  ASSERT_EQ(back.size(), 4u);
+  for (std::uint64_t i = 0; i < 4; ++i) {
+    EXPECT_EQ(back[i].offset(), i);
+    EXPECT_EQ(back[i].delivery_count(), 2u);
+  }
+}
+
+}  // namespace
