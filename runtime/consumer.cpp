@@ -18,12 +18,12 @@ namespace {
 // wake (say, a group-mate that zeroed the sleepers count) costs latency, never a hang.
 constexpr auto kSleepSlice = std::chrono::milliseconds(10);
 
-std::string where(const ConsumerOptions& o) {
+}  // namespace
+
+std::string describe_group(const ConsumerOptions& o) {
   return "group '" + o.group + "' of namespace '" + o.ns + "' partition " +
          std::to_string(o.partition);
 }
-
-}  // namespace
 
 const char* to_string(PopStatus status) {
   switch (status) {
@@ -81,7 +81,8 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   const bool created = seg->created;
   c->group_ = reinterpret_cast<shm::GroupControl*>(c->group_segment_.base());
   if (c->fenced()) {
-    return Error{where(options) + " was fenced by the writer (its shared state was corrupt)", EIO};
+    return Error{
+        describe_group(options) + " was fenced by the writer (its shared state was corrupt)", EIO};
   }
   c->owner_ = shm::pack_owner(shm::self_identity());
 
@@ -106,7 +107,7 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
     std::uint64_t seen = holder.load(std::memory_order_acquire);
     for (;;) {
       if (seen != 0 && shm::owner_alive(seen)) {
-        return Error{where(options) + " is held in exclusive mode by pid " +
+        return Error{describe_group(options) + " is held in exclusive mode by pid " +
                          std::to_string(shm::owner_pid(seen)),
                      EBUSY};
       }
@@ -158,9 +159,9 @@ Status Consumer::claim_slot() {
       }
     }
   }
-  return Error{
-      where(options_) + " already has " + std::to_string(shm::kGroupSlots) + " live consumers",
-      EBUSY};
+  return Error{describe_group(options_) + " already has " + std::to_string(shm::kGroupSlots) +
+                   " live consumers",
+               EBUSY};
 }
 
 // The joining half of the reclaim protocol (ring_writer.hpp): publish a watermark, then
@@ -185,7 +186,7 @@ Status Consumer::resume(std::uint64_t w) {
   const auto& control = ring_.control();
   const std::uint64_t end = control.write_pos.load(std::memory_order_acquire);
   if (w > end || (w & (shm::kRecordAlign - 1)) != 0) {
-    return Error{where(options_) + ": stored position " + std::to_string(w) +
+    return Error{describe_group(options_) + ": stored position " + std::to_string(w) +
                      " is past the ring's end " + std::to_string(end) +
                      " or misaligned (corrupt group state)",
                  EPROTO};

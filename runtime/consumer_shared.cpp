@@ -71,19 +71,24 @@ Status Consumer::start_shared(bool created) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   for (;;) {
     std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
-    if (d != shm::kNotStarted) break;
+    if (d != shm::kNotStarted && d != shm::kStarting) break;
     const bool creator_gone = !shm::owner_alive(
         shm::pack_owner({group_->header.creator_pid, group_->header.creator_start_time}));
-    if (created || creator_gone || std::chrono::steady_clock::now() >= deadline) {
+    // One process starts the group: the creator, or anyone once the creator is gone.
+    if (d == shm::kNotStarted && (created || creator_gone) &&
+        group_->dispatch.compare_exchange_strong(d, shm::kStarting, std::memory_order_acq_rel)) {
       watermark_ = &group_->low_watermark;
       if (auto ok = join(ring_.control().tail.load(std::memory_order_acquire)); !ok) return ok;
       const std::uint64_t seq = first_seq_at_or_after(read_pos_);
-      // low_seq first: whoever sees dispatch started also sees low_seq.
-      std::uint64_t expected = shm::kNotStarted;
-      group_->low_seq.compare_exchange_strong(expected, seq, std::memory_order_acq_rel);
-      expected = shm::kNotStarted;
-      group_->dispatch.compare_exchange_strong(expected, seq, std::memory_order_acq_rel);
+      leases_.prepare(seq);
+      group_->low_seq.store(seq, std::memory_order_release);
+      group_->dispatch.store(seq, std::memory_order_release);  // started
       break;
+    }
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Error{describe_group(options_) + ": the group was never started (its creator, pid " +
+                       std::to_string(group_->header.creator_pid) + ", died while starting it)",
+                   ETIMEDOUT};
     }
     std::this_thread::sleep_for(std::chrono::microseconds(100));
   }

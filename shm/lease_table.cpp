@@ -11,6 +11,15 @@ LeaseTable::LeaseTable(GroupControl* group, std::uint32_t window)
       mask_(window - 1),
       shift_(static_cast<std::uint32_t>(std::countr_zero(window))) {}
 
+void LeaseTable::prepare(std::uint64_t first) {
+  for (std::uint64_t seq = first; seq < first + mask_ + 1; ++seq) {
+    Lease l;
+    l.state = LeaseState::acked;
+    l.parity = parity(seq) ^ 1u;
+    entry(seq).store(l.pack(), std::memory_order_relaxed);
+  }
+}
+
 std::uint32_t LeaseTable::take_new(std::uint64_t published, std::uint32_t max, std::uint32_t owner,
                                    std::uint32_t lease_deadline_ms, TakenLease* out) {
   std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
@@ -23,22 +32,26 @@ std::uint32_t LeaseTable::take_new(std::uint64_t published, std::uint32_t max, s
     if (n == 0) return 0;
     if (group_->dispatch.compare_exchange_weak(d, d + n, std::memory_order_acq_rel)) break;
   }
+  std::uint32_t taken = 0;
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t seq = d + i;
-    // The entry's previous occupant (seq - window) is below low_seq: acked or dead.
+    // The entry's previous occupant (seq - window) is below low_seq: acked or dead. If
+    // the reaper already took the entry over (we were stalled for long), leave it.
     auto& e = entry(seq);
-    const Lease before = Lease::unpack(e.load(std::memory_order_relaxed));
+    std::uint64_t before = e.load(std::memory_order_acquire);
+    const Lease old = Lease::unpack(before);
+    if (old.parity == parity(seq)) continue;
     Lease l;
     l.state = LeaseState::leased;
     l.parity = parity(seq);
     l.deliveries = 1;
     l.owner = owner;
-    l.generation = before.generation + 1;
+    l.generation = old.generation + 1;
     l.deadline_ms = lease_deadline_ms;
-    e.store(l.pack(), std::memory_order_release);
-    out[i] = {seq, l};
+    if (!e.compare_exchange_strong(before, l.pack(), std::memory_order_acq_rel)) continue;
+    out[taken++] = {seq, l};
   }
-  return static_cast<std::uint32_t>(n);
+  return taken;
 }
 
 std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std::uint32_t owner,
@@ -50,6 +63,7 @@ std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std:
   if (d < low || d - low > mask_ + 1ull) return 0;
   const std::uint64_t end = std::min<std::uint64_t>(d, low + scan_limit);
   std::uint32_t n = 0;
+  std::uint32_t waiting = 0;  // available, but their delay has not passed
   for (std::uint64_t seq = low; seq < end && n < max; ++seq) {
     auto& e = entry(seq);
     std::uint64_t w = e.load(std::memory_order_acquire);
@@ -58,7 +72,10 @@ std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std:
       if (l.parity != parity(seq)) break;  // being handed out for the first time
       const bool due = (l.state == LeaseState::available || l.state == LeaseState::leased) &&
                        deadline_passed(l.deadline_ms, now_ms);
-      if (!due) break;
+      if (!due) {
+        waiting += l.state == LeaseState::available;
+        break;
+      }
       Lease next = l;
       next.generation = l.generation + 1;
       if (l.deliveries >= max_deliveries) {
@@ -87,6 +104,9 @@ std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std:
       }
     }
   }
+  // The hint can drift (a consumer killed between a lease's change and the count's); a
+  // scan of the whole table that found nothing available sets it right.
+  if (n == 0 && waiting == 0 && end == d) group_->redeliveries.store(0, std::memory_order_relaxed);
   return n;
 }
 
@@ -182,17 +202,39 @@ std::uint64_t LeaseTable::advance_low() {
 }
 
 std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
-                               std::uint32_t max_deliveries, std::vector<std::uint64_t>& dead) {
+                               std::uint32_t max_deliveries, std::vector<std::uint64_t>& dead,
+                               std::vector<std::pair<std::uint64_t, std::uint64_t>>* abandoned) {
   const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
   const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
   if (d < low || d - low > mask_ + 1ull) return 0;
   std::uint32_t changed = 0;
+  if (abandoned != nullptr) {
+    // Entries still unwritten since the last pass: their taker died.
+    for (auto [seq, word] : *abandoned) {
+      if (seq < low || seq >= d) continue;
+      Lease l = Lease::unpack(word);
+      l.state = LeaseState::available;
+      l.parity = parity(seq);
+      l.deliveries = 1;  // it was handed out once, to the consumer that died
+      l.generation += 1;
+      l.deadline_ms = now_ms;
+      if (entry(seq).compare_exchange_strong(word, l.pack(), std::memory_order_acq_rel)) {
+        group_->redeliveries.fetch_add(1, std::memory_order_release);
+        ++changed;
+      }
+    }
+    abandoned->clear();
+  }
   for (std::uint64_t seq = low; seq < d; ++seq) {
     auto& e = entry(seq);
     std::uint64_t w = e.load(std::memory_order_acquire);
     for (;;) {
       const Lease l = Lease::unpack(w);
-      if (l.parity != parity(seq) || l.state != LeaseState::leased) break;
+      if (l.parity != parity(seq)) {
+        if (abandoned != nullptr) abandoned->emplace_back(seq, w);
+        break;
+      }
+      if (l.state != LeaseState::leased) break;
       const bool owner_dead = ((dead_owners >> l.owner) & 1u) != 0;
       if (!owner_dead && !deadline_passed(l.deadline_ms, now_ms)) break;
       Lease next = l;

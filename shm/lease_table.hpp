@@ -11,6 +11,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <utility>
 #include <vector>
 
 #include "shm/group_layout.hpp"
@@ -33,6 +34,10 @@ class LeaseTable {
   LeaseTable() = default;
   // `window` is the one this process validated (group.hpp), not re-read from the segment.
   LeaseTable(GroupControl* group, std::uint32_t window);
+
+  // Before the group starts at `first`: marks the entries of [first, first + window) as
+  // settled in the previous lap, so take_new can tell them from entries it must leave.
+  void prepare(std::uint64_t first);
 
   // Takes up to `max` messages never handed out, below `published` and within the window
   // above low_seq, with one CAS. Returns how many were written to `out`.
@@ -66,12 +71,23 @@ class LeaseTable {
 
   // The reaper: leases whose deadline passed or whose owner is in `dead_owners` (bit i =
   // slot i) become available (or dead, past max_deliveries). Returns how many changed.
+  //
+  // A consumer that dies between moving `dispatch` and writing the leases of what it
+  // took leaves entries of the previous lap behind. Such entries are remembered in
+  // `abandoned` (sequence and word); one found unchanged by the next pass (the caller
+  // waits a few milliseconds between passes, far longer than a live consumer needs to
+  // write them) is made available. If its consumer was only slow after all, its own CAS
+  // fails and it does not deliver the message: nothing is lost either way.
   std::uint32_t reap(std::uint32_t now_ms, std::uint64_t dead_owners, std::uint32_t max_deliveries,
-                     std::vector<std::uint64_t>& dead);
+                     std::vector<std::uint64_t>& dead,
+                     std::vector<std::pair<std::uint64_t, std::uint64_t>>* abandoned = nullptr);
 
   // Milliseconds since the group's epoch (lease deadlines are kept in that unit).
+  // Unsigned arithmetic: the epoch comes from shared memory and may be anything; every
+  // process computes the same value from the same epoch, without overflow.
   static std::uint32_t to_lease_ms(std::int64_t clock_ns, std::int64_t epoch_ns) {
-    return static_cast<std::uint32_t>((clock_ns - epoch_ns) / 1'000'000);
+    return static_cast<std::uint32_t>(
+        (static_cast<std::uint64_t>(clock_ns) - static_cast<std::uint64_t>(epoch_ns)) / 1'000'000);
   }
 
   std::uint64_t low_seq() const { return group_->low_seq.load(std::memory_order_acquire); }
@@ -98,8 +114,9 @@ class LeaseTable {
 // several consumers advance low_seq and may store their positions out of order.
 void raise_low_watermark(GroupControl* group, std::uint64_t position);
 
-// Sequence value of `dispatch` and `low_seq` in a shared group whose creator has not yet
-// found where it starts in the ring.
+// Values of `dispatch` (and `low_seq`) in a shared group that has not yet found where it
+// starts in the ring, and while one consumer is finding it.
 inline constexpr std::uint64_t kNotStarted = ~0ull;
+inline constexpr std::uint64_t kStarting = ~0ull - 1;
 
 }  // namespace ringfeed::shm

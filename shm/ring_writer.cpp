@@ -405,7 +405,9 @@ void RingWriter::service(std::int64_t now_ns) {
     }
     const std::uint32_t now_ms = LeaseTable::to_lease_ms(now_ns, g.epoch_ns);
     dead_.clear();
-    const std::uint32_t changed = g.leases.reap(now_ms, dead_owners, g.max_deliveries, dead_);
+    // Abandoned entries are judged only on liveness passes, 10 ms apart.
+    const std::uint32_t changed = g.leases.reap(now_ms, dead_owners, g.max_deliveries, dead_,
+                                                check_liveness ? &g.abandoned : nullptr);
     dead_lettered_ += dead_.size();
     // Slots of dead consumers are free once their leases are back.
     for (std::uint32_t i = 0; i < kGroupSlots; ++i) {

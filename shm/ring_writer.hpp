@@ -134,6 +134,8 @@ class RingWriter {
     LeaseTable leases;
     std::int64_t epoch_ns = 0;
     std::uint32_t max_deliveries = 1;
+    // Entries a consumer took but had not written at the last liveness pass.
+    std::vector<std::pair<std::uint64_t, std::uint64_t>> abandoned;
   };
 
   RingWriter() = default;

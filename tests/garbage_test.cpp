@@ -6,8 +6,10 @@
 // publish depends on space the groups give back), a good exclusive consumer in group A
 // that must get every message exactly once and in order, and a misbehaving process in
 // group B that maps B's segment read-write and scribbles std::mt19937_64 garbage over
-// every field of it (header, name, mode, holder, watermark, sleepers, fenced, every
-// slot) at random moments, while also popping, acking and re-attaching.
+// every field of it (header, name, mode, settings, holder, watermark, sleepers, fenced,
+// dispatch, low_seq, redeliveries, every slot, the lease table) at random moments, while
+// also popping, acking and re-attaching. B is an exclusive, broadcast or shared group,
+// by seed; a shared B has a lease window of 1, 64, 4096 or 65536 entries, by seed.
 //
 // Pass: the writer publishes all N within a deadline and exits cleanly; A receives
 // offsets 0..N-1 once each, in order, with the expected bytes, and is never fenced; the
@@ -20,12 +22,14 @@
 // RINGFEED_FUZZ_SEED (run that one seed only), RINGFEED_FUZZ_MESSAGES (N per seed).
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <cstdarg>
+#include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -37,6 +41,7 @@
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/writer.hpp"
 #include "shm/group_layout.hpp"
+#include "shm/lease_table.hpp"
 #include "shm/names.hpp"
 #include "shm/process.hpp"
 #include "shm/ring_reader.hpp"
@@ -49,6 +54,15 @@
 #define RINGFEED_SANITIZED 1
 #endif
 #endif
+
+// Under UndefinedBehaviorSanitizer, undefined behaviour fails the test (as
+// -fno-sanitize-recover does in the debug preset) instead of printing a line and passing:
+// garbage in a group segment must not lead any process into undefined behaviour. Children
+// that halt exit by a signal, which the parent reports as a crash.
+extern "C" const char* __ubsan_default_options();
+extern "C" const char* __ubsan_default_options() {
+  return "halt_on_error=1:print_stacktrace=1";
+}
 
 using namespace std::chrono_literals;
 using ringfeed::Consumer;
@@ -70,6 +84,10 @@ constexpr auto kPublishDeadline = 30s;
 #endif
 constexpr std::uint64_t kRingCapacity = 64 * 1024;
 constexpr auto kStartDeadline = 30s;
+const Mode kModes[] = {Mode::exclusive, Mode::broadcast, Mode::shared};
+// Lease windows a shared B is created with: from one message at a time to far more
+// messages than the ring's index covers (2048 for this ring).
+constexpr std::uint32_t kWindows[] = {1, 64, 4096, 65536};
 
 std::uint64_t env_or(const char* name, std::uint64_t fallback) {
   const char* v = std::getenv(name);
@@ -170,6 +188,7 @@ struct Params {
   std::string ns;
   std::uint64_t messages;
   Mode b_mode;
+  std::uint32_t b_window;  // lease window B is created with (shared mode; else unused)
   bool b_scribbles_early;  // before the writer may have looked at B's segment
   // B writes only plausible values for this many rounds, then anything (0: from the start).
   std::uint64_t plausible_rounds;
@@ -343,7 +362,11 @@ int run_consumer(Shared& sh, ConsumerReport& me, const Params& p, const std::str
     me.attached = 2;
     return 2;
   }
-  auto attached = Consumer::attach({.ns = p.ns, .partition = 0, .group = group, .mode = mode});
+  auto attached = Consumer::attach({.ns = p.ns,
+                                    .partition = 0,
+                                    .group = group,
+                                    .mode = mode,
+                                    .group_settings = {.lease_window = p.b_window}});
   if (!attached) {
     note(me.note, "attach: %s", attached.error().message.c_str());
     me.attached = 2;
@@ -417,71 +440,121 @@ int run_consumer(Shared& sh, ConsumerReport& me, const Params& p, const std::str
 // ---------------------------------------------------------------------------------------
 // The misbehaving process.
 
+// Where the fields of a group segment are (layout 2; segment_test.cpp pins the numbers).
+constexpr std::size_t kOffName = offsetof(shm::GroupControl, name);
+constexpr std::size_t kOffMode = offsetof(shm::GroupControl, mode);
+constexpr std::size_t kOffMaxDeliveries = offsetof(shm::GroupControl, max_deliveries);
+constexpr std::size_t kOffLeaseMs = offsetof(shm::GroupControl, lease_ms);
+constexpr std::size_t kOffEpochNs = offsetof(shm::GroupControl, epoch_ns);
+constexpr std::size_t kOffHolder = offsetof(shm::GroupControl, holder);
+constexpr std::size_t kOffLowWatermark = offsetof(shm::GroupControl, low_watermark);
+constexpr std::size_t kOffSleepers = offsetof(shm::GroupControl, sleepers);
+constexpr std::size_t kOffFenced = offsetof(shm::GroupControl, fenced);
+constexpr std::size_t kOffDispatch = offsetof(shm::GroupControl, dispatch);
+constexpr std::size_t kOffLowSeq = offsetof(shm::GroupControl, low_seq);
+constexpr std::size_t kOffRedeliveries = offsetof(shm::GroupControl, redeliveries);
+constexpr std::size_t kOffSlots = offsetof(shm::GroupControl, slots);
+constexpr std::size_t kControlBytes = sizeof(shm::GroupControl);  // the lease table follows
+
 class Scribbler {
  public:
-  Scribbler(std::uint64_t seed, void* group, const shm::RingReader& ring, pid_t writer_pid)
+  // `group` maps `bytes` of B's segment: the control block and `window` lease words.
+  Scribbler(std::uint64_t seed, void* group, std::size_t bytes, std::uint32_t window,
+            const shm::RingReader& ring, pid_t writer_pid)
       : rng_(seed),
         base_(static_cast<unsigned char*>(group)),
+        leases_(std::min<std::uint64_t>(window, (bytes - kControlBytes) / 8)),
+        window_(window),
         ring_(ring),
         writer_owner_(shm::pack_owner({writer_pid, shm::process_start_time(writer_pid)})),
         self_owner_(shm::pack_owner(shm::self_identity())) {
     std::memcpy(header_, base_, sizeof header_);
+    std::memcpy(&epoch_ns_, base_ + kOffEpochNs, sizeof epoch_ns_);
   }
 
   // Wild: any bits at all. Otherwise plausible: every value is one a correct consumer
-  // could have stored (aligned positions the writer has published, valid header words
-  // and modes), so the writer keeps honouring the group while its state is nonsense.
+  // could have stored (aligned positions the writer has published, sequences near what
+  // it published, valid header words, modes, settings and lease words), so the writer
+  // keeps honouring the group while its state is nonsense.
   void set_wild(bool wild) { wild_ = wild; }
 
-  // Every field of the GroupControl, padding included.
+  // Every field of the segment, padding and the whole lease table included.
   void everything() {
     if (wild_) {
-      for (std::size_t off = 0; off < sizeof(shm::GroupControl); off += 8) store64(off, rng_());
+      for (std::size_t off = 0; off < kControlBytes; off += 8) store64(off, rng_());
+      for (std::uint64_t i = 0; i < leases_; ++i) store64(kControlBytes + 8 * i, rng_());
       for (int i = 0, n = static_cast<int>(rng_() % 8); i < n; ++i) one_field();
       return;
     }
     for (std::size_t off = 0; off < 64; off += 8) store64(off, header_word(off));
-    for (std::size_t off = 64; off < 120; off += 8) store64(off, rng_());  // name: any bytes
-    store32(120, mode());
-    store64(128, owner());
-    store64(192, position());
-    store32(256, sleepers());
-    store32(320, static_cast<std::uint32_t>(rng_() % 2));
-    for (std::size_t slot = 384; slot < sizeof(shm::GroupControl); slot += 64) {
+    for (std::size_t off = kOffName; off < kOffMode; off += 8) store64(off, rng_());  // any bytes
+    store32(kOffMode, mode());
+    settings();
+    store64(kOffHolder, owner());
+    store64(kOffLowWatermark, position());
+    store32(kOffSleepers, sleepers());
+    store32(kOffFenced, static_cast<std::uint32_t>(rng_() % 2));
+    store64(kOffDispatch, sequence());
+    store64(kOffLowSeq, sequence());
+    store32(kOffRedeliveries, redeliveries());
+    for (std::size_t slot = kOffSlots; slot < kControlBytes; slot += 64) {
       store64(slot, owner());
       store64(slot + 8, position());
       for (std::size_t pad = 16; pad < 64; pad += 8) store64(slot + pad, rng_());
     }
+    for (std::uint64_t i = 0; i < leases_; ++i) store64(kControlBytes + 8 * i, lease(i));
   }
 
-  // One field, chosen at random.
+  // One field (or one run of lease words), chosen at random.
   void one_field() {
-    switch (rng_() % 10) {
+    switch (rng_() % 16) {
       case 0: {
         const std::size_t off = 8 * (rng_() % 8);
         store64(off, wild_ && rng_() % 2 ? rng_() : header_word(off));
         break;
       }
       case 1:
-        store64(64 + 8 * (rng_() % 7), rng_());
-        break;  // name
+        store64(kOffName + 8 * (rng_() % 7), rng_());
+        break;
       case 2:
-        store32(120, mode());
+        store32(kOffMode, mode());
         break;
       case 3:
-        store64(128, owner());
-        break;  // holder
+        settings();
+        break;
       case 4:
-        store64(192, position());
-        break;  // low_watermark
+        store64(kOffHolder, owner());
+        break;
       case 5:
-        store32(256, sleepers());
+        store64(kOffLowWatermark, position());
         break;
-      case 6:  // fenced: "I am fine", or anything
-        store32(320, static_cast<std::uint32_t>(rng_() % 2 ? 0 : wild_ ? rng_() : 1));
+      case 6:
+        store32(kOffSleepers, sleepers());
         break;
+      case 7:  // fenced: "I am fine", or anything
+        store32(kOffFenced, static_cast<std::uint32_t>(rng_() % 2 ? 0 : wild_ ? rng_() : 1));
+        break;
+      case 8:
+        store64(kOffDispatch, sequence());
+        break;
+      case 9:
+        store64(kOffLowSeq, sequence());
+        break;
+      case 10:
+        store32(kOffRedeliveries, redeliveries());
+        break;
+      case 11:
+      case 12: {  // a run of lease words, where the group is working or anywhere
+        const std::uint64_t from =
+            rng_() % 2 ? load64(kOffLowSeq) + rng_() % 8 - 4 : static_cast<std::uint64_t>(rng_());
+        for (std::uint64_t i = 0, n = 1 + rng_() % 16; i < n && leases_ != 0; ++i) {
+          const std::uint64_t entry = (from + i) % leases_;
+          store64(kControlBytes + 8 * entry, lease(from + i));
+        }
+        break;
+      }
       default: {
-        const std::size_t slot = 384 + 64 * (rng_() % shm::kGroupSlots);
+        const std::size_t slot = kOffSlots + 64 * (rng_() % shm::kGroupSlots);
         if (rng_() % 2) store64(slot, owner());
         if (rng_() % 2) store64(slot + 8, position());
         if (rng_() % 4 == 0) store64(slot + 16 + 8 * (rng_() % 6), rng_());  // padding
@@ -489,7 +562,7 @@ class Scribbler {
     }
   }
 
-  void sleepers_only() { store32(256, sleepers()); }
+  void sleepers_only() { store32(kOffSleepers, sleepers()); }
 
  private:
   void store64(std::size_t off, std::uint64_t v) {
@@ -497,6 +570,9 @@ class Scribbler {
   }
   void store32(std::size_t off, std::uint32_t v) {
     __atomic_store_n(reinterpret_cast<std::uint32_t*>(base_ + off), v, __ATOMIC_RELAXED);
+  }
+  std::uint64_t load64(std::size_t off) const {
+    return __atomic_load_n(reinterpret_cast<const std::uint64_t*>(base_ + off), __ATOMIC_RELAXED);
   }
   // The word the segment's creator wrote at `off` of the header.
   std::uint64_t header_word(std::size_t off) const {
@@ -506,6 +582,22 @@ class Scribbler {
   }
   std::uint32_t mode() {
     return static_cast<std::uint32_t>(wild_ && rng_() % 2 ? rng_() : 1 + rng_() % 5);
+  }
+  // max_deliveries, lease_ms, epoch_ns: written once by the creator, read by the writer
+  // when it finds the group and by every consumer that attaches.
+  void settings() {
+    if (wild_) {
+      store32(kOffMaxDeliveries, static_cast<std::uint32_t>(rng_()));
+      store32(kOffLeaseMs, static_cast<std::uint32_t>(rng_()));
+      static constexpr std::uint64_t kEdges[] = {1ull << 63, (1ull << 63) - 1, ~0ull, 0};
+      store64(kOffEpochNs, rng_() % 2 ? kEdges[rng_() % 4] : rng_());
+      return;
+    }
+    store32(kOffMaxDeliveries, static_cast<std::uint32_t>(1 + rng_() % shm::kMaxDeliveriesLimit));
+    store32(kOffLeaseMs, static_cast<std::uint32_t>(1 + rng_() % 60'000));
+    // Another creator's clock: a few seconds either way.
+    store64(kOffEpochNs,
+            static_cast<std::uint64_t>(epoch_ns_) + rng_() % 10'000'000'000 - 5'000'000'000);
   }
   std::uint64_t owner() {
     switch (rng_() % (wild_ ? 5 : 4)) {
@@ -548,6 +640,58 @@ class Scribbler {
         return rng_() % 2 ? UINT64_MAX : rng_();
     }
   }
+  // Message sequences (dispatch, low_seq) around the writer's. Plausible: what it has
+  // published, a little or up to a window behind, where the group is. Wild adds past it,
+  // far away, and now and then "not started" (a consumer that attaches then waits a while
+  // for a creator that will never start the group).
+  std::uint64_t sequence() {
+    const std::uint64_t published = ring_.published();
+    const std::uint64_t back = rng_() % (std::uint64_t{window_} + 1);
+    switch (rng_() % (wild_ ? 10 : 6)) {
+      case 0:
+      case 1:
+        return published;
+      case 2:
+        return published > back ? published - back : 0;
+      case 3:
+        return load64(kOffLowSeq);
+      case 4:
+        return load64(kOffDispatch);
+      case 5:
+        return published > 8 ? published - rng_() % 8 : 0;
+      case 6:
+        return published + 1 + rng_() % 1000;
+      case 7:
+        return published + window_ + 1;
+      case 8:
+        return rng_() % 16 == 0 ? shm::kNotStarted : rng_();
+      default:
+        return rng_();
+    }
+  }
+  std::uint32_t redeliveries() {
+    static constexpr std::uint32_t kValues[] = {0u, 1u, 0xffffffffu, 0x80000000u};
+    return rng_() % 2 ? kValues[rng_() % 4]
+                      : static_cast<std::uint32_t>(rng_() % (wild_ ? ~0u : 64));
+  }
+  // A lease word for sequence `seq`. Plausible: any state with the right or the previous
+  // lap's parity, a delivery count up to the limit, any owner slot, a deadline passed or
+  // to come. Wild: any bits.
+  std::uint64_t lease(std::uint64_t seq) {
+    if (wild_) return rng_();
+    shm::Lease l;
+    l.state = static_cast<shm::LeaseState>(rng_() % 4);
+    l.parity = static_cast<std::uint32_t>((seq / window_) & 1) ^ (rng_() % 4 == 0 ? 1u : 0u);
+    l.deliveries = static_cast<std::uint32_t>(rng_() % (shm::kMaxDeliveriesLimit + 1));
+    l.owner = static_cast<std::uint32_t>(rng_() % shm::kGroupSlots);
+    l.generation = static_cast<std::uint32_t>(rng_());
+    timespec ts{};
+    ::clock_gettime(CLOCK_MONOTONIC, &ts);
+    const std::int64_t now = static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+    const std::uint32_t now_ms = shm::LeaseTable::to_lease_ms(now, epoch_ns_);
+    l.deadline_ms = now_ms - 10'000 + static_cast<std::uint32_t>(rng_() % 70'000);
+    return l.pack();
+  }
   std::uint32_t sleepers() {
     static constexpr std::uint32_t kValues[] = {0xffffffffu, 0x80000000u, 1u, 0u};
     return rng_() % 2 ? kValues[rng_() % 4] : static_cast<std::uint32_t>(rng_());
@@ -556,11 +700,43 @@ class Scribbler {
   std::mt19937_64 rng_;
   bool wild_ = true;
   unsigned char* base_;
+  std::uint64_t leases_;  // lease words mapped
+  std::uint32_t window_;
   unsigned char header_[64];
+  std::int64_t epoch_ns_ = 0;  // the creator's, read before any scribbling
   const shm::RingReader& ring_;
   std::uint64_t writer_owner_;
   std::uint64_t self_owner_;
 };
+
+// What B does with a message it popped from a shared group: mostly acks it, sometimes
+// gives it back or holds on (shared groups only; other modes ack or hold).
+void settle(Consumer& c, const ringfeed::Batch& b, std::mt19937_64& rng, Mode mode) {
+  if (mode != Mode::shared) {
+    if (rng() % 3 != 0) (void)c.ack(b);
+    return;
+  }
+  for (const ringfeed::Message& m : b) {
+    switch (rng() % 8) {
+      case 0:
+        (void)c.nack(m, std::chrono::milliseconds(rng() % 3));
+        break;
+      case 1:
+        (void)c.release(m);
+        break;
+      case 2:
+        (void)c.reject(m);
+        break;
+      case 3:
+        (void)c.extend(m, std::chrono::milliseconds(rng() % 100));
+        break;
+      case 4:
+        break;  // held until it expires or B leaves
+      default:
+        (void)c.ack(m);
+    }
+  }
+}
 
 int run_misbehaving(Shared& sh, const Params& p) {
   if (!wait_flag(sh.ring_ready, sh, kStartDeadline) || sh.ring_ready != 1) {
@@ -568,7 +744,14 @@ int run_misbehaving(Shared& sh, const Params& p) {
     sh.b.attached = 2;
     return 2;
   }
-  auto first = Consumer::attach({.ns = p.ns, .partition = 0, .group = "B", .mode = p.b_mode});
+  auto attach_b = [&](Mode mode) {
+    return Consumer::attach({.ns = p.ns,
+                             .partition = 0,
+                             .group = "B",
+                             .mode = mode,
+                             .group_settings = {.lease_window = p.b_window}});
+  };
+  auto first = attach_b(p.b_mode);
   if (!first) {
     note(sh.b.note, "first attach: %s", first.error().message.c_str());
     sh.b.attached = 2;
@@ -577,18 +760,29 @@ int run_misbehaving(Shared& sh, const Params& p) {
   std::unique_ptr<Consumer> c = std::move(first.value());
   auto ring = shm::RingReader::open(p.ns, 0);
   const std::string path = std::string(shm::kShmDir) + shm::group_segment_name(p.ns, 0, "B");
+  // The whole segment, lease table included, at the size it has now (B created it).
   const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
-  void* map = fd < 0 ? MAP_FAILED
-                     : ::mmap(nullptr, sizeof(shm::GroupControl), PROT_READ | PROT_WRITE,
-                              MAP_SHARED, fd, 0);
+  struct stat st {};
+  const std::size_t bytes =
+      fd >= 0 && ::fstat(fd, &st) == 0 ? static_cast<std::size_t>(st.st_size) : 0;
+  void* map = fd < 0 || bytes < kControlBytes
+                  ? MAP_FAILED
+                  : ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
   if (fd >= 0) ::close(fd);
   if (!ring || map == MAP_FAILED) {
-    note(sh.b.note, "cannot map the ring or %s", path.c_str());
+    note(sh.b.note, "cannot map the ring or %s (%zu bytes)", path.c_str(), bytes);
+    sh.b.attached = 2;
+    return 4;
+  }
+  const std::uint32_t window = p.b_mode == Mode::shared ? p.b_window : 1;
+  if (bytes != shm::group_segment_size(window)) {
+    note(sh.b.note, "%s has %zu bytes, expected %llu", path.c_str(), bytes,
+         static_cast<unsigned long long>(shm::group_segment_size(window)));
     sh.b.attached = 2;
     return 4;
   }
   std::mt19937_64 rng(mix(p.seed) ^ 0x4241444241ull);
-  Scribbler scribble(rng(), map, ring.value(), ring->writer_pid());
+  Scribbler scribble(rng(), map, bytes, window, ring.value(), ring->writer_pid());
   scribble.set_wild(p.plausible_rounds == 0);
   if (p.b_scribbles_early) scribble.everything();
   sh.b.attached = 1;
@@ -626,16 +820,14 @@ int run_misbehaving(Shared& sh, const Params& p) {
           sh.popped += b.size();
           if (b.status() == PopStatus::fenced) ++sh.fenced_pops;
           if (b.status() == PopStatus::corrupt) ++sh.corrupt_pops;
-          if (rng() % 3 != 0) (void)c->ack(b);
+          settle(*c, b, rng, c->options().mode);
         }
         break;
       case 7: {
-        // Leave and come back, sometimes in the other mode: refusals must be values.
+        // Leave and come back, sometimes in another mode: refusals must be values.
         c.reset();
-        const Mode mode = rng() % 4 == 0
-                              ? (p.b_mode == Mode::exclusive ? Mode::broadcast : Mode::exclusive)
-                              : p.b_mode;
-        auto again = Consumer::attach({.ns = p.ns, .partition = 0, .group = "B", .mode = mode});
+        const Mode mode = rng() % 4 == 0 ? kModes[rng() % 3] : p.b_mode;
+        auto again = attach_b(mode);
         if (again) {
           c = std::move(again.value());
           ++sh.reattach_ok;
@@ -651,7 +843,7 @@ int run_misbehaving(Shared& sh, const Params& p) {
     }
   }
   c.reset();
-  ::munmap(map, sizeof(shm::GroupControl));
+  ::munmap(map, bytes);
   return 0;
 }
 
@@ -713,10 +905,11 @@ SeedResult run_seed(const Params& p, bool sleepers_only) {
   result.b_outcome = static_cast<Outcome>(sh->b_outcome.load());
   if (!sleepers_only) {
     std::printf(
-        "seed %llu: B %s, %s%s, %llu plausible rounds; %llu rounds, %llu scribbles, %llu pops "
+        "seed %llu: B %s%s, %s%s, %llu plausible rounds; %llu rounds, %llu scribbles, %llu pops "
         "(%llu messages, "
         "%llu fenced, %llu corrupt), re-attach %llu ok / %llu refused\n",
         static_cast<unsigned long long>(p.seed), std::string(to_string(p.b_mode)).c_str(),
+        p.b_mode == Mode::shared ? (" (window " + std::to_string(p.b_window) + ")").c_str() : "",
         to_string(result.b_outcome), p.b_scribbles_early ? " (scribbled early)" : "",
         static_cast<unsigned long long>(p.plausible_rounds),
         static_cast<unsigned long long>(sh->rounds.load()),
@@ -754,7 +947,9 @@ Params params_for(std::uint64_t seed, std::uint64_t messages) {
   return {.seed = seed,
           .ns = ringfeed::test::unique_ns("fuzz" + std::to_string(seed)),
           .messages = messages,
-          .b_mode = (h & 1) != 0 ? Mode::broadcast : Mode::exclusive,
+          // Every three consecutive seeds cover the three modes.
+          .b_mode = kModes[seed % 3],
+          .b_window = kWindows[(seed / 3) % 4],  // the shared seeds take each in turn
           .b_scribbles_early = (h >> 1) % 4 == 0,
           // Half the seeds start plausible (the writer honours B while B's state is
           // nonsense and may hold space), for up to a few hundred rounds.
@@ -763,23 +958,28 @@ Params params_for(std::uint64_t seed, std::uint64_t messages) {
 
 TEST(Garbage, ScribblingConsumerNeverHurtsTheWriterOrAnotherGroup) {
   const std::uint64_t n = env_or("RINGFEED_FUZZ_MESSAGES", kDefaultMessages);
-  int outcomes[5] = {};
+  int outcomes[3][5] = {};  // by B's mode (exclusive, broadcast, shared) and outcome
   for (std::uint64_t seed : seeds(20)) {
     SCOPED_TRACE("seed " + std::to_string(seed) +
                  " (rerun with RINGFEED_FUZZ_SEED=" + std::to_string(seed) + ")");
-    const SeedResult r = run_seed(params_for(seed, n), false);
-    ++outcomes[static_cast<int>(r.b_outcome)];
+    const Params p = params_for(seed, n);
+    const SeedResult r = run_seed(p, false);
+    ++outcomes[seed % 3][static_cast<int>(r.b_outcome)];
     if (HasFatalFailure()) return;
   }
-  std::printf(
-      "group B: %d fenced, %d honoured, %d rejected, %d never seen\n",
-      outcomes[static_cast<int>(Outcome::fenced)], outcomes[static_cast<int>(Outcome::honoured)],
-      outcomes[static_cast<int>(Outcome::rejected)], outcomes[static_cast<int>(Outcome::unseen)]);
+  for (int m = 0; m < 3; ++m) {
+    const int* o = outcomes[m];
+    std::printf("group B %s: %d fenced, %d honoured, %d rejected, %d never seen\n",
+                std::string(to_string(kModes[m])).c_str(), o[static_cast<int>(Outcome::fenced)],
+                o[static_cast<int>(Outcome::honoured)], o[static_cast<int>(Outcome::rejected)],
+                o[static_cast<int>(Outcome::unseen)]);
+  }
 }
 
 TEST(Garbage, SleepersGarbageOnlyCausesExtraWakes) {
   // B consumes honestly but keeps writing huge (and zero) sleeper counts: the writer may
-  // wake more often, must not fence B, and both groups get everything.
+  // wake more often, must not fence B, and both groups get everything. B is exclusive,
+  // broadcast or shared (a shared B alone gets every message once, in order, too).
   const std::uint64_t n = env_or("RINGFEED_FUZZ_MESSAGES", kDefaultMessages) / 2;
   for (std::uint64_t seed : seeds(4)) {
     SCOPED_TRACE("seed " + std::to_string(seed) +

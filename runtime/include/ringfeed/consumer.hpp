@@ -47,6 +47,9 @@ struct ConsumerOptions {
   std::function<std::int64_t()> clock{};
 };
 
+// "group 'G' of namespace 'NS' partition P", for messages that say where.
+std::string describe_group(const ConsumerOptions& options);
+
 enum class PopStatus {
   ok,              // at least one message
   timed_out,       // nothing arrived within the wait
