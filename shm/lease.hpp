@@ -9,7 +9,10 @@
 //   bits 48..32  generation: bumped by every hand-over (17 bits)
 //   bits 31..0   deadline, milliseconds since the group's epoch, modulo 2^32: when the
 //                lease expires (leased), or when the message may be taken again
-//                (available after a nack with a delay)
+//                (available after a nack with a delay); for a dead message, why (DeadReason)
+//
+// A dead message holds the group's low sequence until the writer has stored it in the
+// dead-letter log; then it becomes acked.
 #pragma once
 
 #include <cstdint>
@@ -17,6 +20,8 @@
 namespace ringfeed::shm {
 
 enum class LeaseState : std::uint32_t { available = 0, leased = 1, acked = 2, dead = 3 };
+enum class DeadReason : std::uint32_t { max_deliveries = 1, rejected = 2 };
+const char* to_string(DeadReason reason);
 
 inline constexpr std::uint32_t kMaxDeliveriesLimit = 63;
 inline constexpr std::uint32_t kMaxConsumerSlots = 64;

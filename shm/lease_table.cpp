@@ -80,6 +80,7 @@ std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std:
       next.generation = l.generation + 1;
       if (l.deliveries >= max_deliveries) {
         next.state = LeaseState::dead;
+        next.deadline_ms = static_cast<std::uint32_t>(DeadReason::max_deliveries);
         if (e.compare_exchange_weak(w, next.pack(), std::memory_order_acq_rel)) {
           if (l.state == LeaseState::available)
             group_->redeliveries.fetch_sub(1, std::memory_order_relaxed);
@@ -143,7 +144,8 @@ LeaseResult LeaseTable::nack(std::uint64_t seq, std::uint32_t owner, std::uint32
     to_dead = l.deliveries >= max_deliveries;
     l.state = to_dead ? LeaseState::dead : LeaseState::available;
     l.generation += 1;
-    l.deadline_ms = not_before_ms;
+    l.deadline_ms =
+        to_dead ? static_cast<std::uint32_t>(DeadReason::max_deliveries) : not_before_ms;
     return l;
   });
   dead = r == LeaseResult::ok && to_dead;
@@ -169,6 +171,7 @@ LeaseResult LeaseTable::reject(std::uint64_t seq, std::uint32_t owner, std::uint
   return transition(seq, owner, generation, [](Lease l) {
     l.state = LeaseState::dead;
     l.generation += 1;
+    l.deadline_ms = static_cast<std::uint32_t>(DeadReason::rejected);
     return l;
   });
 }
@@ -190,7 +193,7 @@ std::uint64_t LeaseTable::advance_low() {
     while (seq < d) {
       const Lease l = Lease::unpack(entry(seq).load(std::memory_order_seq_cst));
       if (l.parity != parity(seq) ||
-          (l.state != LeaseState::acked && l.state != LeaseState::dead)) {
+          l.state != LeaseState::acked) {  // dead waits for the dead-letter log
         break;
       }
       ++seq;
@@ -241,7 +244,7 @@ std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
       next.generation = l.generation + 1;
       const bool to_dead = l.deliveries >= max_deliveries;
       next.state = to_dead ? LeaseState::dead : LeaseState::available;
-      next.deadline_ms = now_ms;
+      next.deadline_ms = to_dead ? static_cast<std::uint32_t>(DeadReason::max_deliveries) : now_ms;
       if (e.compare_exchange_weak(w, next.pack(), std::memory_order_acq_rel)) {
         if (to_dead) {
           dead.push_back(seq);
@@ -254,6 +257,38 @@ std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
     }
   }
   return changed;
+}
+
+std::uint32_t LeaseTable::find_dead(std::uint32_t max, std::vector<TakenLease>& out) {
+  const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
+  const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
+  if (d < low || d - low > mask_ + 1ull) return 0;
+  std::uint32_t n = 0;
+  for (std::uint64_t seq = low; seq < d && n < max; ++seq) {
+    const Lease l = Lease::unpack(entry(seq).load(std::memory_order_acquire));
+    if (l.parity == parity(seq) && l.state == LeaseState::dead) {
+      out.push_back({seq, l});
+      ++n;
+    }
+  }
+  return n;
+}
+
+bool LeaseTable::settle_dead(const TakenLease& dead) {
+  std::uint64_t expected = dead.lease.pack();
+  Lease acked = dead.lease;
+  acked.state = LeaseState::acked;
+  return entry(dead.seq).compare_exchange_strong(expected, acked.pack(), std::memory_order_seq_cst);
+}
+
+const char* to_string(DeadReason reason) {
+  switch (reason) {
+    case DeadReason::max_deliveries:
+      return "max deliveries reached";
+    case DeadReason::rejected:
+      return "rejected by the consumer";
+  }
+  return "unknown";
 }
 
 void raise_low_watermark(GroupControl* group, std::uint64_t position) {

@@ -66,7 +66,13 @@ class LeaseTable {
   LeaseResult extend(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation,
                      std::uint32_t new_deadline_ms);
 
-  // Moves low_seq forward over acked and dead leases; returns the new low sequence.
+  // Dead messages from low_seq on (at most `max`), for the dead-letter log; and the step
+  // after storing one: dead -> acked (false if the entry changed meanwhile).
+  std::uint32_t find_dead(std::uint32_t max, std::vector<TakenLease>& out);
+  bool settle_dead(const TakenLease& dead);
+
+  // Moves low_seq forward over acked leases (a dead one waits until the dead-letter log
+  // has it); returns the new low sequence.
   std::uint64_t advance_low();
 
   // The reaper: leases whose deadline passed or whose owner is in `dead_owners` (bit i =

@@ -406,9 +406,8 @@ void RingWriter::service(std::int64_t now_ns) {
     const std::uint32_t now_ms = LeaseTable::to_lease_ms(now_ns, g.epoch_ns);
     dead_.clear();
     // Abandoned entries are judged only on liveness passes, 10 ms apart.
-    const std::uint32_t changed = g.leases.reap(now_ms, dead_owners, g.max_deliveries, dead_,
-                                                check_liveness ? &g.abandoned : nullptr);
-    dead_lettered_ += dead_.size();
+    g.leases.reap(now_ms, dead_owners, g.max_deliveries, dead_,
+                  check_liveness ? &g.abandoned : nullptr);
     // Slots of dead consumers are free once their leases are back.
     for (std::uint32_t i = 0; i < kGroupSlots; ++i) {
       if (((dead_owners >> i) & 1u) == 0) continue;
@@ -417,11 +416,42 @@ void RingWriter::service(std::int64_t now_ns) {
         g.control->slots[i].owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);
       }
     }
-    if (changed != 0 && !dead_.empty()) {
-      const std::uint64_t low = g.leases.advance_low();
-      if (low <= published_)
-        raise_low_watermark(g.control, index_[low & index_mask_].load(std::memory_order_relaxed));
+    store_dead_letters(g);
+  }
+}
+
+// Dead messages of a shared group go to the sink, then count as acked, so the group's
+// low watermark can pass them. The message is still in the ring: the group holds it.
+void RingWriter::store_dead_letters(TrackedGroup& g) {
+  dead_found_.clear();
+  if (g.leases.find_dead(1024, dead_found_) == 0) return;
+  const std::string_view group = std::string_view(g.name).substr(group_prefix_.size());
+  for (const TakenLease& d : dead_found_) {
+    if (d.seq >= published_) continue;  // garbage: no such message
+    const std::uint64_t position = index_[d.seq & index_mask_].load(std::memory_order_relaxed);
+    const RecordHeader* h = header_at(position);
+    if (h->tag.load(std::memory_order_relaxed) != (position | kTagMessage)) continue;
+    const std::uint64_t size = record_size(h->key_len, h->value_len);
+    if (size > max_record_ || (position & mask_) + size > capacity_) continue;
+    const char* key = reinterpret_cast<const char*>(h) + sizeof(RecordHeader);
+    const DeadLetter letter{group,
+                            d.seq,
+                            {key, h->key_len},
+                            {key + h->key_len, h->value_len},
+                            h->upstream_offset,
+                            h->timestamp_ns,
+                            d.lease.deliveries,
+                            static_cast<DeadReason>(d.lease.deadline_ms)};
+    if (dead_letter_sink_) {
+      if (!dead_letter_sink_(letter)) break;  // try again at the next pass
+      if (g.leases.settle_dead(d)) ++dead_lettered_;
+    } else if (g.leases.settle_dead(d)) {
+      ++dead_letters_dropped_;
     }
+  }
+  const std::uint64_t low = g.leases.advance_low();
+  if (low <= published_) {
+    raise_low_watermark(g.control, index_[low & index_mask_].load(std::memory_order_relaxed));
   }
 }
 

@@ -22,6 +22,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -62,6 +63,21 @@ struct Reservation {
   std::byte* value = nullptr;
   std::uint64_t position = 0;
 };
+
+// A message a shared group gave up on, handed to the dead-letter sink by service().
+struct DeadLetter {
+  std::string_view group;
+  std::uint64_t sequence;
+  std::string_view key;
+  std::string_view value;
+  std::uint64_t upstream_offset;
+  std::int64_t timestamp_ns;
+  std::uint32_t deliveries;
+  DeadReason reason;
+};
+// Stores a dead letter durably; false if it could not (it is offered again later, and
+// holds the group's low watermark meanwhile).
+using DeadLetterSink = std::function<bool(const DeadLetter&)>;
 
 struct GroupInfo {
   std::string name;
@@ -105,8 +121,11 @@ class RingWriter {
   // `now_ns` is CLOCK_MONOTONIC (tests pass their own clock).
   void service(std::int64_t now_ns);
   void service();
-  // Messages the reaper found at max_deliveries and marked dead.
+  // Where service() puts dead letters. Without a sink they are counted and dropped.
+  void set_dead_letter_sink(DeadLetterSink sink) { dead_letter_sink_ = std::move(sink); }
+  // Dead letters stored by the sink, and dropped for want of one.
   std::uint64_t dead_lettered() const { return dead_lettered_; }
+  std::uint64_t dead_letters_dropped() const { return dead_letters_dropped_; }
   // Marks the ring closed and wakes every sleeper. The destructor also removes names.
   void close();
 
@@ -149,6 +168,7 @@ class RingWriter {
   void forget_group(std::string_view segment_name);
   void scan_groups();
   void wake_sleepers();
+  void store_dead_letters(TrackedGroup& g);
 
   RingWriterOptions options_;
   Segment segment_;
@@ -183,7 +203,10 @@ class RingWriter {
   std::chrono::steady_clock::time_point next_group_poll_{};
   std::int64_t next_liveness_check_ns_ = 0;
   std::uint64_t dead_lettered_ = 0;
+  std::uint64_t dead_letters_dropped_ = 0;
   std::vector<std::uint64_t> dead_;
+  std::vector<TakenLease> dead_found_;
+  DeadLetterSink dead_letter_sink_;
   bool closed_ = false;
 };
 

@@ -8,9 +8,15 @@
 #include <sys/mman.h>
 
 #include <atomic>
+#include <filesystem>
+#include <fstream>
 #include <random>
+#include <set>
+#include <span>
 
+#include "io/framed_record.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/dead_letter_log.hpp"
 #include "ringfeed/writer.hpp"
 #include "shm/lease_table.hpp"
 #include "shm/names.hpp"
@@ -135,6 +141,11 @@ TEST(SharedMultiProcess, FourConsumersWithNacksSettleEveryMessageOnce) {
   auto w = Writer::create({.ns = ns, .partition = 0, .capacity = 4u << 20});
   ASSERT_TRUE(w.ok()) << w.error().message;
   Ledger* ledger = make_ledger();
+  char dir_template[] = "/tmp/ringfeed-dlq-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  auto dlq = ringfeed::DeadLetterLog::open(dir_template, 0);
+  ASSERT_TRUE(dlq.ok()) << dlq.error().message;
+  (*w)->set_dead_letter_sink([&](const ringfeed::shm::DeadLetter& d) { return dlq->append(d); });
   std::vector<pid_t> kids;
   for (int i = 0; i < 4; ++i) {
     kids.push_back(ringfeed::test::fork_child(
@@ -166,6 +177,29 @@ TEST(SharedMultiProcess, FourConsumersWithNacksSettleEveryMessageOnce) {
     }
   }
   EXPECT_GT(dead, 0u);
+
+  // The dead-letter log holds exactly the messages that died, once each.
+  std::ifstream in(dlq->path(), std::ios::binary);
+  const std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  std::set<std::uint64_t> logged;
+  for (std::size_t at = 0; at < bytes.size();) {
+    const auto r =
+        ringfeed::io::decode(std::as_bytes(std::span(bytes.data() + at, bytes.size() - at)), at);
+    ASSERT_EQ(r.status, ringfeed::io::DecodeStatus::ok) << r.error;
+    EXPECT_EQ(r.record.kind, ringfeed::io::RecordKind::dead_letter);
+    EXPECT_EQ(r.record.group, "workers");
+    EXPECT_EQ(r.record.delivery_count, kMaxDeliveries);
+    EXPECT_EQ(r.record.reason, "max deliveries reached");
+    EXPECT_EQ(r.record.value, std::to_string(r.record.upstream_offset));
+    EXPECT_TRUE(logged.insert(r.record.upstream_offset).second) << "logged twice";
+    at += r.size;
+  }
+  std::set<std::uint64_t> died;
+  for (std::uint64_t i = 0; i < kMessages; ++i) {
+    if (ledger->dead[i].load() != 0) died.insert(i);
+  }
+  EXPECT_EQ(logged, died);
+  std::filesystem::remove_all(dir_template);
 }
 
 TEST(SharedMultiProcess, ConsumersKilledAtRandomMomentsLoseNothing) {

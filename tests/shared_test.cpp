@@ -7,6 +7,7 @@
 #include <atomic>
 #include <map>
 #include <set>
+#include <tuple>
 
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/writer.hpp"
@@ -262,6 +263,70 @@ TEST_F(Shared, LeasesOfAKilledConsumerComeBackAtOnce) {
     EXPECT_EQ(back[i].offset(), i);
     EXPECT_EQ(back[i].delivery_count(), 2u);
   }
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(Shared, TheWriterStoresDeadLettersThenTheGroupMovesOn) {
+  std::vector<std::tuple<std::uint64_t, std::uint32_t, std::string, std::string>> letters;
+  writer_->set_dead_letter_sink([&](const ringfeed::shm::DeadLetter& d) {
+    letters.emplace_back(d.upstream_offset, d.deliveries, ringfeed::shm::to_string(d.reason),
+                         std::string(d.group) + "/" + std::string(d.value));
+    return true;
+  });
+  auto a = consumer(2);
+  ASSERT_TRUE(a);
+  publish(0, 3);
+  auto got = take(*a, 3);
+  ASSERT_EQ(got.size(), 3u);
+  EXPECT_EQ(a->reject(got[0]), AckStatus::ok);
+  EXPECT_EQ(a->nack(got[1], 0ms), AckStatus::ok);
+  EXPECT_EQ(a->ack(got[2]), AckStatus::ok);
+  auto again = take(*a, 3);
+  ASSERT_EQ(again.size(), 1u);
+  EXPECT_EQ(a->nack(again[0], 0ms), AckStatus::ok);  // second delivery of two: dead
+  EXPECT_TRUE(letters.empty());  // dead, but not stored yet: the group still holds them
+  writer_->service(clock_.now.load());
+  ASSERT_EQ(letters.size(), 2u);
+  EXPECT_EQ(letters[0], std::make_tuple(0ull, 1u, std::string("rejected by the consumer"),
+                                        std::string("s/m0")));
+  EXPECT_EQ(letters[1],
+            std::make_tuple(1ull, 2u, std::string("max deliveries reached"), std::string("s/m1")));
+  EXPECT_EQ(writer_->dead_lettered(), 2u);
+  // Everything settled: the ring space is free again (the group's watermark is the end).
+  publish(3, 1);
+  auto last = take(*a, 1);
+  ASSERT_EQ(last.size(), 1u);
+  EXPECT_EQ(a->ack(last[0]), AckStatus::ok);
+  writer_->service(clock_.now.load());
+  EXPECT_TRUE(take(*a, 1).empty());
+}
+
+TEST_F(Shared, ASinkThatFailsKeepsTheDeadLetterUntilItSucceeds) {
+  bool accept = false;
+  int offered = 0;
+  writer_->set_dead_letter_sink([&](const ringfeed::shm::DeadLetter&) {
+    ++offered;
+    return accept;
+  });
+  auto a = consumer();
+  ASSERT_TRUE(a);
+  publish(0, 1);
+  auto got = take(*a, 1);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ(a->reject(got[0]), AckStatus::ok);
+  writer_->service(clock_.now.load());
+  writer_->service(clock_.now.load());
+  EXPECT_EQ(offered, 2);
+  EXPECT_EQ(writer_->dead_lettered(), 0u);
+  accept = true;
+  writer_->service(clock_.now.load());
+  EXPECT_EQ(offered, 3);
+  EXPECT_EQ(writer_->dead_lettered(), 1u);
+  writer_->service(clock_.now.load());
+  EXPECT_EQ(offered, 3);  // stored once
 }
 
 }  // namespace
