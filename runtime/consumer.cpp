@@ -52,7 +52,7 @@ const char* to_string(AckStatus status) {
     case AckStatus::lease_lost:
       return "the lease expired and the message moved on";
     case AckStatus::not_supported:
-      return "only shared groups nack, release, reject or extend";
+      return "only shared and failover groups nack, release, reject or extend";
   }
   return "unknown";
 }
@@ -61,9 +61,9 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   if (auto ok = shm::check_name("namespace", options.ns); !ok) return ok.error();
   if (auto ok = shm::check_name("group", options.group); !ok) return ok.error();
   if (options.mode != Mode::exclusive && options.mode != Mode::broadcast &&
-      options.mode != Mode::shared) {
+      !uses_leases(options.mode)) {
     return Error{"mode " + std::string(to_string(options.mode)) +
-                     " is not supported yet (supported: exclusive, shared, broadcast)",
+                     " is not supported yet (supported: exclusive, shared, failover, broadcast)",
                  ENOTSUP};
   }
   if (options.max_unacked == 0 || options.max_unacked > (1u << 24)) {
@@ -86,7 +86,7 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   }
   c->owner_ = shm::pack_owner(shm::self_identity());
 
-  if (options.mode == Mode::shared) {
+  if (uses_leases(options.mode)) {
     c->leases_ = shm::LeaseTable(c->group_, seg->shape.window);
     // Settings are written once by the creator; clamp them anyway (another process wrote them).
     c->epoch_ns_ = c->group_->epoch_ns;
@@ -149,12 +149,17 @@ Status Consumer::claim_slot() {
       shm::GroupSlot& slot = group_->slots[i];
       std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
       if (owner != 0 && (pass == 0 || shm::owner_alive(owner))) continue;
-      if (owner != 0 && options_.mode == Mode::shared) {
+      if (owner != 0 && uses_leases(options_.mode)) {
         leases_.reap(now_lease_ms(), 1ull << i, max_deliveries_, dead_);
       }
       if (slot.owner.compare_exchange_strong(owner, owner_, std::memory_order_acq_rel)) {
         owner_word_ = &slot.owner;
         slot_ = i;
+        if (options_.mode == Mode::failover) {
+          // Failover slots keep the attach time in `cursor`: the earliest live one is active.
+          ticket_ = static_cast<std::uint64_t>(now_ns());
+          slot.cursor.store(ticket_, std::memory_order_release);
+        }
         return Ok{};
       }
     }
@@ -200,7 +205,7 @@ Status Consumer::resume(std::uint64_t w) {
 }
 
 Consumer::~Consumer() {
-  if (options_.mode == Mode::shared && owner_word_ != nullptr) {
+  if (uses_leases(options_.mode) && owner_word_ != nullptr) {
     // Leases still held go back to the group before the slot can be taken again.
     try {
       leases_.reap(now_lease_ms(), 1ull << slot_, max_deliveries_, dead_);
@@ -344,7 +349,7 @@ void Consumer::publish_watermark() {
 }
 
 AckStatus Consumer::ack(const Message& m) {
-  if (options_.mode == Mode::shared) {
+  if (uses_leases(options_.mode)) {
     if (leases_.ack(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {
       return AckStatus::lease_lost;
     }
@@ -366,7 +371,7 @@ AckStatus Consumer::ack(const Message& m) {
 
 AckStatus Consumer::ack(const Batch& batch) {
   AckStatus result = AckStatus::ok;
-  if (options_.mode == Mode::shared) {
+  if (uses_leases(options_.mode)) {
     // One low-sequence advance for the whole batch.
     for (const Message& m : batch) {
       if (leases_.ack(m.sequence_, slot_, m.lease_generation_) == shm::LeaseResult::ok) {

@@ -31,14 +31,14 @@ std::uint32_t Consumer::now_lease_ms() const {
 }
 
 bool Consumer::has_work() const {
-  if (options_.mode != Mode::shared) return !ring_.is_empty_at(read_pos_);
+  if (!uses_leases(options_.mode)) return !ring_.is_empty_at(read_pos_);
   return ring_.published() > group_->dispatch.load(std::memory_order_acquire) ||
          group_->redeliveries.load(std::memory_order_acquire) != 0;
 }
 
 bool Consumer::nothing_published_seq_cst() const {
   const auto& control = ring_.control();
-  if (options_.mode != Mode::shared) {
+  if (!uses_leases(options_.mode)) {
     return control.write_pos.load(std::memory_order_seq_cst) == read_pos_;
   }
   return control.published.load(std::memory_order_seq_cst) <=
@@ -98,7 +98,42 @@ Status Consumer::start_shared(bool created) {
   return Ok{};
 }
 
+// Failover: the consumer attached earliest among the live ones is active; the others
+// take nothing. A standby next in line checks now and then whether the consumers before
+// it still live, and takes over from a dead one at once (its leases come back first),
+// without waiting for the writer's reaper.
+bool Consumer::failover_active() {
+  auto earlier = [&](std::uint32_t i) {
+    const std::uint64_t t = group_->slots[i].cursor.load(std::memory_order_acquire);
+    return t < ticket_ || (t == ticket_ && i < slot_);
+  };
+  std::uint64_t before_me = 0;  // bit i: slot i is taken and attached before us
+  for (std::uint32_t i = 0; i < shm::kGroupSlots; ++i) {
+    if (i == slot_ || group_->slots[i].owner.load(std::memory_order_acquire) == 0) continue;
+    if (earlier(i)) before_me |= 1ull << i;
+  }
+  if (before_me == 0) return true;
+  const std::int64_t now = now_ns();
+  if (now < next_liveness_check_ns_) return false;
+  next_liveness_check_ns_ = now + 10'000'000;
+  for (std::uint32_t i = 0; i < shm::kGroupSlots; ++i) {
+    if (((before_me >> i) & 1u) == 0) continue;
+    std::uint64_t owner = group_->slots[i].owner.load(std::memory_order_acquire);
+    if (owner == 0) {
+      before_me &= ~(1ull << i);
+    } else if (!shm::owner_alive(owner)) {
+      leases_.reap(now_lease_ms(), 1ull << i, max_deliveries_, dead_);
+      dead_lettered_ += dead_.size();
+      dead_.clear();
+      group_->slots[i].owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);
+      before_me &= ~(1ull << i);
+    }
+  }
+  return before_me == 0;
+}
+
 std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
+  if (options_.mode == Mode::failover && !failover_active()) return 0;
   if (unacked_ >= options_.max_unacked) {
     status = PopStatus::in_flight_full;
     return 0;
@@ -163,7 +198,7 @@ void Consumer::after_settled() {
 }
 
 AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
-  if (options_.mode != Mode::shared) return AckStatus::not_supported;
+  if (!uses_leases(options_.mode)) return AckStatus::not_supported;
   const auto ms =
       static_cast<std::uint32_t>(std::clamp<std::int64_t>(delay.count(), 0, 24ll * 3600 * 1000));
   bool dead = false;
@@ -179,7 +214,7 @@ AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
 }
 
 AckStatus Consumer::release(const Message& m) {
-  if (options_.mode != Mode::shared) return AckStatus::not_supported;
+  if (!uses_leases(options_.mode)) return AckStatus::not_supported;
   if (leases_.release(m.sequence_, slot_, m.lease_generation_, now_lease_ms()) !=
       shm::LeaseResult::ok) {
     return AckStatus::lease_lost;
@@ -189,7 +224,7 @@ AckStatus Consumer::release(const Message& m) {
 }
 
 AckStatus Consumer::reject(const Message& m) {
-  if (options_.mode != Mode::shared) return AckStatus::not_supported;
+  if (!uses_leases(options_.mode)) return AckStatus::not_supported;
   if (leases_.reject(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {
     return AckStatus::lease_lost;
   }
@@ -200,7 +235,7 @@ AckStatus Consumer::reject(const Message& m) {
 }
 
 AckStatus Consumer::extend(const Message& m, std::chrono::milliseconds by) {
-  if (options_.mode != Mode::shared) return AckStatus::not_supported;
+  if (!uses_leases(options_.mode)) return AckStatus::not_supported;
   const auto ms =
       static_cast<std::uint32_t>(std::clamp<std::int64_t>(by.count(), 0, 24ll * 3600 * 1000));
   if (leases_.extend(m.sequence_, slot_, m.lease_generation_, now_lease_ms() + ms) !=

@@ -42,7 +42,7 @@ Result<GroupShape> validate_group_segment(const Segment& segment, std::uint32_t 
 Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t partition,
                                          const std::string& group, Mode mode,
                                          const GroupSettings& settings) {
-  const std::uint32_t window = mode == Mode::shared ? settings.lease_window : 1;
+  const std::uint32_t window = uses_leases(mode) ? settings.lease_window : 1;
   if (window == 0 || window > kMaxLeaseWindow || (window & (window - 1)) != 0) {
     return Error{"lease window " + std::to_string(window) + " must be a power of two in [1, " +
                      std::to_string(kMaxLeaseWindow) + "]",

@@ -18,5 +18,9 @@ enum class Mode : std::uint32_t {
 std::string_view to_string(Mode mode);
 std::optional<Mode> parse_mode(std::string_view text);
 bool is_valid_mode(std::uint32_t raw);
+// Modes whose messages are handed out under leases from the group's lease table.
+constexpr bool uses_leases(Mode mode) {
+  return mode == Mode::shared || mode == Mode::failover;
+}
 
 }  // namespace ringfeed

@@ -363,7 +363,7 @@ void RingWriter::register_group(const std::string& segment_name) {
   g.segment = std::move(seg.value());
   g.control = control;
   g.mode = mode->mode;
-  if (g.mode == Mode::shared) {
+  if (uses_leases(g.mode)) {
     g.leases = LeaseTable(control, mode->window);
     g.epoch_ns = control->epoch_ns;
     g.max_deliveries = std::clamp<std::uint32_t>(control->max_deliveries, 1, kMaxDeliveriesLimit);
@@ -395,7 +395,7 @@ void RingWriter::service(std::int64_t now_ns) {
   const bool check_liveness = now_ns >= next_liveness_check_ns_;
   if (check_liveness) next_liveness_check_ns_ = now_ns + 10'000'000;
   for (TrackedGroup& g : groups_) {
-    if (g.fenced || g.mode != Mode::shared) continue;
+    if (g.fenced || !uses_leases(g.mode)) continue;
     std::uint64_t dead_owners = 0;
     if (check_liveness) {
       for (std::uint32_t i = 0; i < kGroupSlots; ++i) {

@@ -330,3 +330,65 @@ TEST_F(Shared, ASinkThatFailsKeepsTheDeadLetterUntilItSucceeds) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(Shared, FailoverStandbyTakesOverWhenTheActiveLeavesInPartitionOrder) {
+  auto attach_failover = [&] {
+    auto c = Consumer::attach({.ns = ns_, .group = "f", .mode = Mode::failover});
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    return c.ok() ? std::move(c.value()) : nullptr;
+  };
+  auto active = attach_failover();
+  auto standby = attach_failover();
+  ASSERT_TRUE(active && standby);
+  publish(0, 10);
+  EXPECT_TRUE(take(*standby, 10).empty());  // a standby takes nothing
+  auto got = take(*active, 5);
+  ASSERT_EQ(got.size(), 5u);
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(active->ack(got[i]), AckStatus::ok);
+  EXPECT_TRUE(take(*standby, 10).empty());
+  active.reset();  // detaches; its two unacked leases go back to the group
+  auto next = take(*standby, 10);
+  ASSERT_EQ(next.size(), 7u);
+  for (std::uint64_t i = 0; i < 7; ++i) EXPECT_EQ(next[i].offset(), 3 + i);  // in order
+  EXPECT_EQ(next[0].delivery_count(), 2u);
+  EXPECT_EQ(next[2].delivery_count(), 1u);
+}
+
+TEST_F(Shared, FailoverStandbyTakesOverFromAKilledActive) {
+  auto* stage = static_cast<std::atomic<int>*>(::mmap(nullptr, sizeof(std::atomic<int>),
+                                                      PROT_READ | PROT_WRITE,
+                                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (stage) std::atomic<int>(0);
+  const std::string ns = ns_;
+  publish(0, 10);
+  pid_t child = ringfeed::test::fork_child([&] {
+    auto c = Consumer::attach({.ns = ns, .group = "f", .mode = Mode::failover});
+    if (!c) return 2;
+    const auto& b = (*c)->pop(4, 0ns);
+    if (b.size() != 4) return 3;
+    (*c)->ack(b[0]);
+    stage->store(1);
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return stage->load() == 1; }));
+  auto standby = Consumer::attach({.ns = ns_, .group = "f", .mode = Mode::failover});
+  ASSERT_TRUE(standby.ok()) << standby.error().message;
+  EXPECT_TRUE(take(**standby, 10).empty());
+  ::kill(child, SIGKILL);
+  ringfeed::test::wait_child(child);
+  // The standby notices by itself (no reaper call here) and resumes after the ack.
+  std::vector<Message> got;
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] {
+        const auto& b = (*standby)->pop(10, 20ms);
+        got.assign(b.begin(), b.end());
+        return !got.empty();
+      },
+      5s));
+  ASSERT_EQ(got.size(), 9u);
+  for (std::uint64_t i = 0; i < 9; ++i) EXPECT_EQ(got[i].offset(), 1 + i);
+}
+
+}  // namespace

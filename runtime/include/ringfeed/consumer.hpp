@@ -64,7 +64,7 @@ enum class AckStatus {
   ok,
   not_leased,     // not a message this consumer holds (already acked, or from elsewhere)
   lease_lost,     // the lease expired (or its holder was declared dead) and moved on
-  not_supported,  // nack, release, reject and extend are for shared groups (for now)
+  not_supported,  // nack, release, reject and extend are for shared and failover groups
 };
 const char* to_string(AckStatus status);
 
@@ -115,8 +115,7 @@ class Consumer {
   std::uint64_t dead_lettered() const { return dead_lettered_; }
 
   std::size_t in_flight() const {
-    return options_.mode == Mode::shared ? unacked_
-                                         : static_cast<std::size_t>(next_seq_ - head_seq_);
+    return uses_leases(options_.mode) ? unacked_ : static_cast<std::size_t>(next_seq_ - head_seq_);
   }
   const ConsumerOptions& options() const { return options_; }
   // The position this consumer reads next and the watermark it published.
@@ -135,6 +134,7 @@ class Consumer {
   std::uint64_t first_seq_at_or_after(std::uint64_t position) const;
   std::size_t collect_shared(std::size_t max, PopStatus& status);
   bool shared_has_work() const;
+  bool failover_active();
   void after_settled();  // advance low_seq and the watermark after acks / dead letters
   std::int64_t now_ns() const;
   std::uint32_t now_lease_ms() const;
@@ -142,7 +142,7 @@ class Consumer {
   Status resume(std::uint64_t position);
   std::size_t collect(std::size_t max, PopStatus& status);
   std::size_t take(std::size_t max, PopStatus& status) {
-    return options_.mode == Mode::shared ? collect_shared(max, status) : collect(max, status);
+    return uses_leases(options_.mode) ? collect_shared(max, status) : collect(max, status);
   }
   // Whether a pop could find something now (the next record's tag; in shared mode the
   // group's dispatch against published, and redeliveries).
@@ -169,6 +169,8 @@ class Consumer {
   std::size_t unacked_ = 0;
   std::uint64_t dead_lettered_ = 0;
   std::uint64_t pops_ = 0;
+  std::uint64_t ticket_ = 0;  // failover: attach time, orders the standbys
+  std::int64_t next_liveness_check_ns_ = 0;
   std::vector<shm::TakenLease> taken_;
   std::vector<std::uint64_t> dead_;
 
