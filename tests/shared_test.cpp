@@ -7,6 +7,7 @@
 #include <atomic>
 #include <map>
 #include <set>
+#include <stdexcept>
 #include <tuple>
 
 #include "ringfeed/consumer.hpp"
@@ -389,6 +390,49 @@ TEST_F(Shared, FailoverStandbyTakesOverFromAKilledActive) {
       5s));
   ASSERT_EQ(got.size(), 9u);
   for (std::uint64_t i = 0; i < 9; ++i) EXPECT_EQ(got[i].offset(), 1 + i);
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(Shared, RunHandsEveryMessageToTheHandlerAndAppliesItsVerdict) {
+  auto a = Consumer::attach({.ns = ns_, .group = "push", .mode = Mode::shared});
+  ASSERT_TRUE(a.ok());
+  publish(0, 20);
+  std::map<std::uint64_t, int> calls;
+  std::set<std::uint64_t> acked;
+  const auto status = (*a)->run(
+      [&](const Message& m) {
+        const int n = ++calls[m.offset()];
+        if (m.offset() == 5 && n == 1) throw std::runtime_error("handler failure");
+        if (m.offset() % 2 == 1 && n == 1) return ringfeed::Verdict::nack(0ms);
+        if (m.offset() == 8) return ringfeed::Verdict::reject();
+        acked.insert(m.offset());
+        if (acked.size() == 19) (*a)->stop();
+        return ringfeed::Verdict::ack();
+      },
+      {.batch = 4, .poll = 10ms, .nack_on_exception = 0ms});
+  EXPECT_EQ(status, ringfeed::RunStatus::stopped);
+  EXPECT_EQ(acked.size(), 19u);  // all but the rejected one
+  EXPECT_EQ(acked.count(8), 0u);
+  EXPECT_EQ(calls[5], 2);  // threw once, then acked
+  EXPECT_EQ(calls[7], 2);  // nacked once, then acked
+  EXPECT_EQ(calls[4], 1);
+  EXPECT_EQ((*a)->dead_lettered(), 1u);
+}
+
+TEST_F(Shared, RunInExclusiveModeAcksAndRefusesANack) {
+  auto a = Consumer::attach({.ns = ns_, .group = "x", .mode = Mode::exclusive});
+  ASSERT_TRUE(a.ok());
+  publish(0, 3);
+  int seen = 0;
+  const auto status = (*a)->run([&](const Message& m) {
+    ++seen;
+    return m.offset() == 2 ? ringfeed::Verdict::nack(0ms) : ringfeed::Verdict::ack();
+  });
+  EXPECT_EQ(status, ringfeed::RunStatus::unsupported);
+  EXPECT_EQ(seen, 3);
 }
 
 }  // namespace

@@ -10,6 +10,7 @@
 //   }
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -68,6 +69,30 @@ enum class AckStatus {
 };
 const char* to_string(AckStatus status);
 
+// What a push-style handler says about a message (Consumer::run).
+struct Verdict {
+  enum class Kind { ack, nack, reject } kind = Kind::ack;
+  std::chrono::milliseconds delay{0};  // nack: redeliver after this long
+
+  static Verdict ack() { return {}; }
+  static Verdict nack(std::chrono::milliseconds delay) { return {Kind::nack, delay}; }
+  static Verdict reject() { return {Kind::reject, {}}; }
+};
+
+struct RunOptions {
+  std::size_t batch = 64;                             // most messages per pop
+  std::chrono::milliseconds poll{100};                // longest wait in one pop
+  std::chrono::milliseconds nack_on_exception{1000};  // a throwing handler nacks
+};
+
+enum class RunStatus {
+  stopped,      // stop() was called
+  closed,       // the writer is gone and everything was taken
+  fenced,       // the writer stopped serving the group
+  corrupt,      // a record in the ring failed validation
+  unsupported,  // a nack or reject verdict in a mode without leases (exclusive, broadcast)
+};
+
 class Batch {
  public:
   PopStatus status() const { return status_; }
@@ -110,6 +135,13 @@ class Consumer {
   AckStatus reject(const Message& m);
   // Shared groups: the lease now ends `by` from now; the same message handle stays valid.
   AckStatus extend(const Message& m, std::chrono::milliseconds by);
+
+  // Push style: pops and hands every message to `handler`, whose verdict acks, nacks with a
+  // delay or dead-letters it; a handler that throws nacks (options.nack_on_exception).
+  // Runs until stop() (from the handler or another thread), or the group cannot go on.
+  RunStatus run(const std::function<Verdict(const Message&)>& handler,
+                const RunOptions& options = {});
+  void stop() { stop_.store(true, std::memory_order_relaxed); }
 
   // Messages this consumer found at max_deliveries and marked dead.
   std::uint64_t dead_lettered() const { return dead_lettered_; }
@@ -170,6 +202,7 @@ class Consumer {
   std::uint64_t dead_lettered_ = 0;
   std::uint64_t pops_ = 0;
   std::uint64_t ticket_ = 0;  // failover: attach time, orders the standbys
+  std::atomic<bool> stop_{false};
   std::int64_t next_liveness_check_ns_ = 0;
   std::vector<shm::TakenLease> taken_;
   std::vector<std::uint64_t> dead_;
