@@ -9,6 +9,7 @@ namespace ringfeed::bench {
 int latency_main(ArgReader& args);
 int throughput_main(ArgReader& args);
 int jitter_main(ArgReader& args);
+int shared_main(ArgReader& args);
 
 // "AMD EPYC, 2 cpus online": printed with every report.
 std::string machine_description();

@@ -21,6 +21,8 @@ commands:
                Boost message_queue and a bare single-producer single-consumer ring
   jitter       how often the machine stops a spinning process, and for how long:
                the environment's own latency tail
+  shared       shared (leased) groups: pop + ack throughput of 1, 2 and 4 consumer
+               processes against an exclusive consumer, and lease takeover after SIGKILL
 
 Every figure comes with same-run baselines, per run and as the median of --runs runs.
 'ringfeed-bench <command> --help' lists a command's flags.
@@ -55,8 +57,9 @@ int main(int argc, char** argv) {
   using namespace ringfeed::bench;
   std::vector<std::string_view> args(argv + 1, argv + argc);
   if (args.empty()) {
-    std::fprintf(stderr,
-                 "ringfeed-bench: missing command: latency, throughput or jitter (see --help)\n");
+    std::fprintf(
+        stderr,
+        "ringfeed-bench: missing command: latency, throughput, jitter or shared (see --help)\n");
     return 2;
   }
   const std::string_view command = args.front();
@@ -69,8 +72,9 @@ int main(int argc, char** argv) {
     if (command == "latency") return latency_main(rest);
     if (command == "throughput") return throughput_main(rest);
     if (command == "jitter") return jitter_main(rest);
+    if (command == "shared") return shared_main(rest);
     throw UsageError("unknown command '" + std::string(command) +
-                     "': expected latency, throughput or jitter (see --help)");
+                     "': expected latency, throughput, jitter or shared (see --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "ringfeed-bench: %s\n", e.what());
     return 2;
