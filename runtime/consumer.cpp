@@ -246,20 +246,25 @@ std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
     InFlight& slot = in_flight_[next_seq_ & in_flight_mask_];
     slot.position = rec.position;
     slot.acked = false;
-    // Filled in place: building it on the stack and copying it in stalls on the stores.
-    Message& m = batch_.messages_.emplace_back();
-    m.key_ = reinterpret_cast<const char*>(rec.key);
-    m.value_ = reinterpret_cast<const char*>(rec.value);
-    m.key_len_ = rec.key_len;
-    m.value_len_ = rec.value_len;
-    m.upstream_offset_ = rec.upstream_offset;
-    m.timestamp_ns_ = rec.timestamp_ns;
-    m.position_ = rec.position;
-    m.sequence_ = next_seq_++;
+    emit(rec).sequence_ = next_seq_++;
     read_pos_ = rec.next;
     ++n;
   }
   return n;
+}
+
+// Adds the record to the batch as a message. Filled in place: building it on the stack
+// and copying it in stalls on the stores.
+Message& Consumer::emit(const shm::RecordView& rec) {
+  Message& m = batch_.messages_.emplace_back();
+  m.key_ = reinterpret_cast<const char*>(rec.key);
+  m.value_ = reinterpret_cast<const char*>(rec.value);
+  m.key_len_ = rec.key_len;
+  m.value_len_ = rec.value_len;
+  m.upstream_offset_ = rec.upstream_offset;
+  m.timestamp_ns_ = rec.timestamp_ns;
+  m.position_ = rec.position;
+  return m;
 }
 
 const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {

@@ -172,14 +172,7 @@ std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
       status = fenced() ? PopStatus::fenced : PopStatus::corrupt;
       continue;
     }
-    Message& m = batch_.messages_.emplace_back();
-    m.key_ = reinterpret_cast<const char*>(rec.key);
-    m.value_ = reinterpret_cast<const char*>(rec.value);
-    m.key_len_ = rec.key_len;
-    m.value_len_ = rec.value_len;
-    m.upstream_offset_ = rec.upstream_offset;
-    m.timestamp_ns_ = rec.timestamp_ns;
-    m.position_ = rec.position;
+    Message& m = emit(rec);
     m.sequence_ = t.seq;
     m.lease_generation_ = t.lease.generation;
     m.delivery_count_ = t.lease.deliveries;
@@ -194,7 +187,13 @@ std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
 void Consumer::after_settled() {
   const std::uint64_t low = leases_.advance_low();
   if (low > ring_.published()) return;  // garbage in low_seq: leave the watermark alone
-  shm::raise_low_watermark(group_, ring_.position_of(low));
+  const std::uint64_t position = ring_.position_of(low);
+  // If low_seq moved on meanwhile, the index slot we read may already hold a much newer
+  // message's position (a consumer stalled while the writer went round): whoever moved
+  // low_seq raises the watermark. If it did not move, the slot was intact: the group's
+  // watermark, at or below it, kept the writer from going round.
+  if (group_->low_seq.load(std::memory_order_acquire) != low) return;
+  shm::raise_low_watermark(group_, position);
 }
 
 AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {

@@ -218,7 +218,7 @@ std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
       Lease l = Lease::unpack(word);
       l.state = LeaseState::available;
       l.parity = parity(seq);
-      l.deliveries = 1;  // it was handed out once, to the consumer that died
+      l.deliveries = 0;  // its taker never handed it out (or was only slow: no harm)
       l.generation += 1;
       l.deadline_ms = now_ms;
       if (entry(seq).compare_exchange_strong(word, l.pack(), std::memory_order_acq_rel)) {

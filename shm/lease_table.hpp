@@ -82,8 +82,9 @@ class LeaseTable {
   // took leaves entries of the previous lap behind. Such entries are remembered in
   // `abandoned` (sequence and word); one found unchanged by the next pass (the caller
   // waits a few milliseconds between passes, far longer than a live consumer needs to
-  // write them) is made available. If its consumer was only slow after all, its own CAS
-  // fails and it does not deliver the message: nothing is lost either way.
+  // write them) is made available, its delivery not counted. If its consumer was only
+  // slow after all, its own CAS fails and it does not deliver the message: nothing is
+  // lost or delivered twice either way.
   std::uint32_t reap(std::uint32_t now_ms, std::uint64_t dead_owners, std::uint32_t max_deliveries,
                      std::vector<std::uint64_t>& dead,
                      std::vector<std::pair<std::uint64_t, std::uint64_t>>* abandoned = nullptr);

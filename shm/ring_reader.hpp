@@ -74,7 +74,8 @@ class RingReader {
   // Position of message `seq`, valid for the last index-size messages up to published()
   // (see ring_layout.hpp). Callers check the record they find there.
   std::uint64_t position_of(std::uint64_t seq) const {
-    return index_[seq & index_mask_].load(std::memory_order_relaxed);
+    // acquire: a caller's later check of the group's state is ordered after this read.
+    return index_[seq & index_mask_].load(std::memory_order_acquire);
   }
   std::uint64_t index_slots() const { return index_mask_ + 1; }
 

@@ -424,7 +424,7 @@ void RingWriter::service(std::int64_t now_ns) {
 // low watermark can pass them. The message is still in the ring: the group holds it.
 void RingWriter::store_dead_letters(TrackedGroup& g) {
   dead_found_.clear();
-  if (g.leases.find_dead(1024, dead_found_) == 0) return;
+  g.leases.find_dead(1024, dead_found_);
   const std::string_view group = std::string_view(g.name).substr(group_prefix_.size());
   for (const TakenLease& d : dead_found_) {
     if (d.seq >= published_) continue;  // garbage: no such message
@@ -449,6 +449,8 @@ void RingWriter::store_dead_letters(TrackedGroup& g) {
       ++dead_letters_dropped_;
     }
   }
+  // Also when nothing died: a consumer killed between moving low_seq and raising the
+  // watermark leaves the watermark behind, and this catches it up.
   const std::uint64_t low = g.leases.advance_low();
   if (low <= published_) {
     raise_low_watermark(g.control, index_[low & index_mask_].load(std::memory_order_relaxed));

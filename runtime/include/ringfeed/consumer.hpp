@@ -173,6 +173,7 @@ class Consumer {
   Status join(std::uint64_t start);
   Status resume(std::uint64_t position);
   std::size_t collect(std::size_t max, PopStatus& status);
+  Message& emit(const shm::RecordView& record);
   std::size_t take(std::size_t max, PopStatus& status) {
     return uses_leases(options_.mode) ? collect_shared(max, status) : collect(max, status);
   }
