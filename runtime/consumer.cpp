@@ -74,8 +74,12 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   auto ring = shm::RingReader::open(options.ns, options.partition);
   if (!ring) return ring.error();
   c->ring_ = std::move(ring.value());
+  const auto& rc = c->ring_.control();
+  const shm::GroupSettings settings =
+      shm::resolve(options.group_settings,
+                   {rc.default_lease_window, rc.default_max_deliveries, rc.default_lease_ms});
   auto seg = shm::open_or_create_group(options.ns, options.partition, options.group, options.mode,
-                                       options.group_settings);
+                                       settings);
   if (!seg) return seg.error();
   c->group_segment_ = std::move(seg->segment);
   const bool created = seg->created;

@@ -39,6 +39,17 @@ Result<GroupShape> validate_group_segment(const Segment& segment, std::uint32_t 
   return GroupShape{static_cast<Mode>(mode), window32};
 }
 
+GroupSettings resolve(GroupSettings s, const GroupSettings& defaults) {
+  auto pick = [](std::uint32_t v, std::uint32_t d, std::uint32_t fallback) {
+    return v != 0 ? v : d != 0 ? d : fallback;
+  };
+  s.lease_window = pick(s.lease_window, defaults.lease_window, kDefaultGroupSettings.lease_window);
+  s.max_deliveries =
+      pick(s.max_deliveries, defaults.max_deliveries, kDefaultGroupSettings.max_deliveries);
+  s.lease_ms = pick(s.lease_ms, defaults.lease_ms, kDefaultGroupSettings.lease_ms);
+  return s;
+}
+
 Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t partition,
                                          const std::string& group, Mode mode,
                                          const GroupSettings& settings) {

@@ -12,12 +12,18 @@
 namespace ringfeed::shm {
 
 // What a group is made with; fixed for its life.
+// A field left 0 takes the ring's default (set by its writer: the fetcher's flags), and
+// kDefaultGroupSettings where the ring has none.
 struct GroupSettings {
-  std::uint32_t lease_window = 65536;  // most messages between the oldest unacked and the
-                                       // newest handed out (shared mode); a power of two
-  std::uint32_t max_deliveries = 5;    // deliveries before a message is dead-lettered
-  std::uint32_t lease_ms = 30'000;     // default lease length
+  std::uint32_t lease_window = 0;    // most messages between the oldest unacked and the
+                                     // newest handed out (leased modes); a power of two
+  std::uint32_t max_deliveries = 0;  // deliveries before a message is dead-lettered
+  std::uint32_t lease_ms = 0;        // default lease length
 };
+inline constexpr GroupSettings kDefaultGroupSettings{65536, 5, 30'000};
+
+// `settings` with every 0 field taken from `defaults`, then from kDefaultGroupSettings.
+GroupSettings resolve(GroupSettings settings, const GroupSettings& defaults);
 
 // What this process checked about a mapped group segment and keeps using.
 struct GroupShape {
@@ -36,8 +42,9 @@ struct OpenedGroup {
 
 // Opens the group's segment, creating it in `mode` with `settings` if it does not exist.
 // Refuses a group that exists in another mode, naming both.
+// `settings` should be resolved (no 0 fields).
 Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t partition,
                                          const std::string& group, Mode mode,
-                                         const GroupSettings& settings = {});
+                                         const GroupSettings& settings = kDefaultGroupSettings);
 
 }  // namespace ringfeed::shm

@@ -18,6 +18,10 @@ Status check_name(std::string_view what, std::string_view name) {
   return Ok{};
 }
 
+std::string fetcher_segment_name(std::string_view ns) {
+  return "ringfeed." + std::string(ns) + ".fetcher";
+}
+
 std::string ring_segment_name(std::string_view ns, std::uint32_t partition) {
   return "ringfeed." + std::string(ns) + ".p" + std::to_string(partition) + ".ring";
 }

@@ -1,8 +1,8 @@
 // Layout of a partition ring segment: ringfeed.<ns>.p<P>.ring.
 //
 //   offset 0     SegmentHeader (kind = ring, data_capacity = bytes of the record area)
-//   offset 64    RingControl hot words, one cache line each
-//   offset 256   record area: data_capacity bytes, a power of two, used as a circle
+//   offset 64    RingControl hot words, one cache line each, then group defaults
+//   offset 320   record area: data_capacity bytes, a power of two, used as a circle
 //   then         message index: data_capacity / kRecordAlign 64-bit positions
 //
 // Only the writer (the fetcher) maps this segment read-write; consumers map it
@@ -114,9 +114,16 @@ struct RingControl {
   alignas(kCacheLine) std::atomic<std::uint32_t> wake_word;
   // kRingOpen, or kRingClosed once the writer shut down. Writer: release; readers: acquire.
   std::atomic<std::uint32_t> state;
+
+  // [256, 320): defaults for groups created on this ring (the fetcher's --lease-ms,
+  // --max-deliveries), written once by the writer before publication. Consumers read
+  // them when they create a group and clamp them like any shared value.
+  alignas(kCacheLine) std::uint32_t default_lease_window;
+  std::uint32_t default_max_deliveries;
+  std::uint32_t default_lease_ms;
 };
 static_assert(std::is_standard_layout_v<RingControl>);
-static_assert(sizeof(RingControl) == 4 * kCacheLine);
+static_assert(sizeof(RingControl) == 5 * kCacheLine);
 static_assert(alignof(RingControl) == kCacheLine);
 static_assert(offsetof(RingControl, write_pos) == 64);
 static_assert(offsetof(RingControl, published) == 72);
@@ -124,6 +131,9 @@ static_assert(offsetof(RingControl, tail) == 128);
 static_assert(offsetof(RingControl, reusable) == 136);
 static_assert(offsetof(RingControl, wake_word) == 192);
 static_assert(offsetof(RingControl, state) == 196);
+static_assert(offsetof(RingControl, default_lease_window) == 256);
+static_assert(offsetof(RingControl, default_max_deliveries) == 260);
+static_assert(offsetof(RingControl, default_lease_ms) == 264);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 inline constexpr std::uint64_t kRingDataOffset = sizeof(RingControl);

@@ -80,6 +80,10 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
     c->reusable.store(0, std::memory_order_relaxed);
     c->wake_word.store(0, std::memory_order_relaxed);
     c->state.store(kRingOpen, std::memory_order_relaxed);
+    const GroupSettings d = resolve(options.group_defaults, kDefaultGroupSettings);
+    c->default_lease_window = d.lease_window;
+    c->default_max_deliveries = d.max_deliveries;
+    c->default_lease_ms = d.lease_ms;
   };
   for (int attempt = 0;; ++attempt) {
     auto seg = Segment::create(name, ring_segment_size(cap), init);

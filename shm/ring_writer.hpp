@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "shm/group.hpp"
 #include "shm/group_layout.hpp"
 #include "shm/lease_table.hpp"
 #include "shm/mode.hpp"
@@ -42,6 +43,8 @@ struct RingWriterOptions {
   std::string ns;
   std::uint32_t partition = 0;
   std::uint64_t capacity = 64ull << 20;  // bytes of the record area, a power of two
+  // Defaults for groups consumers create on this ring (0 fields: kDefaultGroupSettings).
+  GroupSettings group_defaults{};
 };
 
 struct OutMessage {

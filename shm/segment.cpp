@@ -21,6 +21,8 @@ const char* to_string(SegmentKind kind) {
       return "ring";
     case SegmentKind::group:
       return "group";
+    case SegmentKind::fetcher:
+      return "fetcher";
   }
   return "unknown";
 }

@@ -25,12 +25,12 @@ namespace ringfeed::shm {
 inline constexpr std::size_t kCacheLine = 64;
 
 inline constexpr std::uint64_t kMagic = 0x4445454647'4e4952ull;  // "RINGFEED", little-endian
-inline constexpr std::uint32_t kLayoutVersion = 2;
+inline constexpr std::uint32_t kLayoutVersion = 3;
 
 // Where glibc's shm_open keeps its objects; used to link and list segments by path.
 inline constexpr std::string_view kShmDir = "/dev/shm/";
 
-enum class SegmentKind : std::uint32_t { ring = 1, group = 2 };
+enum class SegmentKind : std::uint32_t { ring = 1, group = 2, fetcher = 3 };
 const char* to_string(SegmentKind kind);
 
 // First 64 bytes of every segment. Written once by the creator before the segment is

@@ -52,7 +52,7 @@ namespace {
 
 // Byte offsets and sizes of layout version 2, spelled out as numbers: a reader in another
 // build (or another language) finds the fields here, so these are the contract.
-constexpr std::uint32_t kLayout = 2;
+constexpr std::uint32_t kLayout = 3;
 // Segment header (both kinds).
 constexpr off_t kOffMagic = 0;
 constexpr off_t kOffLayoutVersion = 8;
@@ -69,8 +69,11 @@ constexpr off_t kOffTail = 128;
 constexpr off_t kOffReusable = 136;
 constexpr off_t kOffWakeWord = 192;
 constexpr off_t kOffRingState = 196;
-constexpr off_t kOffRecords = 256;  // the record area: data_capacity bytes
-constexpr std::uint64_t kRingControlBytes = 256;
+constexpr off_t kOffDefaultLeaseWindow = 256;
+constexpr off_t kOffDefaultMaxDeliveries = 260;
+constexpr off_t kOffDefaultLeaseMs = 264;
+constexpr off_t kOffRecords = 320;  // the record area: data_capacity bytes
+constexpr std::uint64_t kRingControlBytes = 320;
 // One 8-byte index slot per 32 bytes of record area, right after the record area.
 constexpr std::uint64_t ring_index_slots(std::uint64_t capacity) {
   return capacity / 32;
@@ -311,15 +314,15 @@ TEST(SegmentLayout, RingFileHasControlRecordAreaAndIndexModeAndHeader) {
     // 0600 whatever the umask: readable and writable by the owner only.
     EXPECT_EQ(st.st_mode & 07777, 0600u);
     EXPECT_EQ(st.st_uid, ::getuid());
-    // 256 control + 64 KiB of records + 2048 index slots of 8 bytes.
-    EXPECT_EQ(ring_bytes(1 << 16), 82176u);
-    EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), 82176u);
-    EXPECT_EQ(shm::ring_segment_size(1 << 16), 82176u);
+    // 320 control + 64 KiB of records + 2048 index slots of 8 bytes.
+    EXPECT_EQ(ring_bytes(1 << 16), 82240u);
+    EXPECT_EQ(static_cast<std::uint64_t>(st.st_size), 82240u);
+    EXPECT_EQ(shm::ring_segment_size(1 << 16), 82240u);
 
     EXPECT_EQ(peek_bytes(name, kOffMagic, 8), "RINGFEED");
     EXPECT_EQ(peek<std::uint32_t>(name, kOffLayoutVersion), kLayout);
     EXPECT_EQ(peek<std::uint32_t>(name, kOffKind), 1u);  // ring
-    EXPECT_EQ(peek<std::uint64_t>(name, kOffSegmentSize), 82176u);
+    EXPECT_EQ(peek<std::uint64_t>(name, kOffSegmentSize), 82240u);
     EXPECT_EQ(peek<std::uint64_t>(name, kOffControlSize), kRingControlBytes);
     EXPECT_EQ(peek<std::uint64_t>(name, kOffDataCapacity), 1u << 16);  // the record area only
     EXPECT_EQ(peek<std::int32_t>(name, kOffCreatorPid), ::getpid());
@@ -345,7 +348,7 @@ TEST(SegmentLayout, RingFileHasControlRecordAreaAndIndexModeAndHeader) {
     EXPECT_EQ(peek<std::uint64_t>(name, kOffSegmentSize), ring_bytes(cap));
     EXPECT_EQ(peek<std::uint64_t>(name, kOffDataCapacity), cap);
   }
-  EXPECT_EQ(ring_bytes(4096), 256u + 4096 + 1024);
+  EXPECT_EQ(ring_bytes(4096), 320u + 4096 + 1024);
 }
 
 TEST(SegmentLayout, PublishedRecordAsAReaderSeesIt) {
@@ -710,6 +713,37 @@ TEST(SegmentLayout, SharedGroupWithDefaultSettingsHasTheDefaultWindow) {
   EXPECT_EQ(peek<std::uint32_t>(name, kOffLeaseMs), 30'000u);
 }
 
+// The writer's group defaults (the fetcher's --lease-ms, --max-deliveries) sit in the
+// ring; a group created without settings of its own takes them, fields it sets win.
+TEST(SegmentLayout, RingCarriesTheWritersGroupDefaults) {
+  const auto ns = ringfeed::test::unique_ns("rdef");
+  NamespaceCleanup cleanup{ns};
+  auto w = Writer::create(
+      {.ns = ns,
+       .capacity = 1 << 16,
+       .group_defaults = {.lease_window = 2048, .max_deliveries = 9, .lease_ms = 1500}});
+  ASSERT_TRUE(w) << w.error().message;
+  const std::string ring = shm::ring_segment_name(ns, 0);
+  EXPECT_EQ(peek<std::uint32_t>(ring, kOffDefaultLeaseWindow), 2048u);
+  EXPECT_EQ(peek<std::uint32_t>(ring, kOffDefaultMaxDeliveries), 9u);
+  EXPECT_EQ(peek<std::uint32_t>(ring, kOffDefaultLeaseMs), 1500u);
+
+  ASSERT_TRUE(Consumer::attach({.ns = ns, .group = "d", .mode = Mode::shared}).ok());
+  const std::string d = shm::group_segment_name(ns, 0, "d");
+  EXPECT_EQ(peek<std::uint64_t>(d, kOffDataCapacity), 2048u);
+  EXPECT_EQ(peek<std::uint32_t>(d, kOffMaxDeliveries), 9u);
+  EXPECT_EQ(peek<std::uint32_t>(d, kOffLeaseMs), 1500u);
+
+  ASSERT_TRUE(
+      Consumer::attach(
+          {.ns = ns, .group = "own", .mode = Mode::shared, .group_settings = {.max_deliveries = 2}})
+          .ok());
+  const std::string own = shm::group_segment_name(ns, 0, "own");
+  EXPECT_EQ(peek<std::uint64_t>(own, kOffDataCapacity), 2048u);
+  EXPECT_EQ(peek<std::uint32_t>(own, kOffMaxDeliveries), 2u);
+  EXPECT_EQ(peek<std::uint32_t>(own, kOffLeaseMs), 1500u);
+}
+
 // ---------------------------------------------------------------------------------------
 // Attach refuses what it cannot use, with an error naming the segment and the difference.
 
@@ -745,10 +779,10 @@ TEST(SegmentAttach, CorruptRingSegmentIsRefusedByReaderAndConsumer) {
        {"magic", "0x1122334455667788"}},
       {"layout version 1 (a build without the message index)",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 1); },
-       {"layout version 1", "this build speaks 2"}},
+       {"layout version 1", "this build speaks 3"}},
       {"a newer layout version",
-       [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 3); },
-       {"layout version 3", "this build speaks 2"}},
+       [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 4); },
+       {"layout version 4", "this build speaks 3"}},
       {"wrong kind",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffKind, 2); },
        {"kind 2", "ring"}},
@@ -760,8 +794,8 @@ TEST(SegmentAttach, CorruptRingSegmentIsRefusedByReaderAndConsumer) {
        {"truncated", "40 bytes"}},
       {"empty", [](const std::string& n) { resize(n, 0); }, {"truncated", "0 bytes"}},
       {"smaller than the header says",
-       [](const std::string& n) { resize(n, 256 + 1000); },
-       {"truncated", size, std::to_string(256 + 1000)}},
+       [](const std::string& n) { resize(n, 320 + 1000); },
+       {"truncated", size, std::to_string(320 + 1000)}},
       {"message index cut short",
        [](const std::string& n) { resize(n, kSize - 8); },
        {"truncated", size, std::to_string(kSize - 8)}},
@@ -770,10 +804,10 @@ TEST(SegmentAttach, CorruptRingSegmentIsRefusedByReaderAndConsumer) {
        {size, std::to_string(2 * kSize)}},
       {"smaller than its control block, header agreeing",
        [&](const std::string& n) { resize_agreeing(n, 128); },
-       {"128", "256"}},
+       {"128", "320"}},
       {"no message index (the size layout 1 had), header agreeing",
-       [&](const std::string& n) { resize_agreeing(n, 256 + kCap); },
-       {std::to_string(kCap), size, std::to_string(256 + kCap)}},
+       [&](const std::string& n) { resize_agreeing(n, 320 + kCap); },
+       {std::to_string(kCap), size, std::to_string(320 + kCap)}},
       {"message index one slot short, header agreeing",
        [&](const std::string& n) { resize_agreeing(n, kSize - 8); },
        {std::to_string(kCap), size, std::to_string(kSize - 8)}},
@@ -782,7 +816,7 @@ TEST(SegmentAttach, CorruptRingSegmentIsRefusedByReaderAndConsumer) {
        {std::to_string(kCap), size, std::to_string(kSize + 8)}},
       {"capacity not a power of two",
        [&](const std::string& n) {
-         resize_agreeing(n, 256 + 5000);
+         resize_agreeing(n, 320 + 5000);
          poke<std::uint64_t>(n, kOffDataCapacity, 5000);
        },
        {"5000", "power of two"}},
@@ -797,7 +831,7 @@ TEST(SegmentAttach, CorruptRingSegmentIsRefusedByReaderAndConsumer) {
        {std::to_string(kCap / 2), std::to_string(ring_bytes(kCap / 2)), size}},
       {"wrong control size",
        [](const std::string& n) { poke<std::uint64_t>(n, kOffControlSize, 512); },
-       {"control block", "512", "256"}},
+       {"control block", "512", "320"}},
       {"wrong partition",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffPartition, 7); },
        {"partition 7", "expected 0"}},
@@ -854,7 +888,7 @@ std::vector<GroupCorruption> group_corruptions(const GroupKind& kind) {
       {"bad magic", [](const std::string& n) { poke<std::uint64_t>(n, kOffMagic, 42); }, {"magic"}},
       {"layout version 1 (a build with 16 slots and no lease table)",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 1); },
-       {"layout version 1", "this build speaks 2"}},
+       {"layout version 1", "this build speaks 3"}},
       {"wrong kind",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffKind, 1); },
        {"kind 1", "group"}},
@@ -994,13 +1028,13 @@ TEST(SegmentAttach, GroupSettingsAreCheckedBeforeTheGroupIsCreated) {
     return Consumer::attach(
         {.ns = ns, .group = "s", .mode = Mode::shared, .group_settings = settings});
   };
-  for (std::uint32_t window : {0u, 3u, 1000u, 65535u, (1u << 24) + 1, 1u << 25}) {
+  for (std::uint32_t window : {3u, 1000u, 65535u, (1u << 24) + 1, 1u << 25}) {
     SCOPED_TRACE("lease window " + std::to_string(window));
     EXPECT_TRUE(refused_with(
         with({.lease_window = window}),
         {"lease window " + std::to_string(window), "power of two", std::to_string(1u << 24)}));
   }
-  for (std::uint32_t max : {0u, 64u, 1000u}) {
+  for (std::uint32_t max : {64u, 1000u}) {
     SCOPED_TRACE("max_deliveries " + std::to_string(max));
     EXPECT_TRUE(refused_with(with({.max_deliveries = max}),
                              {"max_deliveries " + std::to_string(max), "1 and 63"}));

@@ -42,7 +42,7 @@ struct ConsumerOptions {
   std::chrono::nanoseconds spin = std::chrono::microseconds(50);
   // Lease length for this consumer (shared mode); zero: the group's default.
   std::chrono::milliseconds lease{0};
-  // Used only when this attach creates the group.
+  // Used only when this attach creates the group; 0 fields take the ring's defaults.
   shm::GroupSettings group_settings{};
   // CLOCK_MONOTONIC nanoseconds, the clock of lease deadlines; tests substitute theirs.
   std::function<std::int64_t()> clock{};

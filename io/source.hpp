@@ -1,0 +1,87 @@
+// The upstream source interface: what the fetcher pulls messages from. A source serves
+// a fixed set of partitions, numbered 0..N-1, each an ordered sequence of records with
+// upstream offsets that grow; it hands records over in order per partition, keeps a
+// committed position per partition, and says per partition what went wrong.
+//
+// One thread (the fetcher's) calls every member except wake(), which any thread or a
+// signal handler may call.
+//
+// Records are views into the source's own buffers, valid only during the sink call:
+// the fetcher copies key and value into the partition ring once.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "shm/result.hpp"
+
+namespace ringfeed::io {
+
+struct SourceRecord {
+  std::uint32_t partition = 0;
+  std::uint64_t upstream_offset = 0;  // where this record starts in its partition
+  std::uint64_t next_offset = 0;      // where the next one starts: commit this once the
+                                      // record (and all before it) was acked
+  std::int64_t timestamp_ns = 0;      // producer time, ns since the Unix epoch (0: unknown)
+  std::string_view key;
+  std::string_view value;
+};
+
+// Takes one record. Returning false means "no room now" (the partition's ring is full):
+// the source stops handing out that partition, keeps the refused record, and offers it
+// again first after resume(partition).
+using RecordSink = std::function<bool(const SourceRecord&)>;
+
+struct PartitionStatus {
+  std::uint64_t committed = 0;  // the last committed position (where a restart resumes)
+  std::uint64_t fetched = 0;    // next_offset of the last record handed out
+  bool paused = false;          // a sink refused a record and resume() was not called yet
+  bool stopped = false;         // an error stopped this partition (other partitions go on)
+  std::string error;            // what and where: file and byte offset, for stat and logs
+};
+
+class Source {
+ public:
+  virtual ~Source() = default;
+
+  virtual std::uint32_t partitions() const = 0;
+  // Where fetching starts and a restart resumes: the committed position of `partition`.
+  virtual std::uint64_t committed(std::uint32_t partition) const = 0;
+
+  // Waits up to `timeout` for records of any partition that is neither paused nor
+  // stopped, and hands every record available now to `sink`, in order per partition.
+  // Returns how many records the sink took. An error that stops one partition is kept
+  // in its status, not returned; an error returned here concerns the whole source.
+  virtual Result<std::size_t> poll(const RecordSink& sink, std::chrono::milliseconds timeout) = 0;
+
+  // After a sink refused a record of `partition`: offer it again from the next poll on.
+  virtual void resume(std::uint32_t partition) = 0;
+
+  // Makes `position` (a next_offset handed out earlier, or the committed position) the
+  // committed position of `partition`, durably: after a crash the source resumes there.
+  virtual Status commit(std::uint32_t partition, std::uint64_t position) = 0;
+
+  virtual PartitionStatus status(std::uint32_t partition) const = 0;
+
+  // Makes a poll that is waiting (or the next one) return at once. Async-signal-safe.
+  virtual void wake() = 0;
+
+  // The URI it was opened with, for messages.
+  virtual const std::string& uri() const = 0;
+};
+
+struct SourceOptions {
+  // Partitions to serve; 0: what the source finds (file: the DIR/P.log files present).
+  std::uint32_t partitions = 0;
+};
+
+// Opens a source by URI: `file:DIR` (optionally `file:DIR?format=lines`); later
+// `redis://...` and `kafka://...`. A URI of an unknown scheme or with bad parameters is
+// refused with a message naming what is wrong.
+Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOptions& options);
+
+}  // namespace ringfeed::io

@@ -1,0 +1,64 @@
+// Layout of a namespace's fetcher segment: ringfeed.<ns>.fetcher. The fetcher creates it
+// first and removes it last; it says who serves the namespace (the segment header's
+// creator pid and start time), from which source, and per partition how far fetching
+// and committing got. `ringfeed stat` reads it; a second fetcher reads it to refuse a
+// live namespace or take over a dead one.
+//
+//   offset 0     SegmentHeader (kind = fetcher, data_capacity = partitions)
+//   offset 64    FetcherControl: the source URI, written once before publication
+//   offset 576   `partitions` FetcherPartition entries, 320 bytes each
+//
+// Only the fetcher writes; every other process maps it read-only. Counters are atomics
+// the fetcher stores with release and readers load with acquire; the error text of a
+// partition is written before its `stopped` flag (release) and read after it (acquire),
+// and never changes once stopped is set. Readers bound every string by its array.
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+#include "shm/segment.hpp"
+
+namespace ringfeed::shm {
+
+inline constexpr std::size_t kSourceUriBytes = 512;
+inline constexpr std::size_t kPartitionErrorBytes = 256;
+inline constexpr std::uint32_t kMaxPartitions = 4096;
+
+struct FetcherControl {
+  SegmentHeader header;          // [0, 64)
+  char source[kSourceUriBytes];  // [64, 576): NUL-padded URI (credentials removed)
+};
+static_assert(std::is_standard_layout_v<FetcherControl>);
+static_assert(sizeof(FetcherControl) == 576);
+static_assert(offsetof(FetcherControl, source) == 64);
+
+struct FetcherPartition {
+  std::atomic<std::uint64_t> fetched;    // upstream position fetched up to (next_offset)
+  std::atomic<std::uint64_t> committed;  // upstream position committed
+  std::atomic<std::uint64_t> messages;   // messages published into the ring
+  std::atomic<std::uint32_t> stopped;    // 1: an error stopped the partition; see `error`
+  std::atomic<std::uint32_t> paused;     // 1: the ring is full, fetching waits for space
+  std::uint8_t pad[32];
+  char error[kPartitionErrorBytes];  // NUL-padded; what and where
+};
+static_assert(std::is_standard_layout_v<FetcherPartition>);
+static_assert(sizeof(FetcherPartition) == 64 + kPartitionErrorBytes);
+static_assert(offsetof(FetcherPartition, fetched) == 0);
+static_assert(offsetof(FetcherPartition, committed) == 8);
+static_assert(offsetof(FetcherPartition, messages) == 16);
+static_assert(offsetof(FetcherPartition, stopped) == 24);
+static_assert(offsetof(FetcherPartition, paused) == 28);
+static_assert(offsetof(FetcherPartition, error) == 64);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+constexpr std::uint64_t fetcher_segment_size(std::uint32_t partitions) {
+  return sizeof(FetcherControl) + std::uint64_t{partitions} * sizeof(FetcherPartition);
+}
+inline FetcherPartition* fetcher_partitions(FetcherControl* c) {
+  return reinterpret_cast<FetcherPartition*>(c + 1);
+}
+
+}  // namespace ringfeed::shm
