@@ -36,12 +36,16 @@ static_assert(sizeof(FetcherControl) == 576);
 static_assert(offsetof(FetcherControl, source) == 64);
 
 struct FetcherPartition {
-  std::atomic<std::uint64_t> fetched;    // upstream position fetched up to (next_offset)
-  std::atomic<std::uint64_t> committed;  // upstream position committed
-  std::atomic<std::uint64_t> messages;   // messages published into the ring
-  std::atomic<std::uint32_t> stopped;    // 1: an error stopped the partition; see `error`
-  std::atomic<std::uint32_t> paused;     // 1: the ring is full, fetching waits for space
-  std::uint8_t pad[32];
+  std::atomic<std::uint64_t> fetched;       // upstream position fetched up to (next_offset)
+  std::atomic<std::uint64_t> committed;     // upstream position committed
+  std::atomic<std::uint64_t> messages;      // messages published into the ring
+  std::atomic<std::uint32_t> stopped;       // 1: an error stopped the partition; see `error`
+  std::atomic<std::uint32_t> paused;        // 1: the ring is full, fetching waits for space
+  std::atomic<std::uint64_t> ring_used;     // bytes of the ring holding data not yet released
+  std::uint64_t ring_capacity;              // bytes of the ring's record area; written once
+                                            // before publication
+  std::atomic<std::uint64_t> dead_letters;  // dead letters stored in the dead-letter log
+  std::uint8_t pad[8];
   char error[kPartitionErrorBytes];  // NUL-padded; what and where
 };
 static_assert(std::is_standard_layout_v<FetcherPartition>);
@@ -51,8 +55,12 @@ static_assert(offsetof(FetcherPartition, committed) == 8);
 static_assert(offsetof(FetcherPartition, messages) == 16);
 static_assert(offsetof(FetcherPartition, stopped) == 24);
 static_assert(offsetof(FetcherPartition, paused) == 28);
+static_assert(offsetof(FetcherPartition, ring_used) == 32);
+static_assert(offsetof(FetcherPartition, ring_capacity) == 40);
+static_assert(offsetof(FetcherPartition, dead_letters) == 48);
 static_assert(offsetof(FetcherPartition, error) == 64);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 
 constexpr std::uint64_t fetcher_segment_size(std::uint32_t partitions) {
   return sizeof(FetcherControl) + std::uint64_t{partitions} * sizeof(FetcherPartition);

@@ -5,9 +5,24 @@
 //   auto f = ringfeed::Fetcher::start({.ns = "orders", .source = "file:/var/log/orders"});
 //   if (!f) { std::cerr << f.error().message << "\n"; return 1; }
 //   (*f)->run(stop_flag);   // until stop_flag is set (a signal handler may set it)
+//
+// What it guarantees:
+// - Namespace: the status segment ringfeed.<ns>.fetcher (shm/fetcher_layout.hpp) is
+//   created first and removed last. A live fetcher there refuses a second one; a dead
+//   one's segments (status, rings, groups) are removed and created anew.
+// - Commit: a record counts as acked once the ring's reclaim limit (the lowest watermark
+//   over its groups) passed its end; a partition commits the next_offset of its last such
+//   record, at most every commit_interval and once on stop. A ring without a group (or
+//   with fenced groups only) acks nothing: nothing is committed, and once the ring is full
+//   fetching waits for a group instead of reusing space that nobody read.
+// - Backpressure: a full ring pauses its partition at the source; space is looked for
+//   again about every millisecond, and the refused record is the first one offered after.
+// - A record that can never fit its ring stops that partition, with the reason in the
+//   status segment and stats(); the other partitions go on.
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -28,6 +43,8 @@ struct FetcherOptions {
   shm::GroupSettings group_defaults{};
   std::string dead_letter_dir;  // empty: <namespace>.dead-letters under the source's dir
                                 // for file:, else the current directory
+  // How often acked positions are committed upstream (also once on shutdown).
+  std::chrono::milliseconds commit_interval{50};
 };
 
 struct PartitionStats {
@@ -36,15 +53,29 @@ struct PartitionStats {
   std::uint64_t committed = 0;  // upstream position committed
   std::uint64_t ring_used = 0;  // bytes of the ring holding unacked data
   std::uint64_t ring_capacity = 0;
-  std::uint64_t messages = 0;  // messages published into the ring by this fetcher
-  std::string error;           // a stopped partition says why
+  std::uint64_t messages = 0;      // messages published into the ring by this fetcher
+  std::uint64_t dead_letters = 0;  // dead letters stored in the dead-letter log
+  bool paused = false;             // the ring is full: fetching waits for acks
+  bool stopped = false;            // an error stopped the partition
+  std::string error;               // a stopped partition says why
+  // A problem that holds the partition back without stopping it (an upstream commit or
+  // a dead-letter write that failed and is retried).
+  std::string warning;
 };
+
+// Checks options without opening or creating anything (start() checks them too): the
+// namespace name, the ring size, the group defaults. The error names the option.
+Status check_fetcher_options(const FetcherOptions& options);
 
 class Fetcher {
  public:
   // Creates the namespace's rings. Refused if a live fetcher serves the namespace; the
   // segments of one that died are taken over.
   static Result<std::unique_ptr<Fetcher>> start(const FetcherOptions& options);
+  // As above, with a source already opened: options.source is not used, and
+  // options.partitions, unless 0, must be the number of partitions the source serves.
+  static Result<std::unique_ptr<Fetcher>> start(const FetcherOptions& options,
+                                                std::unique_ptr<io::Source> source);
   virtual ~Fetcher() = default;
 
   // Fetches, publishes, reaps and commits until `stop` becomes true; then commits what

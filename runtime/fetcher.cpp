@@ -1,0 +1,614 @@
+#include "ringfeed/fetcher.hpp"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <deque>
+#include <mutex>
+#include <optional>
+#include <utility>
+
+#include "ringfeed/dead_letter_log.hpp"
+#include "shm/fetcher_layout.hpp"
+#include "shm/names.hpp"
+#include "shm/process.hpp"
+#include "shm/ring_writer.hpp"
+#include "shm/segment.hpp"
+
+namespace ringfeed {
+
+namespace {
+
+using namespace std::chrono_literals;
+
+// The longest a poll waits for records; with the reaper's period it bounds how late a
+// lease expiry or a dead consumer is noticed.
+constexpr std::chrono::milliseconds kPollTimeout = 2ms;
+// While a partition waits for ring space: how often space is looked for again (the
+// poll waits this long instead of kPollTimeout, so the wait does not spin the CPU).
+constexpr std::chrono::milliseconds kPausedRetry = 1ms;
+// How often every ring's reaper runs (RingWriter::service).
+constexpr std::int64_t kServiceIntervalNs = 2'000'000;
+// Creating the status segment: how often to go round "exists -> its fetcher died ->
+// removed -> create" before giving up (only concurrent starts make it go round).
+constexpr int kCreateAttempts = 4;
+
+std::int64_t clock_ns(clockid_t clock) {
+  timespec ts{};
+  ::clock_gettime(clock, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// NUL-padded copy into a fixed array of shared memory; always leaves a final NUL.
+void put_text(char* dst, std::size_t size, std::string_view text) {
+  const std::size_t n = std::min(text.size(), size - 1);
+  std::memcpy(dst, text.data(), n);
+  std::memset(dst + n, 0, size - n);
+}
+
+// scheme://user:password@host... -> scheme://host...: the status segment is readable by
+// whoever may run `ringfeed stat`, and credentials do not belong there.
+std::string without_credentials(std::string_view uri) {
+  const std::size_t scheme = uri.find("://");
+  if (scheme == std::string_view::npos) return std::string(uri);
+  const std::size_t host = scheme + 3;
+  const std::size_t end = std::min(uri.find_first_of("/?", host), uri.size());
+  const std::size_t at = uri.rfind('@', end == 0 ? 0 : end - 1);
+  if (at == std::string_view::npos || at < host) return std::string(uri);
+  return std::string(uri.substr(0, host)) + std::string(uri.substr(at + 1));
+}
+
+// file:DIR[?...] -> DIR/<ns>.dead-letters; any other source: ./<ns>.dead-letters.
+std::string default_dead_letter_dir(const std::string& ns, std::string_view uri) {
+  constexpr std::string_view kFile = "file:";
+  if (uri.substr(0, kFile.size()) == kFile) {
+    std::string_view dir = uri.substr(kFile.size());
+    dir = dir.substr(0, dir.find('?'));
+    if (!dir.empty()) return std::string(dir) + "/" + ns + ".dead-letters";
+  }
+  return ns + ".dead-letters";
+}
+
+// The status segment `name` exists. Refuses if its fetcher lives; otherwise removes
+// every segment of the namespace (rings and groups first, the fetcher segment last, so
+// that the name keeps other starters out until the old state is gone).
+//
+// Two fetchers taking over at once must not remove each other's new segments: the
+// takeover holds an flock on the old segment's file, and goes on only if the name still
+// refers to that file once it has the lock. The lock goes away with the descriptor,
+// also when this process dies.
+Status take_over(const std::string& ns, const std::string& name) {
+  const std::string path = std::string(shm::kShmDir) + name;
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    if (errno == ENOENT) return Ok{};  // gone meanwhile: create again
+    return Error{"cannot open " + path + ": " + std::strerror(errno), errno};
+  }
+  struct Closer {
+    int fd;
+    ~Closer() { ::close(fd); }
+  } closer{fd};
+  if (::flock(fd, LOCK_EX) != 0) {
+    return Error{"cannot lock " + path + ": " + std::strerror(errno), errno};
+  }
+  struct stat held {};
+  struct stat named {};
+  if (::fstat(fd, &held) != 0 || ::stat(path.c_str(), &named) != 0 || held.st_ino != named.st_ino ||
+      held.st_dev != named.st_dev) {
+    return Ok{};  // another starter replaced it while we waited: look again
+  }
+  shm::SegmentHeader h{};
+  const ssize_t n = ::pread(fd, &h, sizeof h, 0);
+  // A header that is not a fetcher's names nobody: such a segment is taken over like a
+  // dead one (it cannot be served by anyone).
+  const bool ours = n == static_cast<ssize_t>(sizeof h) && h.magic == shm::kMagic &&
+                    h.kind == static_cast<std::uint32_t>(shm::SegmentKind::fetcher);
+  if (ours && shm::owner_alive(shm::pack_owner({h.creator_pid, h.creator_start_time}))) {
+    return Error{"namespace '" + ns + "' is served by fetcher pid " + std::to_string(h.creator_pid),
+                 EBUSY};
+  }
+  const std::string prefix = "ringfeed." + ns + ".";
+  for (const std::string& other : shm::Segment::list(prefix)) {
+    // Temporary names belong to creators mid-way; Segment::create removes its own.
+    if (other != name && other.find(".tmp.") == std::string::npos) shm::Segment::remove(other);
+  }
+  shm::Segment::remove(name);
+  return Ok{};
+}
+
+class FetcherImpl final : public Fetcher {
+ public:
+  FetcherImpl(const FetcherOptions& options, std::unique_ptr<io::Source> source)
+      : options_(options), source_(std::move(source)) {}
+  ~FetcherImpl() override {
+    try {
+      shutdown();
+    } catch (...) {
+      // Out of memory while removing names: the next fetcher takes the segments over.
+    }
+  }
+  FetcherImpl(const FetcherImpl&) = delete;
+  FetcherImpl& operator=(const FetcherImpl&) = delete;
+
+  Status init();
+  Status run(const std::atomic<bool>& stop) override;
+  void wake() override { source_->wake(); }
+  std::vector<PartitionStats> stats() const override;
+
+ private:
+  struct Partition {
+    std::unique_ptr<shm::RingWriter> writer;
+    shm::FetcherPartition* status = nullptr;
+    // Published records not yet known to be acked, in ring order: where each ends in
+    // the ring, and the upstream position to commit once every group is past that end.
+    std::deque<std::pair<std::uint64_t, std::uint64_t>> unacked;
+    std::uint64_t reserved_end = 0;  // end of the last reservation (the writer's too)
+    std::uint64_t fetched = 0;       // next_offset of the last record taken
+    std::uint64_t messages = 0;
+    std::uint64_t acked = 0;         // upstream position every group acked
+    std::uint64_t committed = 0;     // upstream position committed
+    std::uint64_t paused_limit = 0;  // reusable_below() when the ring refused a record
+    std::size_t groups_seen = 0;
+    std::optional<DeadLetterLog> dead_letters;
+    bool dirty = false;  // reservations not yet committed to the ring
+    bool paused = false;
+    bool stopped = false;
+    bool live_groups = false;  // some group is known and not fenced
+  };
+  enum Warning { kCommitWarning, kDeadLetterWarning, kWarnings };
+
+  bool take(const io::SourceRecord& r);
+  bool fits_without_reuse(const Partition& p, std::uint64_t size) const;
+  bool has_live_groups(Partition& p, bool recount);
+  void pause(std::uint32_t index);
+  void publish(std::uint32_t index);
+  void publish_dirty();
+  void retry_paused();
+  void commit_acked();
+  void stop_partition(std::uint32_t index, const std::string& why);
+  bool store_dead_letter(std::uint32_t index, const shm::DeadLetter& letter);
+  void set_warning(std::uint32_t index, Warning kind, std::string text);
+  void shutdown();
+
+  FetcherOptions options_;
+  std::unique_ptr<io::Source> source_;
+  std::string dead_letter_dir_;
+  shm::Segment status_segment_;
+  shm::FetcherControl* control_ = nullptr;  // set once this process owns the namespace
+  std::vector<Partition> parts_;
+  std::vector<std::uint32_t> dirty_;
+  std::size_t paused_count_ = 0;
+  std::optional<Error> fatal_;
+  bool ran_ = false;
+  bool shut_down_ = false;
+
+  mutable std::mutex warnings_mutex_;  // stats() may run on another thread
+  std::vector<std::array<std::string, kWarnings>> warnings_;
+};
+
+Status FetcherImpl::init() {
+  const std::uint32_t n = source_->partitions();
+  const std::string uri = without_credentials(source_->uri());
+  dead_letter_dir_ = options_.dead_letter_dir.empty()
+                         ? default_dead_letter_dir(options_.ns, source_->uri())
+                         : options_.dead_letter_dir;
+
+  // The status segment comes first: owning its name is owning the namespace.
+  const std::string name = shm::fetcher_segment_name(options_.ns);
+  const shm::ProcessIdentity self = shm::self_identity();
+  auto fill = [&](std::byte* base) {
+    auto* c = new (base) shm::FetcherControl{};
+    c->header = shm::SegmentHeader{shm::kMagic,
+                                   shm::kLayoutVersion,
+                                   static_cast<std::uint32_t>(shm::SegmentKind::fetcher),
+                                   shm::fetcher_segment_size(n),
+                                   sizeof(shm::FetcherControl),
+                                   n,
+                                   self.pid,
+                                   0,
+                                   self.start_time,
+                                   0};
+    put_text(c->source, sizeof c->source, uri);
+    shm::FetcherPartition* parts = shm::fetcher_partitions(c);
+    for (std::uint32_t i = 0; i < n; ++i) {
+      auto* p = new (&parts[i]) shm::FetcherPartition{};
+      const std::uint64_t committed = source_->committed(i);
+      p->fetched.store(committed, std::memory_order_relaxed);
+      p->committed.store(committed, std::memory_order_relaxed);
+      p->ring_capacity = options_.ring_bytes;
+    }
+  };
+  for (int attempt = 0;; ++attempt) {
+    auto seg = shm::Segment::create(name, shm::fetcher_segment_size(n), fill);
+    if (seg) {
+      status_segment_ = std::move(seg.value());
+      break;
+    }
+    if (seg.error().code != EEXIST || attempt + 1 >= kCreateAttempts) return seg.error();
+    if (auto ok = take_over(options_.ns, name); !ok) return ok.error();
+  }
+  control_ = reinterpret_cast<shm::FetcherControl*>(status_segment_.base());
+
+  parts_.resize(n);
+  warnings_.resize(n);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    Partition& p = parts_[i];
+    p.status = &shm::fetcher_partitions(control_)[i];
+    auto w = shm::RingWriter::create({.ns = options_.ns,
+                                      .partition = i,
+                                      .capacity = options_.ring_bytes,
+                                      .group_defaults = options_.group_defaults});
+    if (!w) return w.error();
+    p.writer = std::move(w.value());
+    p.writer->set_dead_letter_sink(
+        [this, i](const shm::DeadLetter& letter) { return store_dead_letter(i, letter); });
+    p.reserved_end = p.writer->write_pos();
+    p.committed = p.status->committed.load(std::memory_order_relaxed);
+    p.acked = p.committed;
+    p.fetched = p.committed;
+  }
+  return Ok{};
+}
+
+// Where RingWriter::try_reserve would find room for a record of `size` bytes without
+// reusing space (the same sum: padding to the lap's end, the record, the zeroed header
+// after it).
+bool FetcherImpl::fits_without_reuse(const Partition& p, std::uint64_t size) const {
+  const std::uint64_t cap = p.writer->capacity();
+  const std::uint64_t idx = p.reserved_end & (cap - 1);
+  const std::uint64_t pad = idx + size > cap ? cap - idx : 0;
+  return p.reserved_end + pad + size + sizeof(shm::RecordHeader) <=
+         p.writer->reusable_below() + cap;
+}
+
+// Whether some group holds data on the ring. Without one the writer would reuse all the
+// space, dropping records nobody took; the fetcher waits for a group instead.
+bool FetcherImpl::has_live_groups(Partition& p, bool recount) {
+  p.writer->poll_groups();
+  const std::size_t n = p.writer->group_count();
+  if (n == 0) {
+    p.groups_seen = 0;
+    p.live_groups = false;
+  } else if (recount || n != p.groups_seen) {
+    p.groups_seen = n;
+    const auto groups = p.writer->groups();
+    p.live_groups = std::any_of(groups.begin(), groups.end(),
+                                [](const shm::GroupInfo& g) { return !g.fenced; });
+  }
+  return p.live_groups;
+}
+
+bool FetcherImpl::take(const io::SourceRecord& r) {
+  if (r.partition >= parts_.size()) {
+    if (!fatal_) {
+      fatal_ = Error{"source " + source_->uri() + " handed out a record of partition " +
+                         std::to_string(r.partition) + " at offset " +
+                         std::to_string(r.upstream_offset) + ", but serves " +
+                         std::to_string(parts_.size()) + " partitions",
+                     EPROTO};
+    }
+    return false;
+  }
+  Partition& p = parts_[r.partition];
+  if (p.stopped) return false;
+  if (r.key.size() > UINT32_MAX || r.value.size() > UINT32_MAX) {
+    stop_partition(r.partition, "record at offset " + std::to_string(r.upstream_offset) +
+                                    " is larger than 4 GiB");
+    return false;
+  }
+  const auto key_len = static_cast<std::uint32_t>(r.key.size());
+  const auto value_len = static_cast<std::uint32_t>(r.value.size());
+  const std::uint64_t size = shm::record_size(key_len, value_len);
+  auto too_large = [&] {
+    stop_partition(r.partition,
+                   "record at offset " + std::to_string(r.upstream_offset) + " (key " +
+                       std::to_string(key_len) + " + value " + std::to_string(value_len) +
+                       " bytes) does not fit in a ring of " + std::to_string(p.writer->capacity()) +
+                       " bytes, which takes records up to " +
+                       std::to_string(shm::max_record_size(p.writer->capacity())) +
+                       " bytes; give the rings more space");
+    return false;
+  };
+  if (size > shm::max_record_size(p.writer->capacity())) return too_large();
+  if (!fits_without_reuse(p, size) && !has_live_groups(p, false)) {
+    pause(r.partition);
+    return false;
+  }
+  const std::int64_t ts = r.timestamp_ns != 0 ? r.timestamp_ns : clock_ns(CLOCK_REALTIME);
+  shm::Reservation res;
+  switch (p.writer->try_reserve(key_len, value_len, r.upstream_offset, ts, res)) {
+    case shm::PublishStatus::ok:
+      break;
+    case shm::PublishStatus::full:
+      pause(r.partition);
+      return false;
+    case shm::PublishStatus::too_large:
+      return too_large();
+  }
+  if (key_len != 0) std::memcpy(res.key, r.key.data(), key_len);
+  if (value_len != 0) std::memcpy(res.value, r.value.data(), value_len);
+  p.reserved_end = res.position + size;
+  p.unacked.emplace_back(p.reserved_end, r.next_offset);
+  p.fetched = r.next_offset;
+  ++p.messages;
+  if (!p.dirty) {
+    p.dirty = true;
+    dirty_.push_back(r.partition);
+  }
+  return true;
+}
+
+// Publishes what was reserved (one commit per batch) and the counters that go with it.
+void FetcherImpl::publish(std::uint32_t index) {
+  Partition& p = parts_[index];
+  p.dirty = false;
+  p.writer->commit();
+  p.status->fetched.store(p.fetched, std::memory_order_release);
+  p.status->messages.store(p.messages, std::memory_order_release);
+}
+
+void FetcherImpl::publish_dirty() {
+  for (const std::uint32_t i : dirty_) {
+    if (parts_[i].dirty) publish(i);
+  }
+  dirty_.clear();
+}
+
+void FetcherImpl::pause(std::uint32_t index) {
+  Partition& p = parts_[index];
+  // Consumers can release space only for records they can see.
+  if (p.dirty) publish(index);
+  p.paused_limit = p.writer->reusable_below();
+  p.status->ring_used.store(p.writer->write_pos() - p.paused_limit, std::memory_order_release);
+  if (p.paused) return;
+  p.paused = true;
+  p.status->paused.store(1, std::memory_order_release);
+  ++paused_count_;
+}
+
+// Resumes a paused partition once its ring has released space since the refusal (the
+// refused record itself is offered first; if it still does not fit, it pauses again).
+void FetcherImpl::retry_paused() {
+  for (std::uint32_t i = 0; i < parts_.size(); ++i) {
+    Partition& p = parts_[i];
+    if (!p.paused || p.stopped || !has_live_groups(p, false)) continue;
+    p.writer->reclaim(true);
+    if (p.writer->reusable_below() <= p.paused_limit) continue;
+    p.paused = false;
+    p.status->paused.store(0, std::memory_order_release);
+    --paused_count_;
+    source_->resume(i);
+  }
+}
+
+// For each partition: what every group acked (the ring's reclaim limit passed the end of
+// the record) is committed upstream. With no group on a ring nothing counts as acked.
+void FetcherImpl::commit_acked() {
+  for (std::uint32_t i = 0; i < parts_.size(); ++i) {
+    Partition& p = parts_[i];
+    if (has_live_groups(p, true)) {
+      p.writer->reclaim(true);
+      const std::uint64_t limit = p.writer->reusable_below();
+      while (!p.unacked.empty() && p.unacked.front().first <= limit) {
+        p.acked = std::max(p.acked, p.unacked.front().second);
+        p.unacked.pop_front();
+      }
+    }
+    if (p.acked > p.committed) {
+      if (auto ok = source_->commit(i, p.acked); ok) {
+        p.committed = p.acked;
+        p.status->committed.store(p.committed, std::memory_order_release);
+        set_warning(i, kCommitWarning, {});
+      } else {
+        set_warning(i, kCommitWarning, ok.error().message);  // tried again next time
+      }
+    }
+    p.status->ring_used.store(p.writer->write_pos() - p.writer->reusable_below(),
+                              std::memory_order_release);
+    if (!p.stopped) {
+      io::PartitionStatus s = source_->status(i);
+      if (s.stopped) {
+        stop_partition(i, s.error.empty() ? "the source stopped it" : s.error);
+      }
+    }
+  }
+}
+
+void FetcherImpl::stop_partition(std::uint32_t index, const std::string& why) {
+  Partition& p = parts_[index];
+  if (p.stopped) return;
+  if (p.dirty) publish(index);
+  p.stopped = true;
+  if (p.paused) {
+    p.paused = false;
+    p.status->paused.store(0, std::memory_order_release);
+    --paused_count_;
+  }
+  // The text first, then the flag (release): a reader that sees the flag sees the text.
+  put_text(p.status->error, sizeof p.status->error,
+           "partition " + std::to_string(index) + " of " + source_->uri() + ": " + why);
+  p.status->stopped.store(1, std::memory_order_release);
+}
+
+bool FetcherImpl::store_dead_letter(std::uint32_t index, const shm::DeadLetter& letter) {
+  Partition& p = parts_[index];
+  if (!p.dead_letters) {
+    auto log = DeadLetterLog::open(dead_letter_dir_, index);
+    if (!log) {
+      set_warning(index, kDeadLetterWarning,
+                  "dead letters held in the ring, cannot open the log: " + log.error().message);
+      return false;
+    }
+    p.dead_letters.emplace(std::move(log.value()));
+  }
+  if (!p.dead_letters->append(letter)) {
+    set_warning(index, kDeadLetterWarning,
+                "dead letters held in the ring, cannot write " + p.dead_letters->path() + ": " +
+                    p.dead_letters->last_error());
+    return false;
+  }
+  set_warning(index, kDeadLetterWarning, {});
+  p.status->dead_letters.fetch_add(1, std::memory_order_release);
+  return true;
+}
+
+void FetcherImpl::set_warning(std::uint32_t index, Warning kind, std::string text) {
+  std::lock_guard lock(warnings_mutex_);
+  warnings_[index][kind] = std::move(text);
+}
+
+Status FetcherImpl::run(const std::atomic<bool>& stop) {
+  if (ran_) return Error{"Fetcher::run may be called only once", EINVAL};
+  ran_ = true;
+  const io::RecordSink sink = [this](const io::SourceRecord& r) { return take(r); };
+  const std::int64_t commit_ns =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.commit_interval).count();
+  std::int64_t now = clock_ns(CLOCK_MONOTONIC);
+  std::int64_t next_service = now;
+  std::int64_t next_retry = now;
+  std::int64_t next_commit = now + commit_ns;
+  Status result = Ok{};
+  while (!stop.load(std::memory_order_acquire)) {
+    auto polled = source_->poll(sink, paused_count_ > 0 ? kPausedRetry : kPollTimeout);
+    publish_dirty();
+    if (!polled) {
+      result = polled.error();
+      break;
+    }
+    if (fatal_) {
+      result = *fatal_;
+      break;
+    }
+    now = clock_ns(CLOCK_MONOTONIC);
+    if (paused_count_ > 0 && now >= next_retry) {
+      retry_paused();
+      next_retry = now + std::chrono::nanoseconds(kPausedRetry).count();
+    }
+    if (now >= next_service) {
+      for (Partition& p : parts_) p.writer->service(now);
+      next_service = now + kServiceIntervalNs;
+    }
+    if (now >= next_commit) {
+      commit_acked();
+      next_commit = now + commit_ns;
+    }
+  }
+  publish_dirty();
+  commit_acked();
+  shutdown();
+  return result;
+}
+
+// Closes every ring (consumers see `closed` once they took what was published), then
+// removes the rings with their groups, then the status segment. Its mapping stays, so
+// stats() still answers.
+void FetcherImpl::shutdown() {
+  if (shut_down_) return;
+  shut_down_ = true;
+  for (Partition& p : parts_) {
+    if (p.writer) p.writer->close();
+  }
+  for (Partition& p : parts_) p.writer.reset();
+  if (control_ != nullptr) shm::Segment::remove(status_segment_.name());
+}
+
+std::vector<PartitionStats> FetcherImpl::stats() const {
+  std::vector<PartitionStats> out;
+  if (control_ == nullptr) return out;
+  const shm::FetcherPartition* parts = shm::fetcher_partitions(control_);
+  out.reserve(parts_.size());
+  for (std::uint32_t i = 0; i < parts_.size(); ++i) {
+    const shm::FetcherPartition& p = parts[i];
+    PartitionStats s;
+    s.partition = i;
+    s.fetched = p.fetched.load(std::memory_order_acquire);
+    s.committed = p.committed.load(std::memory_order_acquire);
+    s.ring_used = p.ring_used.load(std::memory_order_acquire);
+    s.ring_capacity = p.ring_capacity;
+    s.messages = p.messages.load(std::memory_order_acquire);
+    s.dead_letters = p.dead_letters.load(std::memory_order_acquire);
+    s.paused = p.paused.load(std::memory_order_acquire) != 0;
+    s.stopped = p.stopped.load(std::memory_order_acquire) != 0;
+    if (s.stopped) s.error.assign(p.error, ::strnlen(p.error, sizeof p.error));
+    std::lock_guard lock(warnings_mutex_);
+    for (const std::string& w : warnings_[i]) {
+      if (w.empty()) continue;
+      if (!s.warning.empty()) s.warning += "; ";
+      s.warning += w;
+    }
+    out.push_back(std::move(s));
+  }
+  return out;
+}
+
+}  // namespace
+
+Status check_fetcher_options(const FetcherOptions& o) {
+  if (auto ok = shm::check_name("namespace", o.ns); !ok) return ok.error();
+  const std::uint64_t ring = o.ring_bytes;
+  if (ring < shm::kMinRingCapacity || ring > shm::kMaxRingCapacity || (ring & (ring - 1)) != 0) {
+    return Error{"ring size of " + std::to_string(ring) +
+                     " bytes must be a power of two between 4 KiB and 1 TiB",
+                 EINVAL};
+  }
+  if (o.partitions > shm::kMaxPartitions) {
+    return Error{"partitions " + std::to_string(o.partitions) + " must be at most " +
+                     std::to_string(shm::kMaxPartitions),
+                 EINVAL};
+  }
+  const std::uint32_t window = o.group_defaults.lease_window;
+  if (window != 0 && (window > shm::kMaxLeaseWindow || (window & (window - 1)) != 0)) {
+    return Error{"lease window " + std::to_string(window) + " must be a power of two up to " +
+                     std::to_string(shm::kMaxLeaseWindow),
+                 EINVAL};
+  }
+  if (o.group_defaults.max_deliveries > shm::kMaxDeliveriesLimit) {
+    return Error{"max deliveries " + std::to_string(o.group_defaults.max_deliveries) +
+                     " must be between 1 and " + std::to_string(shm::kMaxDeliveriesLimit),
+                 EINVAL};
+  }
+  constexpr std::uint32_t kDayMs = 24u * 3600 * 1000;
+  if (o.group_defaults.lease_ms > kDayMs) {
+    return Error{"lease of " + std::to_string(o.group_defaults.lease_ms) +
+                     " ms must be at most one day (" + std::to_string(kDayMs) + " ms)",
+                 EINVAL};
+  }
+  if (o.commit_interval.count() <= 0) {
+    return Error{"commit interval must be at least 1 ms", EINVAL};
+  }
+  return Ok{};
+}
+
+Result<std::unique_ptr<Fetcher>> Fetcher::start(const FetcherOptions& options,
+                                                std::unique_ptr<io::Source> source) {
+  if (auto ok = check_fetcher_options(options); !ok) return ok.error();
+  if (!source) return Error{"no source to fetch from", EINVAL};
+  const std::uint32_t n = source->partitions();
+  if (n == 0) {
+    return Error{"source " + source->uri() + " has no partitions (file: no DIR/P.log files)",
+                 ENOENT};
+  }
+  if (n > shm::kMaxPartitions) {
+    return Error{"source " + source->uri() + " has " + std::to_string(n) +
+                     " partitions, more than the " + std::to_string(shm::kMaxPartitions) +
+                     " a namespace can serve",
+                 EINVAL};
+  }
+  if (options.partitions != 0 && options.partitions != n) {
+    return Error{"source " + source->uri() + " serves " + std::to_string(n) +
+                     " partitions, not the " + std::to_string(options.partitions) + " asked for",
+                 EINVAL};
+  }
+  auto f = std::make_unique<FetcherImpl>(options, std::move(source));
+  if (auto ok = f->init(); !ok) return ok.error();
+  return std::unique_ptr<Fetcher>(std::move(f));
+}
+
+}  // namespace ringfeed

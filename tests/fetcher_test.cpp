@@ -1,0 +1,619 @@
+// The fetcher: records of a source land in the partition rings and reach exclusive and
+// shared consumers exactly once; a full ring pauses fetching without losing anything;
+// only what every group acked is committed upstream; a live namespace is refused, a dead
+// fetcher's one taken over; a clean stop removes every segment. The source is an
+// in-memory one the test controls (MemorySource below).
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/source.hpp"
+#include "ringfeed/consumer.hpp"
+#include "ringfeed/fetcher.hpp"
+#include "shm/fetcher_layout.hpp"
+#include "shm/names.hpp"
+#include "shm/segment.hpp"
+#include "test_support.hpp"
+
+using namespace std::chrono_literals;
+using ringfeed::Consumer;
+using ringfeed::Fetcher;
+using ringfeed::FetcherOptions;
+using ringfeed::Mode;
+using ringfeed::PopStatus;
+using ringfeed::test::fork_child;
+using ringfeed::test::unique_ns;
+using ringfeed::test::wait_child;
+using ringfeed::test::wait_until;
+namespace io = ringfeed::io;
+namespace shm = ringfeed::shm;
+
+namespace {
+
+// Upstream offsets of the in-memory source: record i of a partition sits at i * kStride.
+constexpr std::uint64_t kStride = 100;
+
+// An in-memory upstream. The test appends records and inspects commits, pauses and
+// resumes through the shared State while the fetcher owns the Source.
+class MemorySource final : public io::Source {
+ public:
+  struct Record {
+    std::string key;
+    std::string value;
+  };
+  struct Partition {
+    std::vector<Record> records;
+    std::size_t next = 0;  // index of the next record to hand out
+    std::uint64_t committed = 0;
+    std::vector<std::uint64_t> commits;
+    bool paused = false;
+    int pauses = 0;
+    int resumes = 0;
+  };
+  struct State {
+    explicit State(std::uint32_t n) : parts(n) {}
+    mutable std::mutex mutex;
+    std::vector<Partition> parts;
+    int status_calls = 0;  // the fetcher asks at every commit pass: counts the passes
+    int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+    void wake() const {
+      const std::uint64_t one = 1;
+      [[maybe_unused]] const ssize_t r = ::write(efd, &one, sizeof one);
+    }
+    void append(std::uint32_t p, std::string key, std::string value) {
+      {
+        std::lock_guard lock(mutex);
+        parts[p].records.push_back({std::move(key), std::move(value)});
+      }
+      wake();
+    }
+    void append_n(std::uint32_t p, std::size_t n, std::size_t value_size = 0) {
+      for (std::size_t i = 0; i < n; ++i) {
+        std::lock_guard lock(mutex);
+        const std::size_t index = parts[p].records.size();
+        std::string v = "p" + std::to_string(p) + "-" + std::to_string(index);
+        if (v.size() < value_size) v.resize(value_size, '.');
+        parts[p].records.push_back({"k" + std::to_string(p), std::move(v)});
+      }
+      wake();
+    }
+    template <typename F>
+    auto with(F f) const {
+      std::lock_guard lock(mutex);
+      return f(*this);
+    }
+  };
+
+  explicit MemorySource(std::shared_ptr<State> state) : state_(std::move(state)) {
+    // A restart resumes at the committed position.
+    for (Partition& p : state_->parts) {
+      p.next = p.committed / kStride;
+      p.paused = false;
+    }
+  }
+
+  std::uint32_t partitions() const override {
+    return static_cast<std::uint32_t>(state_->parts.size());
+  }
+  std::uint64_t committed(std::uint32_t p) const override {
+    std::lock_guard lock(state_->mutex);
+    return state_->parts[p].committed;
+  }
+  ringfeed::Result<std::size_t> poll(const io::RecordSink& sink,
+                                     std::chrono::milliseconds timeout) override {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    for (;;) {
+      std::size_t taken = 0;
+      {
+        std::lock_guard lock(state_->mutex);
+        for (std::uint32_t i = 0; i < state_->parts.size(); ++i) {
+          Partition& p = state_->parts[i];
+          // At most 256 per partition and poll, so that partitions take turns.
+          for (int k = 0; k < 256 && !p.paused && p.next < p.records.size(); ++k) {
+            const Record& r = p.records[p.next];
+            const io::SourceRecord rec{.partition = i,
+                                       .upstream_offset = p.next * kStride,
+                                       .next_offset = (p.next + 1) * kStride,
+                                       .timestamp_ns = 1,
+                                       .key = r.key,
+                                       .value = r.value};
+            if (!sink(rec)) {
+              p.paused = true;
+              ++p.pauses;
+              break;
+            }
+            ++p.next;
+            ++taken;
+          }
+        }
+      }
+      if (taken > 0) return taken;
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
+          deadline - std::chrono::steady_clock::now());
+      if (left.count() <= 0) return std::size_t{0};
+      pollfd pfd{state_->efd, POLLIN, 0};
+      if (::poll(&pfd, 1, static_cast<int>(left.count())) > 0) {
+        std::uint64_t drained = 0;
+        [[maybe_unused]] const ssize_t r = ::read(state_->efd, &drained, sizeof drained);
+      }
+    }
+  }
+  void resume(std::uint32_t p) override {
+    std::lock_guard lock(state_->mutex);
+    if (state_->parts[p].paused) ++state_->parts[p].resumes;
+    state_->parts[p].paused = false;
+  }
+  ringfeed::Status commit(std::uint32_t p, std::uint64_t position) override {
+    std::lock_guard lock(state_->mutex);
+    state_->parts[p].committed = position;
+    state_->parts[p].commits.push_back(position);
+    return ringfeed::Ok{};
+  }
+  io::PartitionStatus status(std::uint32_t p) const override {
+    std::lock_guard lock(state_->mutex);
+    ++state_->status_calls;
+    const Partition& part = state_->parts[p];
+    return {.committed = part.committed, .fetched = part.next * kStride, .paused = part.paused};
+  }
+  void wake() override { state_->wake(); }
+  const std::string& uri() const override { return uri_; }
+
+ private:
+  std::shared_ptr<State> state_;
+  std::string uri_ = "memory:test";
+};
+
+// The status of a namespace's fetcher as `ringfeed stat` would read it.
+std::int32_t creator_pid(const std::string& segment_name) {
+  auto seg = shm::Segment::open(segment_name, shm::Access::read_only);
+  if (!seg) return -1;
+  return reinterpret_cast<const shm::SegmentHeader*>(seg->base())->creator_pid;
+}
+
+std::vector<std::string> segments_of(const std::string& ns) {
+  return shm::Segment::list("ringfeed." + ns + ".");
+}
+
+// A fetcher running on its own thread.
+class Running {
+ public:
+  explicit Running(std::unique_ptr<Fetcher> f) : f_(std::move(f)) {
+    thread_ = std::thread([this] { result_ = f_->run(stop_); });
+  }
+  ~Running() {
+    if (thread_.joinable()) (void)end();
+  }
+  ringfeed::Status end() {
+    stop_.store(true);
+    f_->wake();
+    thread_.join();
+    return result_;
+  }
+  Fetcher& operator*() { return *f_; }
+  Fetcher* operator->() { return f_.get(); }
+
+ private:
+  std::unique_ptr<Fetcher> f_;
+  std::atomic<bool> stop_{false};
+  ringfeed::Status result_{ringfeed::Ok{}};
+  std::thread thread_;
+};
+
+std::unique_ptr<Fetcher> start(const FetcherOptions& o,
+                               const std::shared_ptr<MemorySource::State>& s) {
+  auto f = Fetcher::start(o, std::make_unique<MemorySource>(s));
+  EXPECT_TRUE(f.ok()) << (f.ok() ? "" : f.error().message);
+  return f.ok() ? std::move(f.value()) : nullptr;
+}
+
+std::unique_ptr<Consumer> attach(const std::string& ns, std::uint32_t partition,
+                                 const std::string& group, Mode mode) {
+  auto c = Consumer::attach({.ns = ns, .partition = partition, .group = group, .mode = mode});
+  EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+  return c.ok() ? std::move(c.value()) : nullptr;
+}
+
+// Pops and acks until `n` messages arrived (or 30 s passed); returns their offsets.
+std::vector<std::uint64_t> consume(Consumer& c, std::size_t n) {
+  std::vector<std::uint64_t> got;
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (got.size() < n && std::chrono::steady_clock::now() < deadline) {
+    const auto& batch = c.pop(n - got.size(), 10ms);
+    for (const auto& m : batch) got.push_back(m.offset());
+    if (!batch.empty()) {
+      EXPECT_EQ(c.ack(batch), ringfeed::AckStatus::ok);
+    }
+  }
+  return got;
+}
+
+std::vector<std::uint64_t> offsets(std::size_t from, std::size_t to) {
+  std::vector<std::uint64_t> v;
+  for (std::size_t i = from; i < to; ++i) v.push_back(i * kStride);
+  return v;
+}
+
+ringfeed::PartitionStats stat(Fetcher& f, std::uint32_t p) {
+  return f.stats().at(p);
+}
+
+// Waits for `passes` more commit passes of the fetcher (it asks the source for the
+// status of every partition at each).
+bool wait_commit_passes(const MemorySource::State& s, int passes) {
+  const int base = s.with([](const auto& st) { return st.status_calls; });
+  return wait_until([&] {
+    return s.with([](const auto& st) { return st.status_calls; }) >=
+           base + passes * static_cast<int>(s.parts.size());
+  });
+}
+
+TEST(Fetcher, OptionsAreCheckedWithReasons) {
+  auto state = std::make_shared<MemorySource::State>(1);
+  auto refused = [&](FetcherOptions o, const std::string& says) {
+    auto f = Fetcher::start(o, std::make_unique<MemorySource>(state));
+    ASSERT_FALSE(f.ok());
+    EXPECT_NE(f.error().message.find(says), std::string::npos) << f.error().message;
+  };
+  refused({.ns = "bad.name"}, "namespace name 'bad.name'");
+  refused({.ns = unique_ns("opt"), .ring_bytes = 5000}, "ring size of 5000 bytes");
+  refused({.ns = unique_ns("opt"), .ring_bytes = 1024}, "power of two");
+  refused({.ns = unique_ns("opt"), .partitions = 3}, "serves 1 partitions, not the 3");
+  refused({.ns = unique_ns("opt"), .group_defaults = {.lease_window = 1000}}, "lease window 1000");
+  refused({.ns = unique_ns("opt"), .group_defaults = {.max_deliveries = 64}}, "max deliveries 64");
+  auto none = Fetcher::start({.ns = unique_ns("opt")}, nullptr);
+  ASSERT_FALSE(none.ok());
+  EXPECT_EQ(none.error().code, EINVAL);
+}
+
+// Two partitions; per partition one exclusive consumer and two shared consumers (on
+// threads) in another group. Each group gets every record exactly once, in order for the
+// exclusive one; afterwards the whole stream is committed.
+TEST(Fetcher, RecordsReachExclusiveAndSharedGroupsExactlyOnce) {
+  const auto ns = unique_ns("once");
+  constexpr std::uint32_t kParts = 2;
+  constexpr std::size_t kN = 3000;
+  auto state = std::make_shared<MemorySource::State>(kParts);
+  Running f(start({.ns = ns, .ring_bytes = 1 << 20}, state));
+
+  std::vector<std::unique_ptr<Consumer>> exclusive;
+  std::vector<std::unique_ptr<Consumer>> shared;
+  for (std::uint32_t p = 0; p < kParts; ++p) {
+    exclusive.push_back(attach(ns, p, "ex", Mode::exclusive));
+    shared.push_back(attach(ns, p, "sh", Mode::shared));
+    shared.push_back(attach(ns, p, "sh", Mode::shared));
+  }
+  for (const auto& c : exclusive) ASSERT_TRUE(c);
+  for (const auto& c : shared) ASSERT_TRUE(c);
+  for (std::uint32_t p = 0; p < kParts; ++p) state->append_n(p, kN);
+
+  std::atomic<std::size_t> shared_seen[kParts] = {};
+  std::vector<std::vector<std::uint64_t>> shared_got(shared.size());
+  std::vector<std::thread> threads;
+  for (std::size_t k = 0; k < shared.size(); ++k) {
+    threads.emplace_back([&, k] {
+      const std::uint32_t p = shared[k]->options().partition;
+      const auto deadline = std::chrono::steady_clock::now() + 30s;
+      while (shared_seen[p].load() < kN && std::chrono::steady_clock::now() < deadline) {
+        const auto& batch = shared[k]->pop(64, 5ms);
+        for (const auto& m : batch) {
+          shared_got[k].push_back(m.offset());
+          EXPECT_EQ(m.value(),
+                    "p" + std::to_string(p) + "-" + std::to_string(m.offset() / kStride));
+        }
+        if (!batch.empty()) {
+          EXPECT_EQ(shared[k]->ack(batch), ringfeed::AckStatus::ok);
+        }
+        shared_seen[p] += batch.size();
+      }
+    });
+  }
+  for (std::uint32_t p = 0; p < kParts; ++p) {
+    EXPECT_EQ(consume(*exclusive[p], kN), offsets(0, kN)) << "partition " << p;
+  }
+  for (auto& t : threads) t.join();
+  for (std::uint32_t p = 0; p < kParts; ++p) {
+    std::vector<std::uint64_t> all;
+    for (std::size_t k = 0; k < shared.size(); ++k) {
+      if (shared[k]->options().partition != p) continue;
+      all.insert(all.end(), shared_got[k].begin(), shared_got[k].end());
+    }
+    std::sort(all.begin(), all.end());
+    EXPECT_EQ(all, offsets(0, kN)) << "shared group, partition " << p;
+  }
+  for (std::uint32_t p = 0; p < kParts; ++p) {
+    EXPECT_TRUE(wait_until([&] { return stat(*f, p).committed == kN * kStride; }))
+        << "partition " << p << " committed " << stat(*f, p).committed;
+    const auto s = stat(*f, p);
+    EXPECT_EQ(s.messages, kN);
+    EXPECT_EQ(s.fetched, kN * kStride);
+    EXPECT_FALSE(s.stopped);
+  }
+  EXPECT_TRUE(f.end().ok());
+}
+
+// A ring of 4 KiB holds about 25 of these records. Nothing is consumed at first: the
+// fetcher pauses the partition. Then the consumer takes all 400 in order: the fetcher
+// resumed every time space came back, and nothing was lost or repeated.
+TEST(Fetcher, FullRingPausesFetchingAndLosesNothing) {
+  const auto ns = unique_ns("backpressure");
+  constexpr std::size_t kN = 400;
+  auto state = std::make_shared<MemorySource::State>(1);
+  Running f(start({.ns = ns, .ring_bytes = 4096}, state));
+  auto c = attach(ns, 0, "slow", Mode::exclusive);
+  ASSERT_TRUE(c);
+  state->append_n(0, kN, 100);
+
+  ASSERT_TRUE(wait_until([&] { return stat(*f, 0).paused; }));
+  const auto paused = stat(*f, 0);
+  EXPECT_LT(paused.messages, kN);
+  EXPECT_GT(paused.ring_used, 0u);
+  EXPECT_EQ(paused.ring_capacity, 4096u);
+  EXPECT_TRUE(state->with([](const auto& s) { return s.parts[0].paused; }));
+
+  EXPECT_EQ(consume(*c, kN), offsets(0, kN));
+  const auto [pauses, resumes] =
+      state->with([](const auto& s) { return std::pair(s.parts[0].pauses, s.parts[0].resumes); });
+  EXPECT_GT(pauses, 1);
+  EXPECT_GT(resumes, 0);
+  EXPECT_TRUE(wait_until([&] {
+    const auto s = stat(*f, 0);
+    return !s.paused && s.committed == kN * kStride;
+  }));
+  EXPECT_TRUE(f.end().ok());
+}
+
+// Two groups; one acks everything, the other only the first 30 of 100. The committed
+// position follows the lagging group, then moves on when it catches up.
+TEST(Fetcher, CommitsOnlyWhatEveryGroupAcked) {
+  const auto ns = unique_ns("commit");
+  auto state = std::make_shared<MemorySource::State>(1);
+  Running f(start({.ns = ns, .ring_bytes = 1 << 20, .commit_interval = 5ms}, state));
+  auto fast = attach(ns, 0, "fast", Mode::exclusive);
+  auto slow = attach(ns, 0, "slow", Mode::shared);
+  ASSERT_TRUE(fast && slow);
+  state->append_n(0, 100);
+
+  EXPECT_EQ(consume(*fast, 100), offsets(0, 100));
+  EXPECT_EQ(consume(*slow, 30), offsets(0, 30));
+  ASSERT_TRUE(wait_until([&] { return stat(*f, 0).committed == 30 * kStride; }))
+      << "committed " << stat(*f, 0).committed;
+  ASSERT_TRUE(wait_commit_passes(*state, 3));
+  EXPECT_EQ(stat(*f, 0).committed, 30 * kStride);
+  const auto commits = state->with([](const auto& s) { return s.parts[0].commits; });
+  ASSERT_FALSE(commits.empty());
+  for (const std::uint64_t c : commits) EXPECT_LE(c, 30 * kStride);
+  EXPECT_TRUE(std::is_sorted(commits.begin(), commits.end()));
+
+  EXPECT_EQ(consume(*slow, 70), offsets(30, 100));
+  EXPECT_TRUE(wait_until([&] { return stat(*f, 0).committed == 100 * kStride; }));
+  EXPECT_EQ(state->with([](const auto& s) { return s.parts[0].committed; }), 100 * kStride);
+  EXPECT_TRUE(f.end().ok());
+}
+
+// No group on the ring: nothing counts as acked, so nothing is committed, and once the
+// ring is full the fetcher waits instead of reusing space nobody released. A group that
+// comes later gets every record from the first.
+TEST(Fetcher, WithoutGroupsNothingIsCommittedOrDropped) {
+  const auto ns = unique_ns("nogroup");
+  constexpr std::size_t kN = 200;
+  auto state = std::make_shared<MemorySource::State>(1);
+  Running f(start({.ns = ns, .ring_bytes = 4096, .commit_interval = 5ms}, state));
+  state->append_n(0, kN, 100);
+  ASSERT_TRUE(wait_until([&] { return stat(*f, 0).paused; }));
+  ASSERT_TRUE(wait_commit_passes(*state, 3));
+  EXPECT_EQ(stat(*f, 0).committed, 0u);
+  EXPECT_TRUE(state->with([](const auto& s) { return s.parts[0].commits.empty(); }));
+
+  auto late = attach(ns, 0, "late", Mode::exclusive);
+  ASSERT_TRUE(late);
+  EXPECT_EQ(consume(*late, kN), offsets(0, kN));
+  EXPECT_TRUE(wait_until([&] { return stat(*f, 0).committed == kN * kStride; }));
+  EXPECT_TRUE(f.end().ok());
+}
+
+// A record larger than a quarter of the ring stops its partition with a reason naming
+// the offset; the other partition goes on.
+TEST(Fetcher, RecordTooLargeForTheRingStopsItsPartition) {
+  const auto ns = unique_ns("large");
+  auto state = std::make_shared<MemorySource::State>(2);
+  Running f(start({.ns = ns, .ring_bytes = 4096}, state));
+  auto c0 = attach(ns, 0, "g", Mode::exclusive);
+  auto c1 = attach(ns, 1, "g", Mode::exclusive);
+  ASSERT_TRUE(c0 && c1);
+  state->append(0, "k", "small");
+  state->append(0, "k", std::string(2000, 'x'));
+  state->append(0, "k", "after");
+  state->append_n(1, 50);
+
+  ASSERT_TRUE(wait_until([&] { return stat(*f, 0).stopped; }));
+  const auto s = stat(*f, 0);
+  EXPECT_NE(s.error.find("partition 0 of memory:test: record at offset 100"), std::string::npos)
+      << s.error;
+  EXPECT_NE(s.error.find("does not fit in a ring of 4096 bytes"), std::string::npos) << s.error;
+  EXPECT_EQ(s.messages, 1u);
+  EXPECT_EQ(consume(*c0, 1), offsets(0, 1));
+  EXPECT_EQ(consume(*c1, 50), offsets(0, 50));
+  EXPECT_TRUE(wait_until([&] { return stat(*f, 0).committed == kStride; }));
+  EXPECT_EQ(stat(*f, 1).error, "");
+  EXPECT_FALSE(stat(*f, 1).stopped);
+  EXPECT_TRUE(f.end().ok());
+}
+
+// A second fetcher on a live namespace is refused, naming the pid that serves it; the
+// first one's segments are untouched.
+TEST(Fetcher, SecondStartOnALiveNamespaceIsRefused) {
+  const auto ns = unique_ns("live");
+  auto state = std::make_shared<MemorySource::State>(1);
+  auto first = start({.ns = ns, .ring_bytes = 1 << 16}, state);
+  ASSERT_TRUE(first);
+  const auto before = segments_of(ns);
+  auto second =
+      Fetcher::start({.ns = ns, .ring_bytes = 1 << 16}, std::make_unique<MemorySource>(state));
+  ASSERT_FALSE(second.ok());
+  EXPECT_EQ(second.error().code, EBUSY);
+  EXPECT_EQ(second.error().message,
+            "namespace '" + ns + "' is served by fetcher pid " + std::to_string(::getpid()));
+  EXPECT_EQ(segments_of(ns), before);
+  EXPECT_EQ(creator_pid(shm::fetcher_segment_name(ns)), ::getpid());
+}
+
+// Consumers and groups in two partitions; stop. Every segment of the namespace is gone,
+// consumers see the rings closed, and what they acked was committed on the way out
+// (the periodic commit is an hour away).
+TEST(Fetcher, CleanStopCommitsAndRemovesEverySegment) {
+  const auto ns = unique_ns("stop");
+  auto state = std::make_shared<MemorySource::State>(2);
+  Running f(start({.ns = ns, .ring_bytes = 1 << 16, .commit_interval = 1h}, state));
+  auto a0 = attach(ns, 0, "a", Mode::exclusive);
+  auto b0 = attach(ns, 0, "b", Mode::broadcast);
+  auto a1 = attach(ns, 1, "a", Mode::shared);
+  ASSERT_TRUE(a0 && b0 && a1);
+  state->append_n(0, 20);
+  state->append_n(1, 20);
+  EXPECT_EQ(consume(*a0, 20), offsets(0, 20));
+  EXPECT_EQ(consume(*b0, 20), offsets(0, 20));
+  EXPECT_EQ(consume(*a1, 10), offsets(0, 10));
+  EXPECT_EQ(segments_of(ns).size(), 1u + 2 + 3);  // fetcher, 2 rings, 3 groups
+
+  ASSERT_TRUE(f.end().ok());
+  EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+  EXPECT_EQ(state->with([](const auto& s) { return s.parts[0].committed; }), 20 * kStride);
+  EXPECT_EQ(state->with([](const auto& s) { return s.parts[1].committed; }), 10 * kStride);
+  EXPECT_EQ(a0->pop(1, 1s).status(), PopStatus::closed);
+  const auto& rest = a1->pop(64, 1s);
+  EXPECT_EQ(rest.size(), 10u);  // published before the stop: still readable
+  EXPECT_EQ(stat(*f, 0).committed, 20 * kStride);
+}
+
+// A restart of the fetcher (same source state) resumes at the committed position: what
+// was committed is not fetched again.
+TEST(Fetcher, RestartResumesAtTheCommittedPosition) {
+  const auto ns = unique_ns("restart");
+  auto state = std::make_shared<MemorySource::State>(1);
+  {
+    Running f(start({.ns = ns, .ring_bytes = 1 << 16}, state));
+    auto c = attach(ns, 0, "g", Mode::exclusive);
+    ASSERT_TRUE(c);
+    state->append_n(0, 40);
+    EXPECT_EQ(consume(*c, 25), offsets(0, 25));
+    ASSERT_TRUE(f.end().ok());
+  }
+  EXPECT_EQ(state->with([](const auto& s) { return s.parts[0].committed; }), 25 * kStride);
+  Running f(start({.ns = ns, .ring_bytes = 1 << 16}, state));
+  EXPECT_EQ(stat(*f, 0).committed, 25 * kStride);
+  auto c = attach(ns, 0, "g", Mode::exclusive);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(consume(*c, 15), offsets(25, 40));
+  EXPECT_TRUE(f.end().ok());
+}
+
+// A message a shared group rejects goes to the dead-letter log; it then counts as acked.
+TEST(Fetcher, DeadLettersGoToTheLogAndCountAsAcked) {
+  const auto ns = unique_ns("dead");
+  char dir_template[] = "/tmp/ringfeed-fetcher-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string dir = std::string(dir_template) + "/dead";
+  auto state = std::make_shared<MemorySource::State>(1);
+  Running f(start({.ns = ns, .ring_bytes = 1 << 16, .dead_letter_dir = dir, .commit_interval = 5ms},
+                  state));
+  auto c = attach(ns, 0, "s", Mode::shared);
+  ASSERT_TRUE(c);
+  state->append_n(0, 10);
+  std::size_t got = 0;
+  ASSERT_TRUE(wait_until([&] {
+    for (const auto& m : c->pop(10, 5ms)) {
+      ++got;
+      EXPECT_EQ(m.offset() == 3 * kStride ? c->reject(m) : c->ack(m), ringfeed::AckStatus::ok);
+    }
+    return got == 10;
+  }));
+  EXPECT_TRUE(wait_until([&] { return stat(*f, 0).dead_letters == 1; }));
+  EXPECT_TRUE(wait_until([&] { return stat(*f, 0).committed == 10 * kStride; }));
+  struct stat st {};
+  ASSERT_EQ(::stat((dir + "/0.log").c_str(), &st), 0);
+  EXPECT_GT(st.st_size, 0);
+  EXPECT_EQ(stat(*f, 0).warning, "");
+  EXPECT_TRUE(f.end().ok());
+  std::filesystem::remove_all(dir_template);
+}
+
+// The first fetcher runs in a child process with a consumer group attached, and is
+// killed with SIGKILL. A new fetcher takes the namespace over: the dead one's segments
+// (fetcher, ring, group) are replaced by new ones that name the new process.
+TEST(Fetcher, TakesOverTheNamespaceOfAKilledFetcher) {
+  const auto ns = unique_ns("takeover");
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = fork_child([&] {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    auto state = std::make_shared<MemorySource::State>(1);
+    state->append_n(0, 50);
+    auto f =
+        Fetcher::start({.ns = ns, .ring_bytes = 1 << 16}, std::make_unique<MemorySource>(state));
+    if (!f) return 2;
+    const char one = 1;
+    if (::write(ready[1], &one, 1) != 1) return 3;
+    std::atomic<bool> stop{false};
+    (void)(*f)->run(stop);
+    return 4;
+  });
+  // Whatever fails below, the child does not outlive the test.
+  struct Reaper {
+    pid_t pid;
+    bool reaped = false;
+    ~Reaper() {
+      if (!reaped) wait_child(pid, 0ms);
+    }
+  } reaper{child};
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "the first fetcher did not start";
+  {
+    auto c = attach(ns, 0, "g", Mode::exclusive);
+    ASSERT_TRUE(c);
+    EXPECT_EQ(consume(*c, 5), offsets(0, 5));
+  }
+  const std::string group = shm::group_segment_name(ns, 0, "g");
+  ASSERT_EQ(creator_pid(group), ::getpid());  // created by the consumer above
+  ASSERT_EQ(::kill(child, SIGKILL), 0);
+  EXPECT_EQ(wait_child(child), -1);  // killed, as meant
+  reaper.reaped = true;
+  EXPECT_EQ(creator_pid(shm::fetcher_segment_name(ns)), child);
+  EXPECT_EQ(creator_pid(shm::ring_segment_name(ns, 0)), child);
+
+  auto state = std::make_shared<MemorySource::State>(1);
+  auto f = Fetcher::start({.ns = ns, .ring_bytes = 1 << 16}, std::make_unique<MemorySource>(state));
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  EXPECT_EQ(creator_pid(shm::fetcher_segment_name(ns)), ::getpid());
+  EXPECT_EQ(creator_pid(shm::ring_segment_name(ns, 0)), ::getpid());
+  EXPECT_EQ(shm::Segment::list(shm::group_segment_prefix(ns, 0)), std::vector<std::string>{})
+      << "the dead fetcher's group was not removed";
+  Running running(std::move(f.value()));
+  auto c = attach(ns, 0, "g", Mode::exclusive);
+  ASSERT_TRUE(c);
+  state->append_n(0, 3);
+  EXPECT_EQ(consume(*c, 3), offsets(0, 3));
+  EXPECT_TRUE(running.end().ok());
+  EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+  ::close(ready[0]);
+  ::close(ready[1]);
+}
+
+}  // namespace
