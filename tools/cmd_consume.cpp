@@ -1,0 +1,262 @@
+// ringfeed consume: attaches to a consumer group, prints each message and acks it.
+//
+// At-least-once: a batch is written to standard output (and the write has returned)
+// before any of its messages is acked, so a consume killed at any moment loses nothing;
+// what it printed but had not acked yet is delivered again.
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "cli_args.hpp"
+#include "ringfeed/consumer.hpp"
+#include "shm/fetcher_layout.hpp"
+#include "shm/names.hpp"
+
+namespace ringfeed::cli {
+
+namespace {
+
+constexpr std::string_view kCommand = "consume";
+
+constexpr Flag kFlags[] = {
+    {"namespace", "NS", true, "namespace of the fetcher that fills the rings"},
+    {"partition", "P|all", true, "partition number, or all: every ring of the namespace"},
+    {"group", "G", true, "consumer group (created on first attach)"},
+    {"mode", "exclusive|failover|shared|key_shared|broadcast", true,
+     "how the group hands out messages (fixed when the group is created)"},
+    {"count", "N", false, "exit 0 after printing N messages (default: no limit)"},
+    {"timeout-ms", "MS", false,
+     "exit 0 after MS milliseconds with nothing to take (default: wait)"},
+    {"output", "value|json", false,
+     "print each value on its own line (default), or one JSON object per message"},
+    {"nack-every", "K", false,
+     "nack every K-th message taken (delay 0) instead of printing it (modes with leases)"},
+};
+
+constexpr std::string_view kDescription =
+    "Prints messages of a consumer group and acks each one after it was written to\n"
+    "standard output (at-least-once). JSON objects carry partition, offset, key, value,\n"
+    "deliveries and timestamp (ns since the Unix epoch). SIGINT or SIGTERM gives back the\n"
+    "messages held and exits 0; so do --count and --timeout-ms. Exit 1 if the group cannot\n"
+    "be attached or the fetcher stopped.";
+
+constexpr std::string_view kOutputs[] = {"value", "json"};
+
+constexpr std::size_t kBatch = 64;
+// A pop waits at most this long, so a signal is noticed quickly. With several
+// partitions each idle pop is short, so one partition's message does not wait long
+// behind another's empty wait.
+constexpr auto kSingleWait = std::chrono::milliseconds(100);
+constexpr auto kRoundRobinWait = std::chrono::milliseconds(1);
+
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+std::atomic<bool> g_stop{false};
+
+void on_stop_signal(int /*signal*/) {
+  g_stop.store(true, std::memory_order_relaxed);
+}
+
+struct Attached {
+  std::uint32_t partition;
+  std::unique_ptr<Consumer> consumer;
+};
+
+void append_message(std::string& out, bool json, std::uint32_t partition, const Message& m) {
+  if (!json) {
+    out.append(m.value());
+    out += '\n';
+    return;
+  }
+  out += "{\"partition\":" + std::to_string(partition) +
+         ",\"offset\":" + std::to_string(m.offset()) + ",\"key\":\"";
+  append_json_string(out, m.key());
+  out += "\",\"value\":\"";
+  append_json_string(out, m.value());
+  out += "\",\"deliveries\":" + std::to_string(m.delivery_count()) +
+         ",\"timestamp\":" + std::to_string(m.timestamp_ns()) + "}\n";
+}
+
+// Gives back what a stopping consume holds. Exclusive and broadcast groups have no
+// leases: what was not acked stays below the watermark and comes again on the next attach.
+void release_all(Consumer& c, const Batch& batch) {
+  if (!uses_leases(c.options().mode)) return;
+  for (const Message& m : batch) c.release(m);
+}
+
+}  // namespace
+
+int consume_main(std::span<char* const> argv) {
+  auto args = Args::parse(argv, kFlags);
+  if (!args) return usage_error(kCommand, args.error().message);
+  if (args->help()) {
+    std::fputs(
+        usage("ringfeed consume --namespace NS --partition P|all --group G\n"
+              "                        --mode exclusive|failover|shared|key_shared|broadcast\n"
+              "                        [--count N] [--timeout-ms MS] [--output value|json]\n"
+              "                        [--nack-every K]",
+              kDescription, kFlags)
+            .c_str(),
+        stdout);
+    return kExitOk;
+  }
+  const std::string ns(args->get("namespace"));
+  const std::string group(args->get("group"));
+  if (auto ok = shm::check_name("namespace", ns); !ok) {
+    return usage_error(kCommand, "flag --namespace: " + ok.error().message);
+  }
+  if (auto ok = shm::check_name("group", group); !ok) {
+    return usage_error(kCommand, "flag --group: " + ok.error().message);
+  }
+  const auto mode = parse_mode(args->get("mode"));
+  if (!mode) {
+    return usage_error(kCommand, "flag --mode: '" + std::string(args->get("mode")) +
+                                     "' is not one of exclusive|failover|shared|key_shared|"
+                                     "broadcast");
+  }
+  const bool all = args->get("partition") == "all";
+  auto partition =
+      all ? Result<std::uint64_t>(0) : args->number("partition", 0, 0, shm::kMaxPartitions - 1);
+  if (!partition) {
+    return usage_error(kCommand, partition.error().message + " (or all)");
+  }
+  auto count = args->number("count", 0, 1);
+  if (!count) return usage_error(kCommand, count.error().message);
+  auto timeout_ms = args->number("timeout-ms", 0, 0, 24ull * 3600 * 1000 * 365);
+  if (!timeout_ms) return usage_error(kCommand, timeout_ms.error().message);
+  auto output = args->choice("output", "value", kOutputs);
+  if (!output) return usage_error(kCommand, output.error().message);
+  auto nack_every = args->number("nack-every", 0, 1);
+  if (!nack_every) return usage_error(kCommand, nack_every.error().message);
+  if (nack_every.value() != 0 && !uses_leases(*mode)) {
+    return usage_error(kCommand, "flag --nack-every: mode " + std::string(to_string(*mode)) +
+                                     " has no leases, so nothing to nack");
+  }
+  const bool json = output.value() == "json";
+  const bool has_count = args->has("count");
+  const bool has_timeout = args->has("timeout-ms");
+
+  std::vector<std::uint32_t> partitions;
+  if (all) {
+    partitions = ring_partitions(ns);
+    if (partitions.empty()) {
+      return runtime_error(
+          kCommand, "namespace '" + ns + "' has no partition rings (is the fetcher running?)");
+    }
+  } else {
+    partitions.push_back(static_cast<std::uint32_t>(partition.value()));
+  }
+
+  // Handlers before attaching: a signal during attach must not kill the process with
+  // a group half joined.
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  ::sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  // A closed standard output is reported as an error (EPIPE), not a silent death.
+  ::signal(SIGPIPE, SIG_IGN);
+
+  std::vector<Attached> consumers;
+  for (std::uint32_t p : partitions) {
+    auto c = Consumer::attach({.ns = ns, .partition = p, .group = group, .mode = *mode});
+    if (!c) return runtime_error(kCommand, c.error().message);
+    consumers.push_back({p, std::move(c.value())});
+  }
+
+  const auto timeout = std::chrono::milliseconds(timeout_ms.value());
+  const std::uint64_t limit = has_count ? count.value() : UINT64_MAX;
+  std::uint64_t printed = 0;
+  std::uint64_t taken = 0;
+  auto idle_since = std::chrono::steady_clock::now();
+  std::string out;
+  std::vector<const Message*> to_ack;
+  // Passes over every partition: busy ones are polled without waiting; only after a
+  // pass that found nothing anywhere does each pop wait (briefly, so that one idle
+  // partition does not hold up the others).
+  bool wait_in_pass = consumers.size() == 1;
+  while (printed < limit && !g_stop.load(std::memory_order_relaxed)) {
+    bool found = false;
+    for (Attached& a : consumers) {
+      if (printed >= limit || g_stop.load(std::memory_order_relaxed)) break;
+      std::chrono::nanoseconds wait{0};
+      if (wait_in_pass) {
+        wait = consumers.size() == 1 ? kSingleWait : kRoundRobinWait;
+        if (has_timeout) {
+          const auto left = timeout - (std::chrono::steady_clock::now() - idle_since);
+          wait = std::clamp<std::chrono::nanoseconds>(left, std::chrono::nanoseconds(0), wait);
+        }
+      }
+      const auto max = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, limit - printed));
+      const Batch& batch = a.consumer->pop(max, wait);
+      switch (batch.status()) {
+        case PopStatus::ok:
+          break;
+        case PopStatus::timed_out:
+          continue;
+        case PopStatus::closed:
+          return runtime_error(kCommand, "the fetcher of namespace '" + ns +
+                                             "' stopped: the ring of partition " +
+                                             std::to_string(a.partition) + " is closed (after " +
+                                             std::to_string(printed) + " messages printed)");
+        case PopStatus::in_flight_full:
+        case PopStatus::fenced:
+        case PopStatus::corrupt:
+          return runtime_error(
+              kCommand, describe_group(a.consumer->options()) + ": " + to_string(batch.status()));
+      }
+      found = true;
+      if (g_stop.load(std::memory_order_relaxed)) {
+        release_all(*a.consumer, batch);
+        break;
+      }
+      out.clear();
+      to_ack.clear();
+      for (const Message& m : batch) {
+        ++taken;
+        if (nack_every.value() != 0 && taken % nack_every.value() == 0) {
+          a.consumer->nack(m, std::chrono::milliseconds(0));
+          continue;
+        }
+        append_message(out, json, a.partition, m);
+        to_ack.push_back(&m);
+      }
+      if (!write_all(STDOUT_FILENO, out)) {
+        const int err = errno;
+        release_all(*a.consumer, batch);
+        return runtime_error(kCommand,
+                             std::string("cannot write to standard output: ") + std::strerror(err));
+      }
+      for (const Message* m : to_ack) {
+        const AckStatus st = a.consumer->ack(*m);
+        if (st != AckStatus::ok) {
+          std::fprintf(stderr,
+                       "ringfeed consume: ack of offset %llu of partition %u failed (%s); it "
+                       "will be delivered again\n",
+                       static_cast<unsigned long long>(m->offset()), a.partition, to_string(st));
+        }
+      }
+      printed += to_ack.size();
+    }
+    if (found) {
+      idle_since = std::chrono::steady_clock::now();
+      wait_in_pass = consumers.size() == 1;
+      continue;
+    }
+    if (has_timeout && std::chrono::steady_clock::now() - idle_since >= timeout) break;
+    wait_in_pass = true;
+  }
+  return kExitOk;
+}
+
+}  // namespace ringfeed::cli

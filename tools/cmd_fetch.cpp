@@ -1,0 +1,144 @@
+// ringfeed fetch: runs the fetcher of a namespace in the foreground until SIGINT or
+// SIGTERM, then lets it commit what was acked and remove its segments.
+#include <pthread.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <bit>
+#include <cstdio>
+#include <memory>
+#include <span>
+#include <string>
+#include <string_view>
+
+#include "cli_args.hpp"
+#include "shm/fetcher_layout.hpp"
+#include "shm/lease.hpp"
+#include "shm/names.hpp"
+#include "shm/ring_layout.hpp"
+
+#if RINGFEED_HAVE_FETCHER
+#include "ringfeed/fetcher.hpp"
+#endif
+
+namespace ringfeed::cli {
+
+namespace {
+
+constexpr std::string_view kCommand = "fetch";
+
+constexpr Flag kFlags[] = {
+    {"namespace", "NS", true, "namespace to serve (segments ringfeed.NS.* in /dev/shm)"},
+    {"source", "URI", true,
+     "upstream: file:DIR[?format=lines], redis://HOST:PORT?streams=S0,S1&group=G, "
+     "kafka://HOST:PORT?topic=T&group=G"},
+    {"partitions", "N", false, "partitions to serve (default: what the source finds)"},
+    {"ring-mb", "MB", false, "record area of each ring in MiB, a power of two (default 64)"},
+    {"lease-ms", "MS", false, "default lease length of new groups (default 30000)"},
+    {"max-deliveries", "K", false,
+     "deliveries before a message is dead-lettered, in new groups (default 5)"},
+    {"dead-letter", "DIR", false,
+     "directory of the dead-letter logs (default: NS.dead-letters beside a file: source, "
+     "else the current directory)"},
+};
+
+constexpr std::string_view kDescription =
+    "Runs the fetcher of namespace NS in the foreground: pulls records from the source\n"
+    "into one shared-memory ring per partition, serves the consumer groups' leases, and\n"
+    "commits upstream what every group acked. SIGINT or SIGTERM stops it cleanly: it\n"
+    "commits, removes its segments and exits 0. A second fetch on a live namespace is\n"
+    "refused; one on a namespace whose fetcher died takes it over.";
+
+#if RINGFEED_HAVE_FETCHER
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+static_assert(std::atomic<Fetcher*>::is_always_lock_free, "read from a signal handler");
+std::atomic<bool> g_stop{false};
+std::atomic<Fetcher*> g_fetcher{nullptr};
+
+void on_stop_signal(int /*signal*/) {
+  g_stop.store(true, std::memory_order_relaxed);
+  // Fetcher::wake is async-signal-safe; before the fetcher exists there is nothing to wake.
+  if (Fetcher* f = g_fetcher.load(std::memory_order_acquire)) f->wake();
+}
+#endif
+
+}  // namespace
+
+int fetch_main(std::span<char* const> argv) {
+  auto args = Args::parse(argv, kFlags);
+  if (!args) return usage_error(kCommand, args.error().message);
+  if (args->help()) {
+    std::fputs(usage("ringfeed fetch --namespace NS --source URI [--partitions N] [--ring-mb MB]\n"
+                     "                      [--lease-ms MS] [--max-deliveries K] "
+                     "[--dead-letter DIR]",
+                     kDescription, kFlags)
+                   .c_str(),
+               stdout);
+    return kExitOk;
+  }
+  const std::string ns(args->get("namespace"));
+  if (auto ok = shm::check_name("namespace", ns); !ok) {
+    return usage_error(kCommand, "flag --namespace: " + ok.error().message);
+  }
+  const std::string source(args->get("source"));
+  if (source.empty()) return usage_error(kCommand, "flag --source: empty URI");
+  auto partitions = args->number("partitions", 0, 1, shm::kMaxPartitions);
+  if (!partitions) return usage_error(kCommand, partitions.error().message);
+  constexpr std::uint64_t kMaxRingMb = shm::kMaxRingCapacity >> 20;
+  auto ring_mb = args->number("ring-mb", 64, 1, kMaxRingMb);
+  if (!ring_mb) return usage_error(kCommand, ring_mb.error().message);
+  if (!std::has_single_bit(ring_mb.value())) {
+    return usage_error(
+        kCommand, "flag --ring-mb: " + std::to_string(ring_mb.value()) + " is not a power of two");
+  }
+  auto lease_ms = args->number("lease-ms", 0, 1, 24ull * 3600 * 1000);
+  if (!lease_ms) return usage_error(kCommand, lease_ms.error().message);
+  auto max_deliveries = args->number("max-deliveries", 0, 1, shm::kMaxDeliveriesLimit);
+  if (!max_deliveries) return usage_error(kCommand, max_deliveries.error().message);
+  if (args->has("dead-letter") && args->get("dead-letter").empty()) {
+    return usage_error(kCommand, "flag --dead-letter: empty directory");
+  }
+
+#if RINGFEED_HAVE_FETCHER
+  FetcherOptions options;
+  options.ns = ns;
+  options.source = source;
+  options.partitions = static_cast<std::uint32_t>(partitions.value());
+  options.ring_bytes = ring_mb.value() << 20;
+  options.group_defaults.lease_ms = static_cast<std::uint32_t>(lease_ms.value());
+  options.group_defaults.max_deliveries = static_cast<std::uint32_t>(max_deliveries.value());
+  options.dead_letter_dir = std::string(args->get("dead-letter"));
+
+  // Handlers first: a signal during start-up only sets the flag, and run() sees it at once.
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  ::sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGINT, &sa, nullptr);
+  ::sigaction(SIGTERM, &sa, nullptr);
+  // Threads the fetcher starts inherit a mask that blocks the stop signals, so the handler
+  // runs only on this thread, never while this thread is destroying the fetcher.
+  sigset_t stop_signals;
+  ::sigemptyset(&stop_signals);
+  ::sigaddset(&stop_signals, SIGINT);
+  ::sigaddset(&stop_signals, SIGTERM);
+  ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  auto fetcher = Fetcher::start(options);
+  if (fetcher) g_fetcher.store(fetcher->get(), std::memory_order_release);
+  ::pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
+  if (!fetcher) return runtime_error(kCommand, fetcher.error().message);
+  std::fprintf(stderr, "ringfeed fetch: namespace %s, source %s, %zu partitions, pid %d\n",
+               ns.c_str(), source.c_str(), (*fetcher)->stats().size(),
+               static_cast<int>(::getpid()));
+  const Status st = (*fetcher)->run(g_stop);
+  // The handler must not see the fetcher once it is destroyed.
+  g_fetcher.store(nullptr, std::memory_order_release);
+  if (!st) return runtime_error(kCommand, st.error().message);
+  return kExitOk;
+#else
+  return runtime_error(kCommand, "this build of ringfeed has no fetcher (namespace '" + ns +
+                                     "', source '" + source + "')");
+#endif
+}
+
+}  // namespace ringfeed::cli
