@@ -1,0 +1,776 @@
+// The `ringfeed` command line, through the real binary: help, usage errors (exit 2, one
+// line naming the flag), runtime errors (exit 1), produce into log files read back,
+// consume from rings written in this process (count, timeout, JSON escaping,
+// redelivery, every partition, signals, a closed ring), stat in its three formats with
+// numbers checked, and, once the fetcher is built, a million lines end to end.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <set>
+#include <span>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "io/framed_record.hpp"
+#include "ringfeed/consumer.hpp"
+#include "ringfeed/writer.hpp"
+#include "shm/group_layout.hpp"
+#include "shm/names.hpp"
+#include "shm/process.hpp"
+#include "shm/segment.hpp"
+#include "test_support.hpp"
+
+#ifndef RINGFEED_BIN
+#error "RINGFEED_BIN must name the ringfeed binary (tests/CMakeLists.txt)"
+#endif
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+using ringfeed::Consumer;
+using ringfeed::Mode;
+using ringfeed::Writer;
+
+namespace {
+
+std::string read_file(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+void write_file(const fs::path& p, const std::string& bytes) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  out << bytes;
+}
+
+std::vector<std::string> split_lines(const std::string& text) {
+  std::vector<std::string> lines;
+  std::size_t start = 0;
+  for (std::size_t nl; (nl = text.find('\n', start)) != std::string::npos; start = nl + 1) {
+    lines.push_back(text.substr(start, nl - start));
+  }
+  if (start < text.size()) lines.push_back(text.substr(start));
+  return lines;
+}
+
+// A fresh directory, removed with its contents at scope end.
+class TempDir {
+ public:
+  TempDir() {
+    std::string templ = (fs::temp_directory_path() / "ringfeed-cli-XXXXXX").string();
+    if (::mkdtemp(templ.data()) == nullptr) std::abort();
+    path_ = templ;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path_, ec);
+  }
+  const fs::path& path() const { return path_; }
+
+ private:
+  fs::path path_;
+};
+
+struct Finished {
+  int status = -1;  // exit status; -1 if killed or died by a signal
+  std::string out;
+  std::string err;
+};
+
+// Runs the binary with its standard streams in files (no pipe can fill up and stall a
+// child while the test waits on something else).
+class Cli {
+ public:
+  struct Child {
+    pid_t pid = -1;
+    fs::path out, err;
+  };
+
+  Child start(const std::vector<std::string>& args, const std::string& input = "") {
+    const int n = ++runs_;
+    const fs::path in = dir_.path() / ("in." + std::to_string(n));
+    write_file(in, input);
+    Child c{-1, dir_.path() / ("out." + std::to_string(n)),
+            dir_.path() / ("err." + std::to_string(n))};
+    std::vector<std::string> argv_store{RINGFEED_BIN};
+    argv_store.insert(argv_store.end(), args.begin(), args.end());
+    std::vector<char*> argv;
+    for (std::string& a : argv_store) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    c.pid = ::fork();
+    if (c.pid == 0) {
+      const int fd_in = ::open(in.c_str(), O_RDONLY);
+      const int fd_out = ::open(c.out.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      const int fd_err = ::open(c.err.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
+      if (fd_in < 0 || fd_out < 0 || fd_err < 0) std::_Exit(127);
+      ::dup2(fd_in, 0);
+      ::dup2(fd_out, 1);
+      ::dup2(fd_err, 2);
+      ::execv(argv[0], argv.data());
+      std::_Exit(127);
+    }
+    return c;
+  }
+
+  Finished wait(const Child& c, std::chrono::milliseconds timeout = 60s) {
+    Finished f;
+    f.status = ringfeed::test::wait_child(c.pid, timeout);
+    f.out = read_file(c.out);
+    f.err = read_file(c.err);
+    return f;
+  }
+
+  Finished run(const std::vector<std::string>& args, const std::string& input = "",
+               std::chrono::milliseconds timeout = 60s) {
+    return wait(start(args, input), timeout);
+  }
+
+  const fs::path& dir() const { return dir_.path(); }
+
+ private:
+  TempDir dir_;
+  int runs_ = 0;
+};
+
+std::string describe(const std::vector<std::string>& args) {
+  std::string s = "ringfeed";
+  for (const auto& a : args) s += " " + a;
+  return s;
+}
+
+// Exit status 2 and exactly one line on stderr that contains `reason`.
+void expect_usage_error(Cli& cli, const std::vector<std::string>& args, const std::string& reason) {
+  const Finished f = cli.run(args);
+  EXPECT_EQ(f.status, 2) << describe(args) << "\nstderr: " << f.err;
+  EXPECT_EQ(std::count(f.err.begin(), f.err.end(), '\n'), 1) << describe(args) << ": " << f.err;
+  EXPECT_NE(f.err.find(reason), std::string::npos)
+      << describe(args) << "\nexpected: " << reason << "\nstderr: " << f.err;
+  EXPECT_TRUE(f.out.empty()) << describe(args);
+}
+
+void expect_runtime_error(Cli& cli, const std::vector<std::string>& args, const std::string& reason,
+                          const std::string& input = "") {
+  const Finished f = cli.run(args, input);
+  EXPECT_EQ(f.status, 1) << describe(args) << "\nstderr: " << f.err;
+  EXPECT_EQ(std::count(f.err.begin(), f.err.end(), '\n'), 1) << describe(args) << ": " << f.err;
+  EXPECT_NE(f.err.find(reason), std::string::npos)
+      << describe(args) << "\nexpected: " << reason << "\nstderr: " << f.err;
+}
+
+// Every ringfeed.<ns>.* segment is removed at scope end (a failed test leaves none).
+class NamespaceGuard {
+ public:
+  explicit NamespaceGuard(std::string ns) : ns_(std::move(ns)) {}
+  ~NamespaceGuard() {
+    for (const auto& name : ringfeed::shm::Segment::list("ringfeed." + ns_ + ".")) {
+      ringfeed::shm::Segment::remove(name);
+    }
+  }
+  const std::string& ns() const { return ns_; }
+
+ private:
+  std::string ns_;
+};
+
+// Live consumers in a group's slots (read-only, like stat).
+int live_consumers(const std::string& ns, std::uint32_t partition, const std::string& group) {
+  auto seg = ringfeed::shm::Segment::open(ringfeed::shm::group_segment_name(ns, partition, group),
+                                          ringfeed::shm::Access::read_only);
+  if (!seg || seg->size() < sizeof(ringfeed::shm::GroupControl)) return 0;
+  const auto* g = reinterpret_cast<const ringfeed::shm::GroupControl*>(seg->base());
+  int n = 0;
+  for (const auto& slot : g->slots) {
+    const std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
+    if (owner != 0 && ringfeed::shm::owner_alive(owner)) ++n;
+  }
+  return n;
+}
+
+// ---------------------------------------------------------------------------------------
+// help and usage errors
+
+TEST(CliHelp, TopLevelAndEverySubcommandExitZeroAndNameTheirFlags) {
+  Cli cli;
+  {
+    const Finished f = cli.run({"--help"});
+    EXPECT_EQ(f.status, 0);
+    for (const char* cmd : {"fetch", "produce", "consume", "stat"}) {
+      EXPECT_NE(f.out.find(cmd), std::string::npos) << cmd;
+    }
+  }
+  const std::map<std::string, std::vector<std::string>> flags{
+      {"fetch",
+       {"--namespace", "--source", "--partitions", "--ring-mb", "--lease-ms", "--max-deliveries",
+        "--dead-letter"}},
+      {"produce", {"--source", "--partition", "--format", "--key"}},
+      {"consume",
+       {"--namespace", "--partition", "--group", "--mode", "--count", "--timeout-ms", "--output",
+        "--nack-every"}},
+      {"stat", {"--namespace", "--json", "--prometheus"}},
+  };
+  for (const auto& [cmd, names] : flags) {
+    // --help wins even over missing required flags.
+    const Finished f = cli.run({cmd, "--help"});
+    EXPECT_EQ(f.status, 0) << cmd << ": " << f.err;
+    EXPECT_EQ(f.out.rfind("usage: ringfeed " + cmd, 0), 0u) << f.out;
+    for (const auto& flag : names) {
+      EXPECT_NE(f.out.find(flag), std::string::npos) << cmd << " --help lacks " << flag;
+    }
+  }
+}
+
+TEST(CliUsage, WrongCommandLinesExitTwoWithOneLineNamingTheProblem) {
+  Cli cli;
+  const std::string src = "file:" + cli.dir().string();
+  expect_usage_error(cli, {}, "no command");
+  expect_usage_error(cli, {"frobnicate"}, "unknown command 'frobnicate'");
+  expect_usage_error(cli, {"produce", "--source", src, "--partition", "0", "--bogus", "1"},
+                     "unknown flag --bogus");
+  expect_usage_error(cli, {"produce", "--source", src}, "missing required flag --partition");
+  expect_usage_error(cli, {"produce", "--source", src, "--partition", "zero"},
+                     "flag --partition: 'zero' is not a number");
+  expect_usage_error(cli, {"produce", "--source=" + src, "--partition=1x"},
+                     "flag --partition: '1x' is not a number");
+  expect_usage_error(cli, {"produce", "--source", src, "--partition", "0", "--partition", "1"},
+                     "--partition is given twice");
+  expect_usage_error(cli, {"produce", "--source", src, "--partition", "0", "--format", "xml"},
+                     "flag --format: 'xml' is not one of framed|lines");
+  expect_usage_error(
+      cli, {"produce", "--source", src, "--partition", "0", "--format", "lines", "--key", "k"},
+      "flag --key");
+  expect_usage_error(cli, {"produce", "--source", "not-a-uri", "--partition", "0"},
+                     "flag --source: 'not-a-uri' is not a URI");
+  expect_usage_error(cli, {"produce", "--source", src, "--partition"},
+                     "flag --partition needs a value");
+  expect_usage_error(
+      cli,
+      {"consume", "--namespace", "n", "--partition", "0", "--group", "g", "--mode", "sideways"},
+      "flag --mode: 'sideways' is not one of");
+  expect_usage_error(cli, {"consume", "--namespace", "n", "--partition", "0", "--group", "g"},
+                     "missing required flag --mode");
+  expect_usage_error(cli,
+                     {"consume", "--namespace", "n", "--partition", "0", "--group", "g", "--mode",
+                      "shared", "--count", "-5"},
+                     "flag --count: '-5' is not a number");
+  expect_usage_error(
+      cli,
+      {"consume", "--namespace", "n", "--partition", "some", "--group", "g", "--mode", "shared"},
+      "flag --partition: 'some' is not a number");
+  expect_usage_error(cli,
+                     {"consume", "--namespace", "n", "--partition", "0", "--group", "g", "--mode",
+                      "shared", "--output", "xml"},
+                     "flag --output: 'xml' is not one of value|json");
+  expect_usage_error(
+      cli,
+      {"consume", "--namespace", "n", "--partition", "0", "--group", "g.h", "--mode", "shared"},
+      "flag --group");
+  expect_usage_error(cli,
+                     {"consume", "--namespace", "n", "--partition", "0", "--group", "g", "--mode",
+                      "broadcast", "--nack-every", "2"},
+                     "flag --nack-every");
+  expect_usage_error(cli, {"stat", "--namespace", "n", "--json", "--prometheus"},
+                     "--json and --prometheus");
+  expect_usage_error(cli, {"stat", "--namespace", "n", "--json=yes"}, "flag --json takes no value");
+  expect_usage_error(cli, {"stat", "--namespace", "n", "extra"}, "unexpected argument 'extra'");
+  expect_usage_error(cli, {"fetch", "--namespace", "n", "--source", src, "--ring-mb", "3"},
+                     "flag --ring-mb: 3 is not a power of two");
+  expect_usage_error(cli,
+                     {"fetch", "--namespace", "n", "--source", src, "--max-deliveries", "1000"},
+                     "flag --max-deliveries: 1000 is out of range");
+  expect_usage_error(cli, {"fetch", "--source", src}, "missing required flag --namespace");
+}
+
+TEST(CliErrors, RuntimeErrorsExitOneSayingWhatAndWhere) {
+  Cli cli;
+  const std::string missing = (cli.dir() / "no-such-dir").string();
+  expect_runtime_error(cli, {"produce", "--source", "file:" + missing, "--partition", "0"}, missing,
+                       "x\n");
+  expect_runtime_error(
+      cli, {"produce", "--source", "redis://localhost:6379?streams=a&group=g", "--partition", "0"},
+      "scheme 'redis' is not supported yet by produce", "x\n");
+  const std::string ns = ringfeed::test::unique_ns("cli-missing");
+  expect_runtime_error(cli, {"stat", "--namespace", ns},
+                       "namespace '" + ns + "' has no fetcher and no rings");
+  expect_runtime_error(cli,
+                       {"consume", "--namespace", ns, "--partition", "3", "--group", "g", "--mode",
+                        "shared", "--timeout-ms", "0"},
+                       "partition 3");
+  expect_runtime_error(cli,
+                       {"consume", "--namespace", ns, "--partition", "all", "--group", "g",
+                        "--mode", "shared", "--timeout-ms", "0"},
+                       "namespace '" + ns + "' has no partition rings");
+}
+
+// ---------------------------------------------------------------------------------------
+// produce
+
+TEST(CliProduce, LinesAreAppendedByteForByteAndTheLastLineGetsItsNewline) {
+  Cli cli;
+  const fs::path dir = cli.dir() / "log";
+  fs::create_directory(dir);
+  const std::string src = "file:" + dir.string();
+  // Binary bytes, an empty line, and more than one read buffer of input in total.
+  std::string input = "first\n\nbin\x01\xff\x7f end\n";
+  for (int i = 0; i < 20000; ++i)
+    input += "line-" + std::to_string(i) + std::string(60, 'x') + "\n";
+  input += "no newline at the end";
+  Finished f =
+      cli.run({"produce", "--source", src, "--partition", "2", "--format", "lines"}, input);
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(read_file(dir / "2.log"), input + "\n");
+  // A second run appends; ?format=lines in the URI does the same as the flag.
+  f = cli.run({"produce", "--source", src + "?format=lines", "--partition", "2"}, "more\n");
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(read_file(dir / "2.log"), input + "\nmore\n");
+  struct stat st {};
+  ASSERT_EQ(::stat((dir / "2.log").c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+}
+
+TEST(CliProduce, FramedRecordsDecodeToTheLinesWithKeyOffsetsAndTimestamps) {
+  Cli cli;
+  const fs::path dir = cli.dir() / "log";
+  fs::create_directory(dir);
+  std::vector<std::string> lines{"alpha", "", "with \"quotes\" and \\", "\x01\x02\xfe"};
+  for (int i = 0; i < 9000; ++i) lines.push_back("value-" + std::to_string(i));  // > 1 batch
+  std::string input;
+  for (const auto& l : lines) input += l + "\n";
+  input += "tail";  // no newline: still a message
+  lines.push_back("tail");
+  const auto before = std::chrono::system_clock::now().time_since_epoch();
+  Finished f = cli.run(
+      {"produce", "--source=file:" + dir.string(), "--partition=7", "--key=order-1"}, input);
+  ASSERT_EQ(f.status, 0) << f.err;
+
+  const std::string bytes = read_file(dir / "7.log");
+  const auto span = std::as_bytes(std::span(bytes.data(), bytes.size()));
+  std::size_t pos = 0, n = 0;
+  while (pos < bytes.size()) {
+    const auto r =
+        ringfeed::io::decode(span.subspan(pos), pos, ringfeed::io::OffsetCheck::equals_position);
+    ASSERT_EQ(r.status, ringfeed::io::DecodeStatus::ok) << "record " << n << ": " << r.error;
+    ASSERT_LT(n, lines.size());
+    EXPECT_EQ(r.record.value, lines[n]) << "record " << n;
+    EXPECT_EQ(r.record.key, "order-1");
+    EXPECT_EQ(r.record.upstream_offset, pos);
+    EXPECT_GE(r.record.timestamp_ns, std::chrono::nanoseconds(before).count());
+    pos += r.size;
+    ++n;
+  }
+  EXPECT_EQ(n, lines.size());
+}
+
+// ---------------------------------------------------------------------------------------
+// consume
+
+class CliConsume : public ::testing::Test {
+ protected:
+  void SetUp() override { writers_.push_back(make_writer(0)); }
+
+  std::unique_ptr<Writer> make_writer(std::uint32_t partition) {
+    // Groups made on these rings allow many deliveries: the redelivery test nacks a lot.
+    auto w = Writer::create({.ns = ns_.ns(),
+                             .partition = partition,
+                             .capacity = 1 << 20,
+                             .group_defaults = {.max_deliveries = 60}});
+    EXPECT_TRUE(w.ok()) << (w.ok() ? "" : w.error().message);
+    return w.ok() ? std::move(w.value()) : nullptr;
+  }
+
+  // Creates the group before anything is published, so it holds every message.
+  void create_group(const std::string& group, Mode mode, std::uint32_t partition = 0) {
+    auto c =
+        Consumer::attach({.ns = ns_.ns(), .partition = partition, .group = group, .mode = mode});
+    ASSERT_TRUE(c.ok()) << c.error().message;
+  }
+
+  void publish(Writer& w, const std::vector<std::pair<std::string, std::string>>& kv) {
+    for (std::size_t i = 0; i < kv.size(); ++i) {
+      ringfeed::OutMessage m{
+          .key = kv[i].first,
+          .value = kv[i].second,
+          .upstream_offset = 100 + i,
+          .timestamp_ns = 1'700'000'000'000'000'000 + static_cast<std::int64_t>(i)};
+      ASSERT_EQ(w.publish({&m, 1}, 1s), 1u);
+    }
+  }
+
+  std::vector<std::string> consume_args(const std::string& group, const std::string& mode,
+                                        std::vector<std::string> extra) {
+    std::vector<std::string> args{"consume", "--namespace", ns_.ns(), "--partition", "0",
+                                  "--group", group,         "--mode", mode};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+
+  NamespaceGuard ns_{ringfeed::test::unique_ns("cli")};
+  std::vector<std::unique_ptr<Writer>> writers_;
+  Cli cli_;
+};
+
+TEST_F(CliConsume, CountPrintsThatManyValuesInOrderAndAcksThem) {
+  create_group("g", Mode::exclusive);
+  std::vector<std::pair<std::string, std::string>> kv;
+  for (int i = 0; i < 50; ++i) kv.emplace_back("k", "value " + std::to_string(i));
+  publish(*writers_[0], kv);
+
+  Finished f = cli_.run(consume_args("g", "exclusive", {"--count", "20"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  std::string expected;
+  for (int i = 0; i < 20; ++i) expected += "value " + std::to_string(i) + "\n";
+  EXPECT_EQ(f.out, expected);
+  // Acked: the next run resumes after them and, with a timeout, stops when it runs dry.
+  f = cli_.run(consume_args("g", "exclusive", {"--timeout-ms", "300"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  expected.clear();
+  for (int i = 20; i < 50; ++i) expected += "value " + std::to_string(i) + "\n";
+  EXPECT_EQ(f.out, expected);
+}
+
+TEST_F(CliConsume, TimeoutWithNothingToTakeExitsZeroAfterAboutThatLong) {
+  create_group("g", Mode::shared);
+  const auto start = std::chrono::steady_clock::now();
+  const Finished f = cli_.run(consume_args("g", "shared", {"--timeout-ms", "300"}));
+  const auto took = std::chrono::steady_clock::now() - start;
+  EXPECT_EQ(f.status, 0) << f.err;
+  EXPECT_TRUE(f.out.empty());
+  EXPECT_GE(took, 300ms);
+  EXPECT_LT(took, 20s);
+}
+
+TEST_F(CliConsume, JsonEscapesQuotesControlAndBinaryBytesAndKeepsUtf8) {
+  create_group("g", Mode::exclusive);
+  publish(*writers_[0], {{"key\t1", "say \"hi\"\\ \n\x01\x1f\x7f \xc3\xa9 \xff\xc3"}, {"", ""}});
+  const Finished f = cli_.run(consume_args("g", "exclusive", {"--count", "2", "--output", "json"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  const std::vector<std::string> lines = split_lines(f.out);
+  ASSERT_EQ(lines.size(), 2u) << f.out;
+  EXPECT_EQ(lines[0],
+            "{\"partition\":0,\"offset\":100,\"key\":\"key\\t1\","
+            "\"value\":\"say \\\"hi\\\"\\\\ \\n\\u0001\\u001f\\u007f \xc3\xa9 \\u00ff\\u00c3\","
+            "\"deliveries\":1,\"timestamp\":1700000000000000000}");
+  EXPECT_EQ(lines[1],
+            "{\"partition\":0,\"offset\":101,\"key\":\"\",\"value\":\"\",\"deliveries\":1,"
+            "\"timestamp\":1700000000000000001}");
+}
+
+TEST_F(CliConsume, NackEveryKRedeliversInSharedModeAndEveryValueIsPrintedOnce) {
+  create_group("s", Mode::shared);
+  std::vector<std::pair<std::string, std::string>> kv;
+  for (int i = 0; i < 60; ++i) kv.emplace_back("", "m" + std::to_string(i));
+  publish(*writers_[0], kv);
+  const Finished f = cli_.run(
+      consume_args("s", "shared", {"--count", "60", "--nack-every", "3", "--output", "json"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  const auto lines = split_lines(f.out);
+  ASSERT_EQ(lines.size(), 60u) << f.out;
+  std::set<std::string> values;
+  int redelivered = 0;
+  for (const auto& l : lines) {
+    const auto v = l.find("\"value\":\"");
+    ASSERT_NE(v, std::string::npos) << l;
+    values.insert(l.substr(v + 9, l.find('"', v + 9) - (v + 9)));
+    if (l.find("\"deliveries\":1,") == std::string::npos) ++redelivered;
+  }
+  EXPECT_EQ(values.size(), 60u) << "each value exactly once";
+  // Every third message taken was nacked, so at least 20 came a second time.
+  EXPECT_GE(redelivered, 20);
+  // Nothing left: all of them were acked in the end.
+  const Finished again = cli_.run(consume_args("s", "shared", {"--timeout-ms", "200"}));
+  EXPECT_EQ(again.status, 0) << again.err;
+  EXPECT_TRUE(again.out.empty()) << again.out;
+}
+
+TEST_F(CliConsume, PartitionAllTakesFromEveryRingOfTheNamespace) {
+  writers_.push_back(make_writer(1));
+  writers_.push_back(make_writer(3));  // partitions need not be contiguous
+  for (std::uint32_t p : {0u, 1u, 3u}) create_group("all", Mode::shared, p);
+  std::set<std::string> expected;
+  for (std::size_t w = 0; w < writers_.size(); ++w) {
+    std::vector<std::pair<std::string, std::string>> kv;
+    for (int i = 0; i < 40; ++i)
+      kv.emplace_back("", "w" + std::to_string(w) + "-" + std::to_string(i));
+    for (const auto& e : kv) expected.insert(e.second);
+    publish(*writers_[w], kv);
+  }
+  std::vector<std::string> args{"consume", "--namespace", ns_.ns(), "--partition", "all",
+                                "--group", "all",         "--mode", "shared",      "--count",
+                                "120",     "--output",    "json"};
+  const Finished f = cli_.run(args);
+  ASSERT_EQ(f.status, 0) << f.err;
+  std::set<std::string> got;
+  std::map<std::string, int> per_partition;
+  for (const auto& l : split_lines(f.out)) {
+    const auto v = l.find("\"value\":\"");
+    got.insert(l.substr(v + 9, l.find('"', v + 9) - (v + 9)));
+    ++per_partition[l.substr(0, l.find(','))];
+  }
+  EXPECT_EQ(got, expected);
+  EXPECT_EQ(per_partition["{\"partition\":0"], 40);
+  EXPECT_EQ(per_partition["{\"partition\":1"], 40);
+  EXPECT_EQ(per_partition["{\"partition\":3"], 40);
+}
+
+TEST_F(CliConsume, SigtermLeavesTheGroupAndExitsZero) {
+  create_group("s", Mode::shared);
+  const Cli::Child c = cli_.start(consume_args("s", "shared", {}));
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return live_consumers(ns_.ns(), 0, "s") == 1; }))
+      << "the consume process never attached";
+  publish(*writers_[0], {{"", "one"}, {"", "two"}});
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return read_file(c.out) == "one\ntwo\n"; }));
+  ASSERT_EQ(::kill(c.pid, SIGTERM), 0);
+  const Finished f = cli_.wait(c, 30s);
+  EXPECT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(live_consumers(ns_.ns(), 0, "s"), 0) << "its slot was not given back";
+}
+
+TEST_F(CliConsume, AClosedRingEndsConsumeWithExitOneAfterItTookEverything) {
+  create_group("g", Mode::exclusive);
+  publish(*writers_[0], {{"", "a"}, {"", "b"}});
+  writers_[0]->close();
+  const Finished f = cli_.run(consume_args("g", "exclusive", {"--count", "10"}));
+  EXPECT_EQ(f.status, 1);
+  EXPECT_EQ(f.out, "a\nb\n");
+  EXPECT_NE(f.err.find("stopped"), std::string::npos) << f.err;
+  EXPECT_NE(f.err.find(ns_.ns()), std::string::npos) << f.err;
+}
+
+// ---------------------------------------------------------------------------------------
+// stat
+
+class CliStat : public CliConsume {
+ protected:
+  // A shared group with 10 messages: 4 taken, the first acked, 3 still leased.
+  void make_state() {
+    auto c = Consumer::attach({.ns = ns_.ns(), .group = "work", .mode = Mode::shared});
+    ASSERT_TRUE(c.ok()) << c.error().message;
+    shared_ = std::move(c.value());
+    std::vector<std::pair<std::string, std::string>> kv;
+    for (int i = 0; i < 10; ++i) kv.emplace_back("k", "v" + std::to_string(i));
+    publish(*writers_[0], kv);
+    const auto& batch = shared_->pop(4, 1s);
+    ASSERT_EQ(batch.size(), 4u);
+    ASSERT_EQ(shared_->ack(batch[0]), ringfeed::AckStatus::ok);
+  }
+  std::vector<std::string> stat_args(std::vector<std::string> extra = {}) {
+    std::vector<std::string> args{"stat", "--namespace", ns_.ns()};
+    args.insert(args.end(), extra.begin(), extra.end());
+    return args;
+  }
+  std::unique_ptr<Consumer> shared_;
+};
+
+TEST_F(CliStat, JsonHasTheRingAndTheSharedGroupsNumbers) {
+  make_state();
+  const Finished f = cli_.run(stat_args({"--json"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  const std::string& j = f.out;
+  EXPECT_EQ(j.rfind("{\"namespace\":\"" + ns_.ns() + "\",\"fetcher\":null,", 0), 0u) << j;
+  EXPECT_EQ(std::count(j.begin(), j.end(), '\n'), 1) << "one JSON object on one line";
+  EXPECT_NE(j.find("\"capacity\":1048576"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"write_pos\":" + std::to_string(writers_[0]->write_pos())), std::string::npos)
+      << j;
+  EXPECT_NE(j.find("\"published\":10"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"writer_pid\":" + std::to_string(::getpid()) + ",\"writer_alive\":true"),
+            std::string::npos)
+      << j;
+  EXPECT_NE(j.find("{\"group\":\"work\",\"mode\":\"shared\",\"fenced\":false,\"started\":true,"
+                   "\"consumers\":[{\"pid\":" +
+                   std::to_string(::getpid()) +
+                   ",\"alive\":true}],\"lag\":9,"
+                   "\"lag_unit\":\"messages\",\"leases_in_flight\":3,\"redeliveries\":0,"
+                   "\"dead_letters\":0}"),
+            std::string::npos)
+      << j;
+}
+
+TEST_F(CliStat, PrometheusHasOneHelpAndTypePerMetricAndLabelledSamples) {
+  make_state();
+  const Finished f = cli_.run(stat_args({"--prometheus"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  const std::string labels = "{namespace=\"" + ns_.ns() + "\",partition=\"0\",group=\"work\"}";
+  const auto lines = split_lines(f.out);
+  auto has = [&](const std::string& line) {
+    return std::find(lines.begin(), lines.end(), line) != lines.end();
+  };
+  EXPECT_TRUE(has("ringfeed_group_leases_in_flight" + labels + " 3")) << f.out;
+  EXPECT_TRUE(has("ringfeed_group_lag_messages" + labels + " 9")) << f.out;
+  EXPECT_TRUE(has("ringfeed_group_consumers" + labels + " 1")) << f.out;
+  EXPECT_TRUE(has("ringfeed_ring_published_messages_total{namespace=\"" + ns_.ns() +
+                  "\",partition=\"0\"} 10"))
+      << f.out;
+  EXPECT_TRUE(has("ringfeed_fetcher_up{namespace=\"" + ns_.ns() + "\"} 0")) << f.out;
+  // Every sample's metric was introduced by # HELP then # TYPE, each exactly once.
+  std::set<std::string> helped, typed;
+  for (std::size_t i = 0; i < lines.size(); ++i) {
+    const std::string& l = lines[i];
+    if (l.rfind("# HELP ", 0) == 0) {
+      const std::string name = l.substr(7, l.find(' ', 7) - 7);
+      EXPECT_TRUE(helped.insert(name).second) << "second HELP for " << name;
+      ASSERT_LT(i + 1, lines.size());
+      EXPECT_EQ(lines[i + 1].rfind("# TYPE " + name + " ", 0), 0u) << lines[i + 1];
+    } else if (l.rfind("# TYPE ", 0) == 0) {
+      EXPECT_TRUE(typed.insert(l.substr(7, l.find(' ', 7) - 7)).second) << l;
+    } else {
+      const std::string name = l.substr(0, l.find('{'));
+      EXPECT_EQ(name.rfind("ringfeed_", 0), 0u) << l;
+      EXPECT_TRUE(helped.count(name)) << "sample before its HELP: " << l;
+    }
+  }
+}
+
+TEST_F(CliStat, HumanTablesShowThePartitionAndTheGroup) {
+  make_state();
+  create_group("audit", Mode::broadcast);
+  const Finished f = cli_.run(stat_args());
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_NE(f.out.find("namespace " + ns_.ns() + ": no fetcher segment"), std::string::npos)
+      << f.out;
+  EXPECT_NE(f.out.find("PARTITION"), std::string::npos) << f.out;
+  const auto lines = split_lines(f.out);
+  auto row = [&](const std::string& group) {
+    for (const auto& l : lines) {
+      std::istringstream in(l);
+      std::vector<std::string> cells{std::istream_iterator<std::string>(in), {}};
+      if (cells.size() > 2 && cells[1] == group) return cells;
+    }
+    return std::vector<std::string>{};
+  };
+  const auto work = row("work");
+  ASSERT_EQ(work.size(), 10u) << f.out;  // the lag is "9 msgs": two cells
+  EXPECT_EQ(work[2], "shared");
+  EXPECT_EQ(work[3], std::to_string(::getpid()));
+  EXPECT_EQ(work[4], "9");
+  EXPECT_EQ(work[6], "3");  // leased
+  EXPECT_EQ(work[9], "ok");
+  const auto audit = row("audit");
+  ASSERT_FALSE(audit.empty()) << f.out;
+  EXPECT_EQ(audit[2], "broadcast");
+}
+
+// ---------------------------------------------------------------------------------------
+// end to end, through the fetcher
+
+// A build without the fetcher says so when asked to fetch from a directory that does
+// not exist (one with the fetcher refuses that directory).
+bool fetcher_built(Cli& cli) {
+  const NamespaceGuard ns(ringfeed::test::unique_ns("probe"));
+  const Finished f = cli.run(
+      {"fetch", "--namespace", ns.ns(), "--source", "file:/nonexistent-ringfeed-dir"}, "", 20s);
+  return f.err.find("has no fetcher") == std::string::npos;
+}
+
+TEST(CliEndToEnd, AMillionLinesThroughFetchAndThreeSharedConsumersEachExactlyOnce) {
+  Cli cli;
+  if (!fetcher_built(cli)) GTEST_SKIP() << "this build of ringfeed has no fetcher yet";
+  constexpr int kPartitions = 4;
+  constexpr int kPerPartition = 250'000;
+  const NamespaceGuard ns(ringfeed::test::unique_ns("e2e"));
+  const fs::path dir = cli.dir() / "logs";
+  fs::create_directory(dir);
+  const std::string src = "file:" + dir.string();
+  // Empty logs first: the fetcher serves them, consumers join, then the lines arrive.
+  for (int p = 0; p < kPartitions; ++p) {
+    const Finished f = cli.run({"produce", "--source", src, "--partition", std::to_string(p)});
+    ASSERT_EQ(f.status, 0) << f.err;
+  }
+  // Long leases: a slow machine must not turn into expiries and duplicates.
+  const Cli::Child fetch =
+      cli.start({"fetch", "--namespace", ns.ns(), "--source", src, "--partitions",
+                 std::to_string(kPartitions), "--lease-ms", "600000"});
+  auto rings = [&] {
+    int n = 0;
+    for (const auto& name : ringfeed::shm::Segment::list("ringfeed." + ns.ns() + ".p")) {
+      n += name.size() > 5 && name.substr(name.size() - 5) == ".ring";
+    }
+    return n;
+  };
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return rings() == kPartitions; }))
+      << "fetch never created its rings: " << read_file(fetch.err);
+  std::vector<Cli::Child> consumers;
+  for (int i = 0; i < 3; ++i) {
+    consumers.push_back(cli.start({"consume", "--namespace", ns.ns(), "--partition", "all",
+                                   "--group", "e2e", "--mode", "shared"}));
+  }
+  ASSERT_TRUE(ringfeed::test::wait_until([&] {
+    for (std::uint32_t p = 0; p < kPartitions; ++p) {
+      if (live_consumers(ns.ns(), p, "e2e") != 3) return false;
+    }
+    return true;
+  })) << "the consumers never attached";
+
+  for (int p = 0; p < kPartitions; ++p) {
+    std::string input;
+    input.reserve(kPerPartition * 12);
+    for (int i = 0; i < kPerPartition; ++i) {
+      input += std::to_string(p) + "-" + std::to_string(i) + "\n";
+    }
+    const Finished f =
+        cli.run({"produce", "--source", src, "--partition", std::to_string(p)}, input);
+    ASSERT_EQ(f.status, 0) << f.err;
+  }
+  constexpr std::size_t kTotal = std::size_t{kPartitions} * kPerPartition;
+  auto printed = [&] {
+    std::size_t n = 0;
+    for (const auto& c : consumers) {
+      const std::string out = read_file(c.out);
+      n += static_cast<std::size_t>(std::count(out.begin(), out.end(), '\n'));
+    }
+    return n;
+  };
+  EXPECT_TRUE(ringfeed::test::wait_until([&] { return printed() >= kTotal; }, 300s))
+      << printed() << " of " << kTotal << " lines printed";
+  for (const auto& c : consumers) ::kill(c.pid, SIGTERM);
+  std::vector<std::vector<bool>> seen(kPartitions, std::vector<bool>(kPerPartition, false));
+  std::size_t lines = 0, duplicates = 0;
+  for (const auto& c : consumers) {
+    const Finished f = cli.wait(c, 60s);
+    EXPECT_EQ(f.status, 0) << f.err;
+    for (const auto& l : split_lines(f.out)) {
+      ++lines;
+      const auto dash = l.find('-');
+      ASSERT_NE(dash, std::string::npos) << l;
+      const int p = std::stoi(l.substr(0, dash));
+      const int i = std::stoi(l.substr(dash + 1));
+      ASSERT_TRUE(p >= 0 && p < kPartitions && i >= 0 && i < kPerPartition) << l;
+      if (seen[p][i]) ++duplicates;
+      seen[p][i] = true;
+    }
+  }
+  EXPECT_EQ(lines, kTotal);
+  EXPECT_EQ(duplicates, 0u);
+  std::size_t missing = 0;
+  for (const auto& part : seen)
+    missing += static_cast<std::size_t>(std::count(part.begin(), part.end(), false));
+  EXPECT_EQ(missing, 0u);
+
+  // stat sees the live fetcher.
+  const Finished st = cli.run({"stat", "--namespace", ns.ns(), "--json"});
+  EXPECT_EQ(st.status, 0) << st.err;
+  EXPECT_NE(st.out.find("\"fetcher\":{\"pid\":" + std::to_string(fetch.pid) + ",\"alive\":true"),
+            std::string::npos)
+      << st.out;
+
+  ASSERT_EQ(::kill(fetch.pid, SIGTERM), 0);
+  const Finished f = cli.wait(fetch, 60s);
+  EXPECT_EQ(f.status, 0) << f.err;
+  EXPECT_NE(f.err.find("namespace " + ns.ns()), std::string::npos) << f.err;
+  EXPECT_TRUE(ringfeed::shm::Segment::list("ringfeed." + ns.ns() + ".").empty())
+      << "fetch left segments behind";
+}
+
+}  // namespace
