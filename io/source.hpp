@@ -54,8 +54,10 @@ class Source {
 
   // Waits up to `timeout` for records of any partition that is neither paused nor
   // stopped, and hands every record available now to `sink`, in order per partition.
-  // Returns how many records the sink took. An error that stops one partition is kept
-  // in its status, not returned; an error returned here concerns the whole source.
+  // Returns how many records the sink took; it returns early, with 0 records, after
+  // wake(), when a partition stops, or when a signal interrupts the wait. An error that
+  // stops one partition is kept in its status, not returned; an error returned here
+  // concerns the whole source.
   virtual Result<std::size_t> poll(const RecordSink& sink, std::chrono::milliseconds timeout) = 0;
 
   // After a sink refused a record of `partition`: offer it again from the next poll on.

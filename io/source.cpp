@@ -1,0 +1,73 @@
+// open_source: reads the scheme of a source URI and hands the rest to that source.
+// Only `file:` exists so far; its parameters are parsed here, strictly: a typo in a
+// parameter must not silently fall back to a default.
+#include <cerrno>
+#include <string>
+#include <utility>
+
+#include "io/local_log_source.hpp"
+#include "io/source.hpp"
+
+namespace ringfeed::io {
+
+namespace {
+
+Error bad_uri(std::string_view uri, const std::string& what) {
+  return Error{"source URI '" + std::string(uri) + "': " + what, EINVAL};
+}
+
+// file:DIR[?format=framed|lines]
+Result<std::unique_ptr<Source>> open_file_source(std::string_view uri, std::string_view rest,
+                                                 const SourceOptions& options) {
+  const std::size_t q = rest.find('?');
+  const std::string_view dir = rest.substr(0, q);
+  if (dir.empty()) return bad_uri(uri, "no directory after 'file:' (expected file:DIR)");
+
+  LocalLogOptions local;
+  local.partitions = options.partitions;
+  bool format_seen = false;
+  if (q != std::string_view::npos) {
+    std::string_view query = rest.substr(q + 1);
+    for (;;) {
+      const std::size_t amp = query.find('&');
+      const std::string_view param = query.substr(0, amp);
+      const std::size_t eq = param.find('=');
+      const std::string_view name = param.substr(0, eq);
+      if (param.empty()) return bad_uri(uri, "empty parameter");
+      if (name != "format") {
+        return bad_uri(uri, "unknown parameter '" + std::string(name) +
+                                "' (file: takes only format=framed|lines)");
+      }
+      if (format_seen) return bad_uri(uri, "parameter 'format' given twice");
+      format_seen = true;
+      const std::string_view value =
+          eq == std::string_view::npos ? std::string_view{} : param.substr(eq + 1);
+      if (value == "framed") {
+        local.format = LogFormat::framed;
+      } else if (value == "lines") {
+        local.format = LogFormat::lines;
+      } else {
+        return bad_uri(uri, "format '" + std::string(value) + "' is not framed or lines");
+      }
+      if (amp == std::string_view::npos) break;
+      query = query.substr(amp + 1);
+    }
+  }
+  return open_local_log(std::string(dir), local, std::string(uri));
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOptions& options) {
+  const std::size_t colon = uri.find(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return bad_uri(uri, "no scheme (expected file:DIR)");
+  }
+  const std::string_view scheme = uri.substr(0, colon);
+  if (scheme == "file") return open_file_source(uri, uri.substr(colon + 1), options);
+  return bad_uri(uri, "unknown scheme '" + std::string(scheme) +
+                          "' (this build reads file:DIR; redis:// and kafka:// are not "
+                          "available yet)");
+}
+
+}  // namespace ringfeed::io
