@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,6 +25,8 @@
 #include <thread>
 #include <vector>
 
+#include "io/checkpoint.hpp"
+#include "io/log_appender.hpp"
 #include "io/source.hpp"
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/fetcher.hpp"
@@ -614,6 +617,326 @@ TEST(Fetcher, TakesOverTheNamespaceOfAKilledFetcher) {
   EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
   ::close(ready[0]);
   ::close(ready[1]);
+}
+
+// The fetcher of a namespace dies; four processes start fetchers on it at once. Exactly
+// one takes it over; the others are refused, naming the winner's pid.
+TEST(Fetcher, ConcurrentTakeoversLeaveOneWinner) {
+  const auto ns = unique_ns("race");
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t dead = fork_child([&] {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    auto state = std::make_shared<MemorySource::State>(2);
+    auto f =
+        Fetcher::start({.ns = ns, .ring_bytes = 1 << 16}, std::make_unique<MemorySource>(state));
+    if (!f) return 2;
+    const char one = 1;
+    if (::write(ready[1], &one, 1) != 1) return 3;
+    ::pause();
+    return 4;
+  });
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "the first fetcher did not start";
+  ASSERT_EQ(::kill(dead, SIGKILL), 0);
+  EXPECT_EQ(wait_child(dead), -1);
+
+  struct Outcome {
+    char kind;  // 'W' took over, 'R' refused, 'E' anything else
+    pid_t pid;
+    char message[200];
+  };
+  int go[2];
+  int results[2];
+  int release[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(results), 0);
+  ASSERT_EQ(::pipe(release), 0);
+  std::vector<pid_t> racers;
+  for (int k = 0; k < 4; ++k) {
+    racers.push_back(fork_child([&] {
+      ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+      ::close(go[1]);
+      ::close(release[1]);
+      char b = 0;
+      (void)::read(go[0], &b, 1);  // EOF once the parent closes: all start together
+      auto state = std::make_shared<MemorySource::State>(2);
+      auto f =
+          Fetcher::start({.ns = ns, .ring_bytes = 1 << 16}, std::make_unique<MemorySource>(state));
+      Outcome o{};
+      o.pid = ::getpid();
+      o.kind = f.ok() ? 'W' : f.error().code == EBUSY ? 'R' : 'E';
+      if (!f.ok()) std::snprintf(o.message, sizeof o.message, "%s", f.error().message.c_str());
+      if (::write(results[1], &o, sizeof o) != sizeof o) return 3;
+      (void)::read(release[0], &b, 1);  // the winner serves until the parent is done
+      return 0;
+    }));
+  }
+  ::close(go[0]);
+  ::close(go[1]);
+  ::close(release[0]);
+  std::vector<Outcome> outcomes(racers.size());
+  for (Outcome& o : outcomes) ASSERT_EQ(::read(results[0], &o, sizeof o), sizeof o);
+  const auto winner = std::find_if(outcomes.begin(), outcomes.end(),
+                                   [](const Outcome& o) { return o.kind == 'W'; });
+  ASSERT_NE(winner, outcomes.end());
+  EXPECT_EQ(creator_pid(shm::fetcher_segment_name(ns)), winner->pid);
+  EXPECT_EQ(creator_pid(shm::ring_segment_name(ns, 0)), winner->pid);
+  EXPECT_EQ(creator_pid(shm::ring_segment_name(ns, 1)), winner->pid);
+  for (const Outcome& o : outcomes) {
+    if (&o == &*winner) continue;
+    EXPECT_EQ(o.kind, 'R') << o.message;
+    EXPECT_EQ(std::string(o.message),
+              "namespace '" + ns + "' is served by fetcher pid " + std::to_string(winner->pid));
+  }
+  ::close(release[1]);
+  for (const pid_t pid : racers) EXPECT_EQ(wait_child(pid), 0);
+  EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+  for (int fd : {ready[0], ready[1], results[0], results[1]}) ::close(fd);
+}
+
+// ---- Through the local-log source, file:DIR ---------------------------------------
+
+// A temporary directory for logs and checkpoints, removed at the end.
+struct TempDir {
+  std::string path;
+  TempDir() {
+    char t[] = "/tmp/ringfeed-fetcher-XXXXXX";
+    path = ::mkdtemp(t) != nullptr ? t : "";
+  }
+  ~TempDir() {
+    std::error_code ignored;
+    std::filesystem::remove_all(path, ignored);
+  }
+  std::string log(std::uint32_t p) const { return path + "/" + std::to_string(p) + ".log"; }
+};
+
+// Appends records one at a time to DIR/P.log, remembering where each landed.
+struct Producer {
+  std::vector<io::LogAppender> logs;
+  std::vector<std::vector<std::uint64_t>> offsets;  // per partition, in order
+  Producer(const TempDir& dir, std::uint32_t partitions) : offsets(partitions) {
+    for (std::uint32_t p = 0; p < partitions; ++p) {
+      auto a = io::LogAppender::open(dir.log(p));
+      EXPECT_TRUE(a.ok()) << (a.ok() ? "" : a.error().message);
+      if (a) logs.push_back(std::move(a.value()));
+    }
+  }
+  void append(std::uint32_t p, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) {
+      const std::string value = "p" + std::to_string(p) + "-" + std::to_string(offsets[p].size());
+      io::RecordView r;
+      r.timestamp_ns = 1;
+      r.key = "k";
+      r.value = value;
+      auto done = logs.at(p).append({&r, 1});
+      ASSERT_TRUE(done.ok()) << done.error().message;
+      offsets[p].push_back(done->offset);
+    }
+  }
+  std::size_t total() const {
+    std::size_t n = 0;
+    for (const auto& o : offsets) n += o.size();
+    return n;
+  }
+};
+
+std::uint64_t file_size(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 ? static_cast<std::uint64_t>(st.st_size) : 0;
+}
+
+TEST(FetcherFileSource, BadSourceUriIsRefusedBeforeAnythingIsCreated) {
+  const auto ns = unique_ns("baduri");
+  auto f = Fetcher::start({.ns = ns, .source = "nosuch:thing"});
+  ASSERT_FALSE(f.ok());
+  EXPECT_NE(f.error().message.find("nosuch:thing"), std::string::npos) << f.error().message;
+  auto g = Fetcher::start({.ns = "bad name", .source = "file:/nonexistent"});
+  ASSERT_FALSE(g.ok());
+  EXPECT_NE(g.error().message.find("namespace name 'bad name'"), std::string::npos)
+      << g.error().message;
+  EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+}
+
+// Records appended to DIR/0.log reach a consumer; what it acked is checkpointed, and a
+// clean stop leaves the checkpoint at the end of the log.
+TEST(FetcherFileSource, FetchesTheLogAndCheckpointsWhatWasAcked) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const auto ns = unique_ns("file");
+  Producer produce(dir, 1);
+  produce.append(0, 100);
+  auto f = Fetcher::start({.ns = ns, .source = "file:" + dir.path, .ring_bytes = 1 << 16});
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  Running running(std::move(f.value()));
+  auto c = attach(ns, 0, "g", Mode::shared);
+  ASSERT_TRUE(c);
+  EXPECT_EQ(consume(*c, 100), produce.offsets[0]);
+  produce.append(0, 50);
+  EXPECT_EQ(consume(*c, 50),
+            std::vector<std::uint64_t>(produce.offsets[0].begin() + 100, produce.offsets[0].end()));
+  const std::uint64_t end = file_size(dir.log(0));
+  EXPECT_TRUE(wait_until([&] { return stat(*running, 0).committed == end; }))
+      << "committed " << stat(*running, 0).committed << " of " << end;
+  ASSERT_TRUE(running.end().ok());
+  auto checkpoint = io::read_checkpoint(dir.path, 0);
+  ASSERT_TRUE(checkpoint.ok()) << checkpoint.error().message;
+  EXPECT_EQ(checkpoint.value(), end);
+  EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+}
+
+// The fetcher of a child process, stopped by SIGTERM (clean) or killed.
+std::atomic<bool> child_stop{false};
+Fetcher* child_fetcher = nullptr;
+
+pid_t spawn_fetcher(const FetcherOptions& options) {
+  int ready[2];
+  if (::pipe(ready) != 0) return -1;
+  const pid_t pid = fork_child([&] {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    ::close(ready[0]);
+    auto f = Fetcher::start(options);
+    if (!f) {
+      std::fprintf(stderr, "fetcher child: %s\n", f.error().message.c_str());
+      return 2;
+    }
+    child_fetcher = f->get();
+    struct sigaction sa {};
+    sa.sa_handler = [](int) {
+      child_stop.store(true);
+      child_fetcher->wake();
+    };
+    ::sigaction(SIGTERM, &sa, nullptr);
+    const char one = 1;
+    if (::write(ready[1], &one, 1) != 1) return 3;
+    auto done = (*f)->run(child_stop);
+    if (!done) std::fprintf(stderr, "fetcher child: %s\n", done.error().message.c_str());
+    return done.ok() ? 0 : 4;
+  });
+  ::close(ready[1]);
+  char byte = 0;
+  const bool started = ::read(ready[0], &byte, 1) == 1;
+  ::close(ready[0]);
+  if (!started) {
+    wait_child(pid, 10s);
+    return -1;
+  }
+  return pid;
+}
+
+// A consumer that attaches again whenever its ring goes away (its fetcher died or was
+// replaced), and notes every offset it is given.
+struct Collector {
+  std::string ns;
+  std::uint32_t partition;
+  Mode mode;
+  std::unique_ptr<Consumer> c;
+  std::set<std::uint64_t> seen;
+  std::size_t duplicates = 0;
+  int attaches = 0;
+
+  void step() {
+    if (!c) {
+      auto a = Consumer::attach({.ns = ns, .partition = partition, .group = "g", .mode = mode});
+      if (!a) return;  // no ring yet: the next step tries again
+      c = std::move(a.value());
+      ++attaches;
+    }
+    const auto& batch = c->pop(64, 2ms);
+    for (const auto& m : batch) {
+      if (!seen.insert(m.offset()).second) ++duplicates;
+    }
+    if (!batch.empty()) (void)c->ack(batch);
+    if (batch.status() == PopStatus::closed || batch.status() == PopStatus::fenced) c.reset();
+  }
+};
+
+// The crash test. Two partitions, one read by an exclusive group, one by a shared group.
+// While records are being appended, the fetcher (a child process) is killed with SIGKILL
+// once about a third of them were consumed; more records are appended while no fetcher
+// runs; a new fetcher takes the namespace over and resumes from the checkpoints. Checked:
+// every record written to the log reached its group at least once (duplicates are
+// allowed: what was in flight when the fetcher died), and after a clean stop the
+// checkpoints stand at the ends of the logs and no segment is left.
+TEST(FetcherFileSource, KilledFetcherRestartedLosesNothing) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const auto ns = unique_ns("crash");
+  constexpr std::size_t kPerPartition = 3000;
+  Producer produce(dir, 2);
+  produce.append(0, 200);
+  produce.append(1, 200);
+  const FetcherOptions options{
+      .ns = ns, .source = "file:" + dir.path, .ring_bytes = 1 << 16, .commit_interval = 5ms};
+  const pid_t first = spawn_fetcher(options);
+  ASSERT_GT(first, 0);
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      if (pid > 0) wait_child(pid, 0ms);
+    }
+  } reaper{first};
+
+  Collector groups[2] = {{.ns = ns, .partition = 0, .mode = Mode::exclusive},
+                         {.ns = ns, .partition = 1, .mode = Mode::shared}};
+  auto consumed = [&] { return groups[0].seen.size() + groups[1].seen.size(); };
+  auto produce_some = [&](std::size_t up_to) {
+    for (std::uint32_t p = 0; p < 2; ++p) {
+      const std::size_t n =
+          std::min<std::size_t>(20, up_to - std::min(up_to, produce.offsets[p].size()));
+      produce.append(p, n);
+    }
+  };
+  auto deadline = std::chrono::steady_clock::now() + 60s;
+  while (consumed() < kPerPartition * 2 / 3 && std::chrono::steady_clock::now() < deadline) {
+    produce_some(kPerPartition * 2 / 3);
+    for (Collector& g : groups) g.step();
+  }
+  ASSERT_GE(consumed(), kPerPartition * 2 / 3);
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  EXPECT_EQ(wait_child(first), -1);
+  reaper.pid = 0;
+  // The checkpoint a SIGKILL left behind is whole (old or new), never torn.
+  for (std::uint32_t p = 0; p < 2; ++p) {
+    auto checkpoint = io::read_checkpoint(dir.path, p);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.error().message;
+    EXPECT_LE(checkpoint.value(), file_size(dir.log(p)));
+  }
+  produce_some(kPerPartition * 5 / 6);  // written while no fetcher runs
+
+  const pid_t second = spawn_fetcher(options);
+  ASSERT_GT(second, 0);
+  reaper.pid = second;
+  deadline = std::chrono::steady_clock::now() + 60s;
+  while (consumed() < produce.total() || produce.total() < 2 * kPerPartition) {
+    if (std::chrono::steady_clock::now() >= deadline) break;
+    produce_some(kPerPartition);
+    for (Collector& g : groups) g.step();
+  }
+  for (std::uint32_t p = 0; p < 2; ++p) {
+    const std::set<std::uint64_t> written(produce.offsets[p].begin(), produce.offsets[p].end());
+    std::vector<std::uint64_t> lost;
+    std::set_difference(written.begin(), written.end(), groups[p].seen.begin(),
+                        groups[p].seen.end(), std::back_inserter(lost));
+    EXPECT_EQ(written.size(), kPerPartition);
+    EXPECT_EQ(lost.size(), 0u) << "partition " << p << ": " << lost.size()
+                               << " records never delivered, the first at offset "
+                               << (lost.empty() ? 0 : lost.front());
+    EXPECT_GE(groups[p].attaches, 2) << "partition " << p << " never saw the second fetcher";
+    std::printf("partition %u: %zu records, %zu delivered again after the kill, %d attaches\n", p,
+                written.size(), groups[p].duplicates, groups[p].attaches);
+  }
+
+  // Everything was acked: a clean stop leaves the checkpoints at the ends of the logs.
+  ASSERT_EQ(::kill(second, SIGTERM), 0);
+  EXPECT_EQ(wait_child(second), 0);
+  reaper.pid = 0;
+  for (std::uint32_t p = 0; p < 2; ++p) {
+    auto checkpoint = io::read_checkpoint(dir.path, p);
+    ASSERT_TRUE(checkpoint.ok()) << checkpoint.error().message;
+    EXPECT_EQ(checkpoint.value(), file_size(dir.log(p))) << "partition " << p;
+  }
+  EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
 }
 
 }  // namespace
