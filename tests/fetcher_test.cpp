@@ -21,6 +21,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <span>
 #include <string>
 #include <thread>
 #include <vector>
@@ -783,6 +784,41 @@ TEST(FetcherFileSource, FetchesTheLogAndCheckpointsWhatWasAcked) {
   ASSERT_TRUE(checkpoint.ok()) << checkpoint.error().message;
   EXPECT_EQ(checkpoint.value(), end);
   EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+}
+
+// A corrupt record in DIR/0.log stops partition 0 with the source's reason (file and
+// offset) in the fetcher's status; what came before it is delivered, partition 1 goes on.
+TEST(FetcherFileSource, CorruptLogStopsOnlyItsPartition) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const auto ns = unique_ns("corrupt");
+  Producer produce(dir, 2);
+  produce.append(0, 5);
+  produce.append(1, 5);
+  const std::uint64_t bad_at = file_size(dir.log(0));
+  {
+    const std::string garbage(64, 'G');
+    auto raw = io::LogAppender::open(dir.log(0));
+    ASSERT_TRUE(raw.ok());
+    ASSERT_TRUE(raw->append_encoded(std::as_bytes(std::span(garbage))).ok());
+  }
+  auto f = Fetcher::start({.ns = ns, .source = "file:" + dir.path, .ring_bytes = 1 << 16});
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  Running running(std::move(f.value()));
+  auto c0 = attach(ns, 0, "g", Mode::exclusive);
+  auto c1 = attach(ns, 1, "g", Mode::exclusive);
+  ASSERT_TRUE(c0 && c1);
+  EXPECT_EQ(consume(*c0, 5), produce.offsets[0]);
+  ASSERT_TRUE(wait_until([&] { return stat(*running, 0).stopped; }));
+  const std::string error = stat(*running, 0).error;
+  EXPECT_NE(error.find("partition 0 of file:" + dir.path), std::string::npos) << error;
+  EXPECT_NE(error.find(dir.log(0)), std::string::npos) << error;
+  EXPECT_NE(error.find(std::to_string(bad_at)), std::string::npos) << error;
+  produce.append(1, 5);
+  EXPECT_EQ(consume(*c1, 10), produce.offsets[1]);
+  EXPECT_FALSE(stat(*running, 1).stopped);
+  EXPECT_TRUE(wait_until([&] { return stat(*running, 0).committed == bad_at; }));
+  EXPECT_TRUE(running.end().ok());
 }
 
 // The fetcher of a child process, stopped by SIGTERM (clean) or killed.
