@@ -32,6 +32,7 @@
 #include <sys/eventfd.h>
 #include <sys/inotify.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -126,9 +127,7 @@ class UniqueFd {
 class Mapping {
  public:
   Mapping() = default;
-  ~Mapping() {
-    if (p_ != nullptr) ::munmap(p_, len_);
-  }
+  ~Mapping() { unmap(); }
   Mapping(const Mapping&) = delete;
   Mapping& operator=(const Mapping&) = delete;
   int map(std::size_t len) {
@@ -137,6 +136,11 @@ class Mapping {
     p_ = static_cast<std::byte*>(p);
     len_ = len;
     return 0;
+  }
+  void unmap() {
+    if (p_ != nullptr) ::munmap(p_, len_);
+    p_ = nullptr;
+    len_ = 0;
   }
   std::byte* data() const { return p_; }
 
@@ -186,6 +190,7 @@ class LocalLogSource final : public Source {
   const std::string& uri() const override { return uri_; }
 
  private:
+  Status register_buffers(std::uint32_t partitions);
   Status check_checkpoint_fits(Partition& q);
   void open_file(std::uint32_t p);
   void stop(Partition& q, std::string error);
@@ -204,7 +209,7 @@ class LocalLogSource final : public Source {
   const std::string dir_;
   const std::string uri_;
   const LogFormat format_;
-  const std::size_t fixed_cap_;
+  std::size_t fixed_cap_;  // set before open; register_buffers may lower it
   std::vector<Partition> parts_;
   Mapping fixed_;  // parts_.size() registered buffers of fixed_cap_ bytes
   UniqueFd inotify_fd_;
@@ -314,31 +319,58 @@ Status LocalLogSource::open(std::uint32_t partitions) {
     if (Status s = check_checkpoint_fits(q); !s) return s;
   }
 
-  if (const int err = fixed_.map(std::size_t{partitions} * fixed_cap_); err != 0) {
-    return Error{"cannot allocate " + std::to_string(partitions) + " read buffers of " +
-                     std::to_string(fixed_cap_) + " bytes for " + uri_ + ": " + errno_text(err),
-                 err};
-  }
-  std::vector<iovec> iov(partitions);
-  for (std::uint32_t p = 0; p < partitions; ++p) {
-    iov[p] = {fixed_buffer(p), fixed_cap_};
-    parts_[p].buf = fixed_buffer(p);
-    parts_[p].cap = fixed_cap_;
-  }
-  if (const int rc = io_uring_register_buffers(ring_.get(), iov.data(), partitions); rc < 0) {
+  if (Status st = register_buffers(partitions); !st) return st;
+
+  arm_inotify();
+  arm_wake();
+  submit_reads();
+  return Ok{};
+}
+
+// One read buffer per partition, registered with the ring. They are locked memory: for a
+// process without CAP_IPC_LOCK they count against RLIMIT_MEMLOCK (8 MiB by default). If
+// the asked size does not fit, smaller buffers (down to a page) are tried, sized to half
+// the limit, the rest left to other users of locked memory; a record larger than a
+// buffer is still read, through a heap buffer.
+Status LocalLogSource::register_buffers(std::uint32_t partitions) {
+  constexpr std::size_t kPage = 4096;
+  const std::size_t asked = fixed_cap_;
+  for (;;) {
+    if (const int err = fixed_.map(std::size_t{partitions} * fixed_cap_); err != 0) {
+      return Error{"cannot allocate " + std::to_string(partitions) + " read buffers of " +
+                       std::to_string(fixed_cap_) + " bytes for " + uri_ + ": " + errno_text(err),
+                   err};
+    }
+    std::vector<iovec> iov(partitions);
+    for (std::uint32_t p = 0; p < partitions; ++p) iov[p] = {fixed_buffer(p), fixed_cap_};
+    const int rc = io_uring_register_buffers(ring_.get(), iov.data(), partitions);
+    if (rc == 0) break;
+    fixed_.unmap();
+    if (rc == -ENOMEM) {
+      rlimit lim{};
+      if (::getrlimit(RLIMIT_MEMLOCK, &lim) == 0 && lim.rlim_cur != RLIM_INFINITY) {
+        const std::size_t fit = static_cast<std::size_t>(lim.rlim_cur) / 2 / partitions;
+        const std::size_t smaller = fit / kPage * kPage;
+        if (smaller >= kPage && smaller < fixed_cap_) {
+          fixed_cap_ = smaller;
+          continue;
+        }
+      }
+    }
     std::string msg = "cannot register " + std::to_string(partitions) + " read buffers of " +
                       std::to_string(fixed_cap_) + " bytes with io_uring for " + uri_ + ": " +
                       errno_text(-rc);
     if (rc == -ENOMEM) {
       msg += " (they are locked memory: raise `ulimit -l` to at least " +
-             std::to_string((std::size_t{partitions} * fixed_cap_ + 1023) / 1024) + " KiB)";
+             std::to_string((std::size_t{partitions} * std::min(asked, kPage * 16) + 1023) / 1024) +
+             " KiB)";
     }
     return Error{std::move(msg), -rc};
   }
-
-  arm_inotify();
-  arm_wake();
-  submit_reads();
+  for (std::uint32_t p = 0; p < partitions; ++p) {
+    parts_[p].buf = fixed_buffer(p);
+    parts_[p].cap = fixed_cap_;
+  }
   return Ok{};
 }
 

@@ -38,7 +38,8 @@ const char* to_string(LogFormat f);
 
 // Per-partition read buffer registered with io_uring. A record larger than this is read
 // into a heap buffer grown to fit it (up to the format's limits), then the partition
-// goes back to its registered buffer.
+// goes back to its registered buffer. When RLIMIT_MEMLOCK does not allow buffers of the
+// size asked for, smaller ones are used, down to 4 KiB.
 inline constexpr std::size_t kDefaultReadBufferBytes = std::size_t{64} * 1024;
 
 struct LocalLogOptions {

@@ -5,12 +5,16 @@
 // ahead of the reader, so both run at once. Every record must arrive exactly once,
 // in order, at the right offset; a reopen resumes exactly at the last commit.
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <gtest/gtest.h>
 
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <new>
@@ -195,4 +199,44 @@ TEST(LocalLogSourceMultiprocess, TailsAnotherProcessExactlyOnceInOrder) {
     EXPECT_EQ(first_offset[p], committed[p]) << "partition " << p;
     EXPECT_EQ((*again)->committed(p), committed[p]);
   }
+}
+
+// The registered read buffers are locked memory. A process without CAP_IPC_LOCK (here: a
+// child that drops root) under a small RLIMIT_MEMLOCK still opens many partitions, with
+// smaller buffers, and still reads a record larger than them.
+TEST(LocalLogSourceMultiprocess, SmallLockedMemoryLimitMeansSmallerBuffers) {
+  TempDir dir;
+  ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
+  const pid_t child = ringfeed::test::fork_child([&] {
+    if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return 2;
+    const rlimit lim{.rlim_cur = 4u << 20, .rlim_max = 4u << 20};
+    if (::setrlimit(RLIMIT_MEMLOCK, &lim) != 0) return 3;
+    constexpr std::uint32_t kMany = 100;  // 100 x 64 KiB would need 6.25 MiB
+    auto a = io::LogAppender::open(dir.log(0));
+    if (!a.ok()) return 4;
+    const std::string big(200'000, 'B');
+    const io::RecordView recs[] = {{.value = "first"}, {.value = big}, {.value = "last"}};
+    if (!a->append(recs).ok()) return 5;
+    auto s = io::open_source("file:" + dir.path(), {.partitions = kMany});
+    if (!s.ok()) {
+      std::fprintf(stderr, "%s\n", s.error().message.c_str());
+      return 6;
+    }
+    std::vector<std::string> got;
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (got.size() < 3 && std::chrono::steady_clock::now() < deadline) {
+      auto r = (*s)->poll(
+          [&](const io::SourceRecord& rec) {
+            got.emplace_back(rec.value);
+            return true;
+          },
+          1s);
+      if (!r.ok()) return 7;
+    }
+    if (got.size() != 3 || got[0] != "first" || got[1] != big || got[2] != "last") return 8;
+    return 0;
+  });
+  ASSERT_GT(child, 0);
+  EXPECT_EQ(ringfeed::test::wait_child(child), 0)
+      << "2: cannot drop root, 3: setrlimit, 4/5: append, 6: open refused, 7: poll, 8: records";
 }
