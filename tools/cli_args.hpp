@@ -71,6 +71,10 @@ std::optional<std::uint64_t> parse_u64(std::string_view text);
 // characters escaped, valid UTF-8 kept, every byte of invalid UTF-8 as \u00XX.
 void append_json_string(std::string& out, std::string_view text);
 
+// `text` for a terminal: printable ASCII and valid UTF-8 kept, every other byte '?'
+// (text read from shared memory may be anything).
+std::string printable_text(std::string_view text);
+
 // Writes all of `bytes` to `fd`, retrying short writes and EINTR. False on an error
 // (errno says which).
 bool write_all(int fd, std::string_view bytes);

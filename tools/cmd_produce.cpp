@@ -189,7 +189,10 @@ int produce_main(std::span<char* const> argv) {
     return usage_error(kCommand, "flag --format " + std::string(args->get("format")) +
                                      " contradicts format=" + target.format + " in --source");
   }
-  auto format = args->choice("format", target.format.empty() ? "framed" : target.format, kFormats);
+  // A view of target.format, which outlives `format`.
+  const std::string_view default_format =
+      target.format.empty() ? std::string_view("framed") : std::string_view(target.format);
+  auto format = args->choice("format", default_format, kFormats);
   if (!format) return usage_error(kCommand, format.error().message);
   const bool framed = format.value() == "framed";
   if (!framed && args->has("key")) {

@@ -74,6 +74,7 @@ struct PartitionStat {
   bool in_fetcher = false;  // the fetcher segment has an entry for it
   std::uint64_t fetched = 0;
   std::uint64_t committed = 0;
+  std::uint64_t dead_letters = 0;  // stored in the dead-letter log by the fetcher
   bool stopped = false;
   bool paused = false;
   std::string error;
@@ -156,6 +157,7 @@ void read_fetcher(NamespaceStat& st) {
     s.in_fetcher = true;
     s.fetched = fp.fetched.load(std::memory_order_acquire);
     s.committed = fp.committed.load(std::memory_order_acquire);
+    s.dead_letters = fp.dead_letters.load(std::memory_order_acquire);
     s.paused = fp.paused.load(std::memory_order_acquire) != 0;
     // acquire: the error text was written before `stopped` was set.
     s.stopped = fp.stopped.load(std::memory_order_acquire) != 0;
@@ -293,15 +295,6 @@ NamespaceStat collect(const std::string& ns) {
   return st;
 }
 
-// Text from shared memory printed in a table: no control characters.
-std::string printable(std::string_view text) {
-  std::string out(text);
-  for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x20 || c == 0x7f) c = '?';
-  }
-  return out;
-}
-
 std::string percent(std::uint64_t part, std::uint64_t whole) {
   if (whole == 0) return "-";
   char buf[32];
@@ -343,16 +336,16 @@ void print_human(const NamespaceStat& st) {
   if (!st.has_fetcher) {
     head += "no fetcher segment (rings only)";
   } else if (!st.fetcher_error.empty()) {
-    head += "fetcher segment unreadable: " + printable(st.fetcher_error);
+    head += "fetcher segment unreadable: " + printable_text(st.fetcher_error);
   } else {
     head += "fetcher pid " + std::to_string(st.fetcher_pid) +
-            (st.fetcher_alive ? " (alive)" : " (dead)") + ", source " + printable(st.source);
+            (st.fetcher_alive ? " (alive)" : " (dead)") + ", source " + printable_text(st.source);
   }
   std::fputs((head + "\n\n").c_str(), stdout);
 
   std::vector<std::vector<std::string>> rows{{"PARTITION", "RING", "FETCHED", "COMMITTED",
                                               "RING_USED", "CAPACITY", "FILL", "PUBLISHED",
-                                              "ERROR"}};
+                                              "DEAD_LETTERS", "ERROR"}};
   for (const PartitionStat& s : st.partitions) {
     std::string ring = !s.has_ring             ? "none"
                        : !s.ring_error.empty() ? "bad"
@@ -360,25 +353,26 @@ void print_human(const NamespaceStat& st) {
                        : !s.writer_alive       ? "orphaned"
                                                : "open";
     const bool r = s.has_ring && s.ring_error.empty();
-    std::string error = s.stopped               ? "stopped: " + printable(s.error)
-                        : !s.ring_error.empty() ? printable(s.ring_error)
+    std::string error = s.stopped               ? "stopped: " + printable_text(s.error)
+                        : !s.ring_error.empty() ? printable_text(s.ring_error)
                         : s.paused              ? "paused: ring full"
                                                 : "-";
-    rows.push_back(
-        {std::to_string(s.partition), ring, s.in_fetcher ? std::to_string(s.fetched) : "-",
-         s.in_fetcher ? std::to_string(s.committed) : "-", r ? std::to_string(s.used) : "-",
-         r ? std::to_string(s.capacity) : "-", r ? percent(s.used, s.capacity) : "-",
-         r ? std::to_string(s.published) : "-", error});
+    rows.push_back({std::to_string(s.partition), ring,
+                    s.in_fetcher ? std::to_string(s.fetched) : "-",
+                    s.in_fetcher ? std::to_string(s.committed) : "-",
+                    r ? std::to_string(s.used) : "-", r ? std::to_string(s.capacity) : "-",
+                    r ? percent(s.used, s.capacity) : "-", r ? std::to_string(s.published) : "-",
+                    s.in_fetcher ? std::to_string(s.dead_letters) : "-", error});
   }
   print_table(rows);
 
   std::vector<std::vector<std::string>> groups{{"PARTITION", "GROUP", "MODE", "CONSUMERS", "LAG",
-                                                "LEASED", "REDELIVERIES", "DEAD_LETTERS", "STATE"}};
+                                                "LEASED", "REDELIVERIES", "DEAD_PENDING", "STATE"}};
   for (const PartitionStat& s : st.partitions) {
     for (const GroupStat& g : s.groups) {
       if (!g.error.empty()) {
         groups.push_back({std::to_string(s.partition), g.name, "-", "-", "-", "-", "-", "-",
-                          "bad: " + printable(g.error)});
+                          "bad: " + printable_text(g.error)});
         continue;
       }
       const bool leased = uses_leases(g.mode);
@@ -434,6 +428,7 @@ void print_json(const NamespaceStat& st) {
     if (s.in_fetcher) {
       out += ",\"fetched\":" + std::to_string(s.fetched) +
              ",\"committed\":" + std::to_string(s.committed) +
+             ",\"dead_letters\":" + std::to_string(s.dead_letters) +
              ",\"stopped\":" + (s.stopped ? "true" : "false") +
              ",\"paused\":" + (s.paused ? "true" : "false") + ",\"error\":";
       if (s.stopped) {
@@ -485,7 +480,7 @@ void print_json(const NamespaceStat& st) {
       if (uses_leases(g.mode)) {
         out += ",\"leases_in_flight\":" + std::to_string(g.leases_in_flight) +
                ",\"redeliveries\":" + std::to_string(g.redeliveries) +
-               ",\"dead_letters\":" + std::to_string(g.dead_letters);
+               ",\"dead_letters_pending\":" + std::to_string(g.dead_letters);
       }
       out += "}";
     }
@@ -565,6 +560,8 @@ void print_prometheus(const NamespaceStat& st) {
             "Upstream position the partition was fetched up to.", p, s.fetched);
       e.add("ringfeed_partition_committed_position", "gauge",
             "Upstream position committed for the partition.", p, s.committed);
+      e.add("ringfeed_partition_dead_letters_total", "counter",
+            "Messages the fetcher stored in the partition's dead-letter log.", p, s.dead_letters);
       e.add("ringfeed_partition_stopped", "gauge", "1 if an error stopped the partition.", p,
             s.stopped ? 1 : 0);
       e.add("ringfeed_partition_paused", "gauge",
