@@ -15,11 +15,13 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <map>
 #include <memory>
+#include <random>
 #include <set>
 #include <span>
 #include <sstream>
@@ -29,6 +31,7 @@
 #include "io/framed_record.hpp"
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/writer.hpp"
+#include "shm/fetcher_layout.hpp"
 #include "shm/group_layout.hpp"
 #include "shm/names.hpp"
 #include "shm/process.hpp"
@@ -131,6 +134,10 @@ class Cli {
     f.status = ringfeed::test::wait_child(c.pid, timeout);
     f.out = read_file(c.out);
     f.err = read_file(c.err);
+    // A sanitizer build reports into the child's stderr; UBSan then carries on.
+    for (const char* report : {"runtime error:", "AddressSanitizer", "LeakSanitizer"}) {
+      EXPECT_EQ(f.err.find(report), std::string::npos) << f.err;
+    }
     return f;
   }
 
@@ -593,7 +600,7 @@ TEST_F(CliStat, JsonHasTheRingAndTheSharedGroupsNumbers) {
                    std::to_string(::getpid()) +
                    ",\"alive\":true}],\"lag\":9,"
                    "\"lag_unit\":\"messages\",\"leases_in_flight\":3,\"redeliveries\":0,"
-                   "\"dead_letters\":0}"),
+                   "\"dead_letters_pending\":0}"),
             std::string::npos)
       << j;
 }
@@ -650,6 +657,23 @@ TEST_F(CliStat, HumanTablesShowThePartitionAndTheGroup) {
     }
     return std::vector<std::string>{};
   };
+  // The partition table: a cell under every heading.
+  auto cells = [](const std::string& l) {
+    std::istringstream in(l);
+    return std::vector<std::string>{std::istream_iterator<std::string>(in), {}};
+  };
+  const auto heading = std::find_if(lines.begin(), lines.end(), [](const std::string& l) {
+    return l.rfind("PARTITION  RING", 0) == 0;
+  });
+  ASSERT_NE(heading, lines.end()) << f.out;
+  ASSERT_NE(heading + 1, lines.end());
+  const auto ring = cells(*(heading + 1));
+  ASSERT_EQ(ring.size(), cells(*heading).size()) << f.out;
+  EXPECT_EQ(ring[0], "0");
+  EXPECT_EQ(ring[1], "open");
+  EXPECT_EQ(ring[2], "-");  // no fetcher: no upstream positions
+  EXPECT_EQ(ring[5], "1048576");
+  EXPECT_EQ(ring[7], "10");
   const auto work = row("work");
   ASSERT_EQ(work.size(), 10u) << f.out;  // the lag is "9 msgs": two cells
   EXPECT_EQ(work[2], "shared");
@@ -660,6 +684,61 @@ TEST_F(CliStat, HumanTablesShowThePartitionAndTheGroup) {
   const auto audit = row("audit");
   ASSERT_FALSE(audit.empty()) << f.out;
   EXPECT_EQ(audit[2], "broadcast");
+}
+
+TEST_F(CliStat, GarbageInEverySegmentIsShownNeverACrash) {
+  make_state();
+  shared_.reset();  // its detach must not run over the garbage written below
+  create_group("audit", Mode::broadcast);
+  create_group("solo", Mode::exclusive);
+  namespace shm = ringfeed::shm;
+  std::mt19937_64 rng(20240611);
+  auto scribble = [&](std::byte* from, std::size_t n) {
+    for (std::size_t i = 0; i < n; ++i) from[i] = static_cast<std::byte>(rng());
+  };
+  for (int round = 0; round < 6; ++round) {
+    // Groups: everything after the header, and in odd rounds the header's sizes too.
+    for (const auto& name : shm::Segment::list(shm::group_segment_prefix(ns_.ns(), 0))) {
+      auto seg = shm::Segment::open(name, shm::Access::read_write);
+      ASSERT_TRUE(seg.ok()) << seg.error().message;
+      scribble(seg->base() + sizeof(shm::SegmentHeader), seg->size() - sizeof(shm::SegmentHeader));
+      if (round % 2 == 1) scribble(seg->base() + 16, 24);
+    }
+    // The ring's positions and state (the writer here is idle).
+    {
+      auto seg = shm::Segment::open(shm::ring_segment_name(ns_.ns(), 0), shm::Access::read_write);
+      ASSERT_TRUE(seg.ok()) << seg.error().message;
+      scribble(seg->base() + 64, 256);
+    }
+    // A fetcher segment: a valid header (in even rounds) over random counters and text.
+    const std::string fetcher = shm::fetcher_segment_name(ns_.ns());
+    shm::Segment::remove(fetcher);
+    const std::uint32_t parts = 3;
+    const auto self = shm::self_identity();
+    auto created =
+        shm::Segment::create(fetcher, shm::fetcher_segment_size(parts), [&](std::byte* base) {
+          scribble(base, shm::fetcher_segment_size(parts));
+          shm::SegmentHeader h{shm::kMagic,
+                               shm::kLayoutVersion,
+                               static_cast<std::uint32_t>(shm::SegmentKind::fetcher),
+                               shm::fetcher_segment_size(parts),
+                               sizeof(shm::FetcherControl),
+                               round % 2 == 0 ? parts : parts + 1000,
+                               self.pid,
+                               0,
+                               self.start_time,
+                               0};
+          std::memcpy(base, &h, sizeof h);
+        });
+    ASSERT_TRUE(created.ok()) << created.error().message;
+    for (const std::vector<std::string>& extra :
+         {std::vector<std::string>{}, {"--json"}, {"--prometheus"}}) {
+      const Finished f = cli_.run(stat_args(extra));
+      EXPECT_EQ(f.status, 0) << "round " << round << " " << describe(stat_args(extra)) << "\n"
+                             << f.err;
+      EXPECT_NE(f.out.find(ns_.ns()), std::string::npos) << f.out;
+    }
+  }
 }
 
 // ---------------------------------------------------------------------------------------
