@@ -837,12 +837,36 @@ TEST(CliEndToEnd, AMillionLinesThroughFetchAndThreeSharedConsumersEachExactlyOnc
     missing += static_cast<std::size_t>(std::count(part.begin(), part.end(), false));
   EXPECT_EQ(missing, 0u);
 
-  // stat sees the live fetcher.
-  const Finished st = cli.run({"stat", "--namespace", ns.ns(), "--json"});
+  // stat sees the live fetcher and, once it committed what the group acked, every
+  // partition fetched and committed up to the end of its log.
+  std::string expected_positions;
+  for (int p = 0; p < kPartitions; ++p) {
+    const auto size = std::to_string(fs::file_size(dir / (std::to_string(p) + ".log")));
+    expected_positions +=
+        "{\"partition\":" + std::to_string(p) + ",\"fetched\":" + size + ",\"committed\":" + size;
+  }
+  Finished st;
+  auto positions_reached = [&] {
+    st = cli.run({"stat", "--namespace", ns.ns(), "--json"});
+    std::string found;
+    for (int p = 0; p < kPartitions; ++p) {
+      const auto at = st.out.find("{\"partition\":" + std::to_string(p) + ",");
+      if (at == std::string::npos) return false;
+      const auto end = st.out.find(",\"dead_letters\"", at);
+      found += st.out.substr(at, end - at);
+    }
+    return found == expected_positions;
+  };
+  EXPECT_TRUE(ringfeed::test::wait_until(positions_reached, 30s))
+      << "expected " << expected_positions << "\nstat: " << st.out;
   EXPECT_EQ(st.status, 0) << st.err;
   EXPECT_NE(st.out.find("\"fetcher\":{\"pid\":" + std::to_string(fetch.pid) + ",\"alive\":true"),
             std::string::npos)
       << st.out;
+  // A second fetcher on the live namespace is refused.
+  const Finished second = cli.run({"fetch", "--namespace", ns.ns(), "--source", src});
+  EXPECT_EQ(second.status, 1) << second.err;
+  EXPECT_NE(second.err.find(std::to_string(fetch.pid)), std::string::npos) << second.err;
 
   ASSERT_EQ(::kill(fetch.pid, SIGTERM), 0);
   const Finished f = cli.wait(fetch, 60s);
