@@ -5,6 +5,7 @@
 #include <cerrno>
 #include <thread>
 
+#include "key_shared.hpp"
 #include "shm/futex.hpp"
 #include "shm/group.hpp"
 #include "shm/names.hpp"
@@ -63,7 +64,7 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   if (options.mode != Mode::exclusive && options.mode != Mode::broadcast &&
       !uses_leases(options.mode)) {
     return Error{"mode " + std::string(to_string(options.mode)) +
-                     " is not supported yet (supported: exclusive, shared, failover, broadcast)",
+                     " is not a mode (exclusive, failover, shared, key_shared, broadcast)",
                  ENOTSUP};
   }
   if (options.max_unacked == 0 || options.max_unacked > (1u << 24)) {
@@ -102,6 +103,7 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
                                              : group_lease;
     if (auto ok = c->claim_slot(); !ok) return ok.error();
     if (auto ok = c->start_shared(created); !ok) return ok.error();
+    if (options.mode == Mode::key_shared) c->keyed_ = std::make_unique<key_shared::Scan>();
     return c;
   }
 

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <thread>
 
+#include "key_shared.hpp"
 #include "ringfeed/consumer.hpp"
 #include "shm/process.hpp"
 
@@ -32,8 +33,9 @@ std::uint32_t Consumer::now_lease_ms() const {
 
 bool Consumer::has_work() const {
   if (!uses_leases(options_.mode)) return !ring_.is_empty_at(read_pos_);
+  if (keyed_) return !keyed_->idle || ring_.published() > keyed_->scanned;
   return ring_.published() > group_->dispatch.load(std::memory_order_acquire) ||
-         group_->redeliveries.load(std::memory_order_acquire) != 0;
+         (group_->redeliveries.load(std::memory_order_acquire) != 0 && !redeliveries_waiting_);
 }
 
 bool Consumer::nothing_published_seq_cst() const {
@@ -41,9 +43,13 @@ bool Consumer::nothing_published_seq_cst() const {
   if (!uses_leases(options_.mode)) {
     return control.write_pos.load(std::memory_order_seq_cst) == read_pos_;
   }
+  if (keyed_) {
+    return keyed_->idle && control.published.load(std::memory_order_seq_cst) <= keyed_->scanned;
+  }
+  // Redeliveries whose delay runs do not keep pop awake: it looks again every sleep slice.
   return control.published.load(std::memory_order_seq_cst) <=
              group_->dispatch.load(std::memory_order_seq_cst) &&
-         group_->redeliveries.load(std::memory_order_seq_cst) == 0;
+         (group_->redeliveries.load(std::memory_order_seq_cst) == 0 || redeliveries_waiting_);
 }
 
 // The smallest sequence whose message starts at or after `position`, among those the
@@ -116,20 +122,29 @@ bool Consumer::failover_active() {
   const std::int64_t now = now_ns();
   if (now < next_liveness_check_ns_) return false;
   next_liveness_check_ns_ = now + 10'000'000;
+  before_me &= ~reap_dead_slots(before_me);
+  return before_me == 0;
+}
+
+// Slots in `candidates` (bit i = slot i) whose owner died: their leases come back (or go
+// to the dead letters) and the slot is freed at once, without waiting for the writer's
+// reaper. Returns the slots found free or freed.
+std::uint64_t Consumer::reap_dead_slots(std::uint64_t candidates) {
+  std::uint64_t gone = 0;
   for (std::uint32_t i = 0; i < shm::kGroupSlots; ++i) {
-    if (((before_me >> i) & 1u) == 0) continue;
+    if (((candidates >> i) & 1u) == 0 || i == slot_) continue;
     std::uint64_t owner = group_->slots[i].owner.load(std::memory_order_acquire);
     if (owner == 0) {
-      before_me &= ~(1ull << i);
+      gone |= 1ull << i;
     } else if (!shm::owner_alive(owner)) {
       leases_.reap(now_lease_ms(), 1ull << i, max_deliveries_, dead_);
       dead_lettered_ += dead_.size();
       dead_.clear();
       group_->slots[i].owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);
-      before_me &= ~(1ull << i);
+      gone |= 1ull << i;
     }
   }
-  return before_me == 0;
+  return gone;
 }
 
 std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
@@ -146,8 +161,10 @@ std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
   // now and then look even without a hint, for leases that expired unannounced.
   if (group_->redeliveries.load(std::memory_order_acquire) != 0 || (++pops_ & 255) == 0) {
     const auto cap = static_cast<std::uint32_t>(std::max<std::size_t>(1, max - max / 4));
+    std::uint32_t waiting = 0;
     n = leases_.take_due(now, cap, slot_, lease_deadline, max_deliveries_, kRedeliveryScan,
-                         taken_.data(), dead_);
+                         taken_.data(), dead_, &waiting);
+    redeliveries_waiting_ = n == 0 && waiting > 0;
   }
   // A message on its last allowed delivery travels alone.
   const bool alone = n == 1 && taken_[0].lease.deliveries >= max_deliveries_;
@@ -160,6 +177,10 @@ std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
     dead_.clear();
     after_settled();
   }
+  return deliver_taken(n, now, status);
+}
+
+std::size_t Consumer::deliver_taken(std::uint32_t n, std::uint32_t now, PopStatus& status) {
   std::size_t out = 0;
   shm::RecordView rec;
   for (std::uint32_t i = 0; i < n; ++i) {

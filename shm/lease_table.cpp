@@ -57,7 +57,7 @@ std::uint32_t LeaseTable::take_new(std::uint64_t published, std::uint32_t max, s
 std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std::uint32_t owner,
                                    std::uint32_t lease_deadline_ms, std::uint32_t max_deliveries,
                                    std::uint32_t scan_limit, TakenLease* out,
-                                   std::vector<std::uint64_t>& dead) {
+                                   std::vector<std::uint64_t>& dead, std::uint32_t* waiting_out) {
   const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
   const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
   if (d < low || d - low > mask_ + 1ull) return 0;
@@ -108,7 +108,47 @@ std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std:
   // The hint can drift (a consumer killed between a lease's change and the count's); a
   // scan of the whole table that found nothing available sets it right.
   if (n == 0 && waiting == 0 && end == d) group_->redeliveries.store(0, std::memory_order_relaxed);
+  if (waiting_out != nullptr) *waiting_out = waiting;
   return n;
+}
+
+TakeOne LeaseTable::take_one(std::uint64_t seq, std::uint64_t seen, std::uint32_t owner,
+                             std::uint32_t lease_deadline_ms, std::uint32_t max_deliveries,
+                             TakenLease& out) {
+  const Lease l = Lease::unpack(seen);
+  const bool first = l.parity != parity(seq);
+  Lease next = l;
+  next.parity = parity(seq);
+  next.generation = l.generation + 1;
+  if (!first && l.deliveries >= max_deliveries) {
+    next.state = LeaseState::dead;
+    next.deadline_ms = static_cast<std::uint32_t>(DeadReason::max_deliveries);
+    if (!entry(seq).compare_exchange_strong(seen, next.pack(), std::memory_order_acq_rel)) {
+      return TakeOne::changed;
+    }
+    if (l.state == LeaseState::available) {
+      group_->redeliveries.fetch_sub(1, std::memory_order_relaxed);
+    }
+    return TakeOne::dead;
+  }
+  next.state = LeaseState::leased;
+  next.deliveries = first ? 1 : l.deliveries + 1;
+  next.owner = owner;
+  next.deadline_ms = lease_deadline_ms;
+  if (!entry(seq).compare_exchange_strong(seen, next.pack(), std::memory_order_acq_rel)) {
+    return TakeOne::changed;
+  }
+  if (!first && l.state == LeaseState::available) {
+    group_->redeliveries.fetch_sub(1, std::memory_order_relaxed);
+  }
+  out = {seq, next};
+  return TakeOne::taken;
+}
+
+void LeaseTable::raise_dispatch(std::uint64_t end) {
+  std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
+  while (end > d && !group_->dispatch.compare_exchange_weak(d, end, std::memory_order_acq_rel)) {
+  }
 }
 
 template <typename Change>

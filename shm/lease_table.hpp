@@ -29,6 +29,12 @@ struct TakenLease {
   Lease lease;  // as taken: generation and delivery count
 };
 
+enum class TakeOne {
+  taken,    // `out` holds the lease
+  dead,     // it had reached max_deliveries: marked dead for the dead-letter log instead
+  changed,  // the entry is no longer what the caller saw (someone else moved it)
+};
+
 class LeaseTable {
  public:
   LeaseTable() = default;
@@ -48,11 +54,24 @@ class LeaseTable {
   // released, or leased with an expired deadline), oldest first, looking at no more than
   // `scan_limit` sequences. One that would reach `max_deliveries` with this delivery is
   // handed out alone; one that already reached it is marked dead and its sequence added
-  // to `dead` instead.
+  // to `dead` instead. `waiting` (optional): how many were seen whose delay has not passed.
   std::uint32_t take_due(std::uint32_t now_ms, std::uint32_t max, std::uint32_t owner,
                          std::uint32_t lease_deadline_ms, std::uint32_t max_deliveries,
                          std::uint32_t scan_limit, TakenLease* out,
-                         std::vector<std::uint64_t>& dead);
+                         std::vector<std::uint64_t>& dead, std::uint32_t* waiting = nullptr);
+
+  // key_shared groups, whose consumers choose messages by key rather than in order: takes
+  // the entry of `seq` as the caller saw it (`seen`, an acquire load of word(seq)) for
+  // `owner`, whether it was never handed out (an entry of the previous lap) or is due
+  // again. One CAS; the caller has checked that it may take it.
+  TakeOne take_one(std::uint64_t seq, std::uint64_t seen, std::uint32_t owner,
+                   std::uint32_t lease_deadline_ms, std::uint32_t max_deliveries, TakenLease& out);
+  // key_shared: raises `dispatch` to `end` (never lowers it), so that every sequence
+  // below it is looked at by the reaper, the dead-letter pass and advance_low.
+  void raise_dispatch(std::uint64_t end);
+  std::uint64_t word(std::uint64_t seq) { return entry(seq).load(std::memory_order_acquire); }
+  // Whether a lease word belongs to this lap of `seq` (else: never handed out yet).
+  bool current_lap(std::uint64_t seq, const Lease& l) const { return l.parity == parity(seq); }
 
   LeaseResult ack(std::uint64_t seq, std::uint32_t owner, std::uint32_t generation);
   // Available again after `not_before_ms`; dead (added to `dead`) if its deliveries

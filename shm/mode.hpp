@@ -20,7 +20,7 @@ std::optional<Mode> parse_mode(std::string_view text);
 bool is_valid_mode(std::uint32_t raw);
 // Modes whose messages are handed out under leases from the group's lease table.
 constexpr bool uses_leases(Mode mode) {
-  return mode == Mode::shared || mode == Mode::failover;
+  return mode == Mode::shared || mode == Mode::failover || mode == Mode::key_shared;
 }
 
 }  // namespace ringfeed

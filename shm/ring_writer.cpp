@@ -409,9 +409,12 @@ void RingWriter::service(std::int64_t now_ns) {
     }
     const std::uint32_t now_ms = LeaseTable::to_lease_ms(now_ns, g.epoch_ns);
     dead_.clear();
-    // Abandoned entries are judged only on liveness passes, 10 ms apart.
+    // Abandoned entries are judged only on liveness passes, 10 ms apart. key_shared
+    // groups take messages out of order: entries below dispatch not handed out yet are
+    // normal there, not abandoned.
+    const bool judge_abandoned = check_liveness && g.mode != Mode::key_shared;
     g.leases.reap(now_ms, dead_owners, g.max_deliveries, dead_,
-                  check_liveness ? &g.abandoned : nullptr);
+                  judge_abandoned ? &g.abandoned : nullptr);
     // Slots of dead consumers are free once their leases are back.
     for (std::uint32_t i = 0; i < kGroupSlots; ++i) {
       if (((dead_owners >> i) & 1u) == 0) continue;

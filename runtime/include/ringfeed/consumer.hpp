@@ -29,6 +29,10 @@
 
 namespace ringfeed {
 
+namespace key_shared {
+struct Scan;
+}
+
 struct ConsumerOptions {
   std::string ns;
   std::uint32_t partition = 0;
@@ -115,7 +119,7 @@ class Consumer {
   // no ring, a group in another mode, an exclusive holder that lives (named by pid), a
   // corrupt or mismatched segment.
   static Result<std::unique_ptr<Consumer>> attach(const ConsumerOptions& options);
-  ~Consumer();  // detaches: an exclusive group is released, a broadcast slot freed
+  ~Consumer();  // detaches: an exclusive group is released, a slot freed, leases returned
   Consumer(const Consumer&) = delete;
   Consumer& operator=(const Consumer&) = delete;
 
@@ -165,6 +169,11 @@ class Consumer {
   Status start_shared(bool created);
   std::uint64_t first_seq_at_or_after(std::uint64_t position) const;
   std::size_t collect_shared(std::size_t max, PopStatus& status);
+  std::size_t collect_keyed(std::size_t max, PopStatus& status);
+  void refresh_key_ranges();
+  std::uint64_t reap_dead_slots(std::uint64_t candidates);
+  // Turns the first `n` entries of taken_ into messages of the batch.
+  std::size_t deliver_taken(std::uint32_t n, std::uint32_t now_ms, PopStatus& status);
   bool shared_has_work() const;
   bool failover_active();
   void after_settled();  // advance low_seq and the watermark after acks / dead letters
@@ -175,6 +184,7 @@ class Consumer {
   std::size_t collect(std::size_t max, PopStatus& status);
   Message& emit(const shm::RecordView& record);
   std::size_t take(std::size_t max, PopStatus& status) {
+    if (options_.mode == Mode::key_shared) return collect_keyed(max, status);
     return uses_leases(options_.mode) ? collect_shared(max, status) : collect(max, status);
   }
   // Whether a pop could find something now (the next record's tag; in shared mode the
@@ -207,6 +217,9 @@ class Consumer {
   std::int64_t next_liveness_check_ns_ = 0;
   std::vector<shm::TakenLease> taken_;
   std::vector<std::uint64_t> dead_;
+  // Shared mode: the last look for redeliveries found only some whose delay runs.
+  bool redeliveries_waiting_ = false;
+  std::unique_ptr<key_shared::Scan> keyed_;  // key_shared mode
 
   std::uint64_t read_pos_ = 0;
   std::uint64_t published_watermark_ = 0;
