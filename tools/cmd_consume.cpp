@@ -128,7 +128,7 @@ int consume_main(std::span<char* const> argv) {
   auto partition =
       all ? Result<std::uint64_t>(0) : args->number("partition", 0, 0, shm::kMaxPartitions - 1);
   if (!partition) {
-    return usage_error(kCommand, partition.error().message + " (or all)");
+    return usage_error(kCommand, partition.error().message + "; use a partition number or all");
   }
   auto count = args->number("count", 0, 1);
   if (!count) return usage_error(kCommand, count.error().message);

@@ -102,13 +102,10 @@ struct NamespaceStat {
   std::vector<PartitionStat> partitions;
 };
 
-// A NUL-padded text field of shared memory, bounded by its array.
+// A NUL-padded text field of shared memory, bounded by its array (the writer may not
+// have terminated it).
 std::string bounded_text(const char* field, std::size_t size) {
-  char copy[shm::kSourceUriBytes > shm::kPartitionErrorBytes ? shm::kSourceUriBytes
-                                                             : shm::kPartitionErrorBytes];
-  size = std::min(size, sizeof copy);
-  std::memcpy(copy, field, size);
-  return std::string(copy, ::strnlen(copy, size));
+  return std::string(field, ::strnlen(field, size));
 }
 
 PartitionStat& partition_entry(NamespaceStat& st, std::uint32_t p) {
