@@ -44,6 +44,12 @@ class ArgReader {
     out = v;
     return true;
   }
+  // Consumes "--name VALUE" or "--name=VALUE"; VALUE must not be empty.
+  bool text(std::string_view name, std::string_view& out) {
+    if (!valued(name, out)) return false;
+    if (out.empty()) throw UsageError(std::string(name) + " needs a non-empty value");
+    return true;
+  }
   [[noreturn]] void unknown() const {
     throw UsageError("unknown argument '" + std::string(args_[i_]) + "' (see --help)");
   }

@@ -1,5 +1,5 @@
-// The subcommands of ringfeed-bench. Each parses its own flags (throwing UsageError),
-// prints its report, and returns the exit status.
+// The subcommands of ringfeed-bench. Each parses its own flags (throwing
+// UsageError), prints its report, and returns the exit status.
 #pragma once
 
 #include "cli.hpp"
@@ -10,11 +10,12 @@ int latency_main(ArgReader& args);
 int throughput_main(ArgReader& args);
 int jitter_main(ArgReader& args);
 int shared_main(ArgReader& args);
+int ingest_main(ArgReader& args);
 
 // "AMD EPYC, 2 cpus online": printed with every report.
 std::string machine_description();
-// What a run says about itself besides its figures: pinning, how long it waited for
-// idle cpus, and how much of the cpus' time other processes took meanwhile.
+// What a run says about itself besides its figures: pinning, how long it waited
+// for idle cpus, and how much of the cpus' time other processes took meanwhile.
 std::string run_note(const std::string& pin, const std::string& idle_wait, double others_share);
 
 }  // namespace ringfeed::bench

@@ -23,6 +23,9 @@ commands:
                the environment's own latency tail
   shared       shared (leased) groups: pop + ack throughput of 1, 2 and 4 consumer
                processes against an exclusive consumer, and lease takeover after SIGKILL
+  ingest       local-log ingest: a fetcher on file:DIR feeding consumer processes
+               against a plain sequential read of the same files, and produce-to-consume
+               latency against a plain inotify tail
 
 Every figure comes with same-run baselines, per run and as the median of --runs runs.
 'ringfeed-bench <command> --help' lists a command's flags.
@@ -59,7 +62,8 @@ int main(int argc, char** argv) {
   if (args.empty()) {
     std::fprintf(
         stderr,
-        "ringfeed-bench: missing command: latency, throughput, jitter or shared (see --help)\n");
+        "ringfeed-bench: missing command: latency, throughput, jitter, shared, ingest, failover "
+        "or idle (see --help)\n");
     return 2;
   }
   const std::string_view command = args.front();
@@ -73,8 +77,10 @@ int main(int argc, char** argv) {
     if (command == "throughput") return throughput_main(rest);
     if (command == "jitter") return jitter_main(rest);
     if (command == "shared") return shared_main(rest);
+    if (command == "ingest") return ingest_main(rest);
     throw UsageError("unknown command '" + std::string(command) +
-                     "': expected latency, throughput, jitter or shared (see --help)");
+                     "': expected latency, throughput, jitter, shared, ingest, failover or idle "
+                     "(see --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "ringfeed-bench: %s\n", e.what());
     return 2;
