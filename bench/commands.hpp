@@ -11,6 +11,12 @@ int throughput_main(ArgReader& args);
 int jitter_main(ArgReader& args);
 int shared_main(ArgReader& args);
 int ingest_main(ArgReader& args);
+int failover_main(ArgReader& args);
+
+// The takeover of `shared`, once, on a ring of namespace `ns`: nanoseconds from
+// the SIGKILL of a consumer holding `leases` leases to the last of them popped
+// again by a second consumer; negative after a failure (printed on stderr).
+double shared_takeover_ns(std::uint64_t leases, bool pin, const std::string& ns);
 
 // "AMD EPYC, 2 cpus online": printed with every report.
 std::string machine_description();

@@ -26,6 +26,8 @@ commands:
   ingest       local-log ingest: a fetcher on file:DIR feeding consumer processes
                against a plain sequential read of the same files, and produce-to-consume
                latency against a plain inotify tail
+  failover     failover groups: time from the SIGKILL of the active consumer to the
+               standby's first message, against the shared-group lease takeover
 
 Every figure comes with same-run baselines, per run and as the median of --runs runs.
 'ringfeed-bench <command> --help' lists a command's flags.
@@ -78,6 +80,7 @@ int main(int argc, char** argv) {
     if (command == "jitter") return jitter_main(rest);
     if (command == "shared") return shared_main(rest);
     if (command == "ingest") return ingest_main(rest);
+    if (command == "failover") return failover_main(rest);
     throw UsageError("unknown command '" + std::string(command) +
                      "': expected latency, throughput, jitter, shared, ingest, failover or idle "
                      "(see --help)");

@@ -398,6 +398,13 @@ double median_of(std::vector<double> v) {
 
 }  // namespace
 
+double shared_takeover_ns(std::uint64_t leases, bool pin, const std::string& ns) {
+  Options o;
+  o.leases = leases;
+  o.pin = pin;
+  return takeover(o, ns);
+}
+
 int shared_main(ArgReader& args) {
   const Options o = parse(args);
   const unsigned cpus = std::thread::hardware_concurrency();
