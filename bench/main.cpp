@@ -28,6 +28,8 @@ commands:
                latency against a plain inotify tail
   failover     failover groups: time from the SIGKILL of the active consumer to the
                standby's first message, against the shared-group lease takeover
+  idle         CPU used by a fetcher with nothing to fetch, against a process that
+               wakes as often
 
 Every figure comes with same-run baselines, per run and as the median of --runs runs.
 'ringfeed-bench <command> --help' lists a command's flags.
@@ -81,6 +83,7 @@ int main(int argc, char** argv) {
     if (command == "shared") return shared_main(rest);
     if (command == "ingest") return ingest_main(rest);
     if (command == "failover") return failover_main(rest);
+    if (command == "idle") return idle_main(rest);
     throw UsageError("unknown command '" + std::string(command) +
                      "': expected latency, throughput, jitter, shared, ingest, failover or idle "
                      "(see --help)");
