@@ -6,6 +6,7 @@
 #include <thread>
 
 #include "key_shared.hpp"
+#include "ringfeed/dead_letter_log.hpp"
 #include "shm/futex.hpp"
 #include "shm/group.hpp"
 #include "shm/names.hpp"
@@ -91,16 +92,16 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   }
   c->owner_ = shm::pack_owner(shm::self_identity());
 
+  // Settings are written once by the creator; clamp them anyway (another process wrote them).
+  c->epoch_ns_ = c->group_->epoch_ns;
+  c->max_deliveries_ =
+      std::clamp<std::uint32_t>(c->group_->max_deliveries, 1, shm::kMaxDeliveriesLimit);
+  const auto group_lease = std::clamp<std::uint32_t>(c->group_->lease_ms, 1, 24u * 3600 * 1000);
+  c->lease_ms_ = options.lease.count() > 0 ? static_cast<std::uint32_t>(std::min<std::int64_t>(
+                                                 options.lease.count(), 24ll * 3600 * 1000))
+                                           : group_lease;
   if (uses_leases(options.mode)) {
     c->leases_ = shm::LeaseTable(c->group_, seg->shape.window);
-    // Settings are written once by the creator; clamp them anyway (another process wrote them).
-    c->epoch_ns_ = c->group_->epoch_ns;
-    c->max_deliveries_ =
-        std::clamp<std::uint32_t>(c->group_->max_deliveries, 1, shm::kMaxDeliveriesLimit);
-    const auto group_lease = std::clamp<std::uint32_t>(c->group_->lease_ms, 1, 24u * 3600 * 1000);
-    c->lease_ms_ = options.lease.count() > 0 ? static_cast<std::uint32_t>(std::min<std::int64_t>(
-                                                   options.lease.count(), 24ll * 3600 * 1000))
-                                             : group_lease;
     if (auto ok = c->claim_slot(); !ok) return ok.error();
     if (auto ok = c->start_shared(created); !ok) return ok.error();
     if (options.mode == Mode::key_shared) c->keyed_ = std::make_unique<key_shared::Scan>();
@@ -232,6 +233,19 @@ bool Consumer::fenced() const {
 
 std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
   std::size_t n = 0;
+  // Leases of this consumer's own: redeliveries first (nacked, expired), then new ones.
+  // The clock is read only when a pop has something to hand out.
+  std::uint32_t now = 0;
+  bool have_now = false;
+  if (!redeliver_.empty() || leases_held_) {
+    now = now_lease_ms();
+    have_now = true;
+    if (leases_held_ && shm::deadline_passed(next_expiry_ms_, now)) expire_local(now);
+    if (!redeliver_.empty()) {
+      n = redeliver_local(std::max<std::size_t>(1, max - max / 4), now, status);
+      if (n > 0 && batch_.messages_.back().delivery_count() >= max_deliveries_) return n;
+    }
+  }
   shm::RecordView rec;
   while (n < max) {
     if (next_seq_ - head_seq_ >= options_.max_unacked) {
@@ -249,10 +263,24 @@ std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
       if (n == 0) status = fenced() ? PopStatus::fenced : PopStatus::corrupt;
       break;
     }
+    if (!have_now) {
+      now = now_lease_ms();
+      have_now = true;
+    }
     InFlight& slot = in_flight_[next_seq_ & in_flight_mask_];
     slot.position = rec.position;
-    slot.acked = false;
-    emit(rec).sequence_ = next_seq_++;
+    slot.state = Held::leased;
+    slot.generation += 1;
+    slot.deliveries = 1;
+    slot.deadline_ms = now + lease_ms_;
+    if (!leases_held_) {
+      leases_held_ = true;
+      next_expiry_ms_ = slot.deadline_ms;
+    }
+    Message& m = emit(rec);
+    m.sequence_ = next_seq_++;
+    m.lease_generation_ = slot.generation;
+    m.delivery_count_ = 1;
     read_pos_ = rec.next;
     ++n;
   }
@@ -368,15 +396,9 @@ AckStatus Consumer::ack(const Message& m) {
     after_settled();
     return AckStatus::ok;
   }
-  const std::uint64_t seq = m.sequence_;
-  if (seq < head_seq_ || seq >= next_seq_) return AckStatus::not_leased;
-  InFlight& slot = in_flight_[seq & in_flight_mask_];
-  if (slot.acked || slot.position != m.position_) return AckStatus::not_leased;
-  slot.acked = true;
-  if (seq == head_seq_) {
-    while (head_seq_ != next_seq_ && in_flight_[head_seq_ & in_flight_mask_].acked) ++head_seq_;
-    publish_watermark();
-  }
+  AckStatus why = AckStatus::ok;
+  if (held_local(m, why) == nullptr) return why;
+  settle_local(m.sequence_);
   return AckStatus::ok;
 }
 

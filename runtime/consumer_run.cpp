@@ -28,9 +28,6 @@ RunStatus Consumer::run(const std::function<Verdict(const Message&)>& handler,
       } catch (...) {
         v = Verdict::nack(options.nack_on_exception);
       }
-      if (v.kind != Verdict::Kind::ack && !uses_leases(options_.mode)) {
-        return RunStatus::unsupported;  // the message stays unacked, held for the group
-      }
       switch (v.kind) {
         case Verdict::Kind::ack:
           ack(m);

@@ -218,7 +218,7 @@ void Consumer::after_settled() {
 }
 
 AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
-  if (!uses_leases(options_.mode)) return AckStatus::not_supported;
+  if (!uses_leases(options_.mode)) return nack_local(m, delay);
   const auto ms =
       static_cast<std::uint32_t>(std::clamp<std::int64_t>(delay.count(), 0, 24ll * 3600 * 1000));
   bool dead = false;
@@ -234,7 +234,7 @@ AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
 }
 
 AckStatus Consumer::release(const Message& m) {
-  if (!uses_leases(options_.mode)) return AckStatus::not_supported;
+  if (!uses_leases(options_.mode)) return release_local(m);
   if (leases_.release(m.sequence_, slot_, m.lease_generation_, now_lease_ms()) !=
       shm::LeaseResult::ok) {
     return AckStatus::lease_lost;
@@ -244,7 +244,7 @@ AckStatus Consumer::release(const Message& m) {
 }
 
 AckStatus Consumer::reject(const Message& m) {
-  if (!uses_leases(options_.mode)) return AckStatus::not_supported;
+  if (!uses_leases(options_.mode)) return reject_local(m);
   if (leases_.reject(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {
     return AckStatus::lease_lost;
   }
@@ -255,7 +255,7 @@ AckStatus Consumer::reject(const Message& m) {
 }
 
 AckStatus Consumer::extend(const Message& m, std::chrono::milliseconds by) {
-  if (!uses_leases(options_.mode)) return AckStatus::not_supported;
+  if (!uses_leases(options_.mode)) return extend_local(m, by);
   const auto ms =
       static_cast<std::uint32_t>(std::clamp<std::int64_t>(by.count(), 0, 24ll * 3600 * 1000));
   if (leases_.extend(m.sequence_, slot_, m.lease_generation_, now_lease_ms() + ms) !=

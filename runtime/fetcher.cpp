@@ -5,12 +5,14 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
+#include <filesystem>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
 #include <cstring>
 #include <deque>
+#include <filesystem>
 #include <mutex>
 #include <optional>
 #include <utility>
@@ -216,6 +218,12 @@ Status FetcherImpl::init() {
                                    self.start_time,
                                    0};
     put_text(c->source, sizeof c->source, uri);
+    // Consumers store dead letters there too: absolute, and whole or not at all.
+    std::error_code ec;
+    const std::string dir = std::filesystem::absolute(dead_letter_dir_, ec).string();
+    if (!ec && dir.size() < sizeof c->dead_letter_dir) {
+      put_text(c->dead_letter_dir, sizeof c->dead_letter_dir, dir);
+    }
     shm::FetcherPartition* parts = shm::fetcher_partitions(c);
     for (std::uint32_t i = 0; i < n; ++i) {
       auto* p = new (&parts[i]) shm::FetcherPartition{};

@@ -5,8 +5,9 @@
 // live namespace or take over a dead one.
 //
 //   offset 0     SegmentHeader (kind = fetcher, data_capacity = partitions)
-//   offset 64    FetcherControl: the source URI, written once before publication
-//   offset 576   `partitions` FetcherPartition entries, 320 bytes each
+//   offset 64    FetcherControl: the source URI and the dead-letter directory, written
+//                once before publication
+//   offset 1600  `partitions` FetcherPartition entries, 320 bytes each
 //
 // Only the fetcher writes; every other process maps it read-only. Counters are atomics
 // the fetcher stores with release and readers load with acquire; the error text of a
@@ -24,16 +25,21 @@
 namespace ringfeed::shm {
 
 inline constexpr std::size_t kSourceUriBytes = 512;
+inline constexpr std::size_t kDeadLetterDirBytes = 1024;
 inline constexpr std::size_t kPartitionErrorBytes = 256;
 inline constexpr std::uint32_t kMaxPartitions = 4096;
 
 struct FetcherControl {
   SegmentHeader header;          // [0, 64)
   char source[kSourceUriBytes];  // [64, 576): NUL-padded URI (credentials removed)
+  // [576, 1600): NUL-padded directory of the dead-letter logs, where exclusive and
+  // broadcast consumers store their own dead letters too.
+  char dead_letter_dir[kDeadLetterDirBytes];
 };
 static_assert(std::is_standard_layout_v<FetcherControl>);
-static_assert(sizeof(FetcherControl) == 576);
+static_assert(sizeof(FetcherControl) == 1600);
 static_assert(offsetof(FetcherControl, source) == 64);
+static_assert(offsetof(FetcherControl, dead_letter_dir) == 576);
 
 struct FetcherPartition {
   std::atomic<std::uint64_t> fetched;       // upstream position fetched up to (next_offset)

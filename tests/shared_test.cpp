@@ -422,17 +422,21 @@ TEST_F(Shared, RunHandsEveryMessageToTheHandlerAndAppliesItsVerdict) {
   EXPECT_EQ((*a)->dead_lettered(), 1u);
 }
 
-TEST_F(Shared, RunInExclusiveModeAcksAndRefusesANack) {
+TEST_F(Shared, RunInExclusiveModeRedeliversANackToTheSameConsumer) {
   auto a = Consumer::attach({.ns = ns_, .group = "x", .mode = Mode::exclusive});
   ASSERT_TRUE(a.ok());
   publish(0, 3);
-  int seen = 0;
+  std::vector<std::pair<std::uint64_t, std::uint32_t>> seen;  // offset, delivery
   const auto status = (*a)->run([&](const Message& m) {
-    ++seen;
-    return m.offset() == 2 ? ringfeed::Verdict::nack(0ms) : ringfeed::Verdict::ack();
+    seen.emplace_back(m.offset(), m.delivery_count());
+    if (seen.size() == 4) (*a)->stop();
+    return m.offset() == 1 && m.delivery_count() == 1 ? ringfeed::Verdict::nack(0ms)
+                                                      : ringfeed::Verdict::ack();
   });
-  EXPECT_EQ(status, ringfeed::RunStatus::unsupported);
-  EXPECT_EQ(seen, 3);
+  EXPECT_EQ(status, ringfeed::RunStatus::stopped);
+  const std::vector<std::pair<std::uint64_t, std::uint32_t>> expected{
+      {0, 1}, {1, 1}, {2, 1}, {1, 2}};
+  EXPECT_EQ(seen, expected);
 }
 
 }  // namespace

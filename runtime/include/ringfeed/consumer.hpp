@@ -32,6 +32,7 @@ namespace ringfeed {
 namespace key_shared {
 struct Scan;
 }
+class DeadLetterLog;
 
 struct ConsumerOptions {
   std::string ns;
@@ -48,6 +49,10 @@ struct ConsumerOptions {
   std::chrono::milliseconds lease{0};
   // Used only when this attach creates the group; 0 fields take the ring's defaults.
   shm::GroupSettings group_settings{};
+  // Exclusive and broadcast consumers store their own dead letters (shared-style groups
+  // leave that to the fetcher): here, or, if empty, in the directory of the namespace's
+  // fetcher. Without either they are counted (dead_letters_dropped) and dropped.
+  std::string dead_letter_dir;
   // CLOCK_MONOTONIC nanoseconds, the clock of lease deadlines; tests substitute theirs.
   std::function<std::int64_t()> clock{};
 };
@@ -69,7 +74,7 @@ enum class AckStatus {
   ok,
   not_leased,     // not a message this consumer holds (already acked, or from elsewhere)
   lease_lost,     // the lease expired (or its holder was declared dead) and moved on
-  not_supported,  // nack, release, reject and extend are for shared and failover groups
+  not_supported,  // kept for compatibility: every mode supports every call now
 };
 const char* to_string(AckStatus status);
 
@@ -94,7 +99,7 @@ enum class RunStatus {
   closed,       // the writer is gone and everything was taken
   fenced,       // the writer stopped serving the group
   corrupt,      // a record in the ring failed validation
-  unsupported,  // a nack or reject verdict in a mode without leases (exclusive, broadcast)
+  unsupported,  // kept for compatibility: every mode takes every verdict now
 };
 
 class Batch {
@@ -130,14 +135,15 @@ class Consumer {
 
   AckStatus ack(const Message& m);
   AckStatus ack(const Batch& batch);  // acks all; the first failure if any one was not held
-  // Shared groups: give the message back to be delivered again after `delay` (counts as
-  // a delivery; at max_deliveries it is dead-lettered instead).
+  // Give the message back to be delivered again after `delay` (counts as a delivery; at
+  // max_deliveries it is dead-lettered instead). Shared-style groups redeliver to any
+  // consumer entitled to it; exclusive and broadcast consumers to themselves.
   AckStatus nack(const Message& m, std::chrono::milliseconds delay);
-  // Shared groups: give it back at once without counting the delivery (shutting down).
+  // Give it back at once without counting the delivery (shutting down).
   AckStatus release(const Message& m);
-  // Shared groups: dead-letter it now.
+  // Dead-letter it now.
   AckStatus reject(const Message& m);
-  // Shared groups: the lease now ends `by` from now; the same message handle stays valid.
+  // The lease now ends `by` from now; the same message handle stays valid.
   AckStatus extend(const Message& m, std::chrono::milliseconds by);
 
   // Push style: pops and hands every message to `handler`, whose verdict acks, nacks with a
@@ -147,8 +153,12 @@ class Consumer {
                 const RunOptions& options = {});
   void stop() { stop_.store(true, std::memory_order_relaxed); }
 
-  // Messages this consumer found at max_deliveries and marked dead.
+  // Messages this consumer found at max_deliveries, or rejected, and marked dead.
   std::uint64_t dead_lettered() const { return dead_lettered_; }
+  // Exclusive and broadcast: dead letters that had nowhere to go (no directory) or could
+  // not be stored (the error is in last_dead_letter_error()).
+  std::uint64_t dead_letters_dropped() const { return dead_letters_dropped_; }
+  const std::string& last_dead_letter_error() const { return dead_letter_error_; }
 
   std::size_t in_flight() const {
     return uses_leases(options_.mode) ? unacked_ : static_cast<std::size_t>(next_seq_ - head_seq_);
@@ -159,9 +169,15 @@ class Consumer {
   std::uint64_t watermark() const { return published_watermark_; }
 
  private:
+  // A message popped by an exclusive or broadcast consumer, until it is acked: the
+  // consumer's own lease on it (no other process can take it; a crash ends them all).
+  enum class Held : std::uint8_t { acked, leased, waiting };  // waiting: for redelivery
   struct InFlight {
     std::uint64_t position = 0;
-    bool acked = true;
+    std::uint32_t generation = 0;  // bumped by each hand-over: stale handles are refused
+    std::uint32_t deliveries = 0;
+    std::uint32_t deadline_ms = 0;  // leased: when it expires; waiting: not before
+    Held state = Held::acked;
   };
 
   Consumer() = default;
@@ -182,6 +198,16 @@ class Consumer {
   Status join(std::uint64_t start);
   Status resume(std::uint64_t position);
   std::size_t collect(std::size_t max, PopStatus& status);
+  // Exclusive and broadcast leases (consumer_local_leases.cpp).
+  std::size_t redeliver_local(std::size_t max, std::uint32_t now_ms, PopStatus& status);
+  void expire_local(std::uint32_t now_ms);
+  InFlight* held_local(const Message& m, AckStatus& why);
+  void settle_local(std::uint64_t seq);
+  void dead_letter_local(std::uint64_t seq, shm::DeadReason reason);
+  AckStatus nack_local(const Message& m, std::chrono::milliseconds delay);
+  AckStatus release_local(const Message& m);
+  AckStatus reject_local(const Message& m);
+  AckStatus extend_local(const Message& m, std::chrono::milliseconds by);
   Message& emit(const shm::RecordView& record);
   std::size_t take(std::size_t max, PopStatus& status) {
     if (options_.mode == Mode::key_shared) return collect_keyed(max, status);
@@ -223,7 +249,13 @@ class Consumer {
 
   std::uint64_t read_pos_ = 0;
   std::uint64_t published_watermark_ = 0;
-  std::vector<InFlight> in_flight_;  // a circle indexed by sequence & mask
+  std::vector<InFlight> in_flight_;       // a circle indexed by sequence & mask
+  std::vector<std::uint64_t> redeliver_;  // sequences waiting for redelivery
+  bool leases_held_ = false;              // some lease may expire: next_expiry_ms_ is set
+  std::uint32_t next_expiry_ms_ = 0;      // no held lease expires before this
+  std::uint64_t dead_letters_dropped_ = 0;
+  std::string dead_letter_error_;
+  std::unique_ptr<DeadLetterLog> dead_letter_log_;
   std::uint64_t in_flight_mask_ = 0;
   std::uint64_t head_seq_ = 0;  // oldest sequence not yet acked
   std::uint64_t next_seq_ = 0;  // sequence of the next message popped
