@@ -73,79 +73,87 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   }
   std::unique_ptr<Consumer> c(new Consumer());
   c->options_ = options;
-  auto ring = shm::RingReader::open(options.ns, options.partition);
+  if (auto ok = c->connect(); !ok) return ok.error();
+  const shm::SegmentHeader& h = c->ring_.control().header;
+  c->writer_ = shm::pack_owner({h.creator_pid, h.creator_start_time});
+  return c;
+}
+
+// Maps the ring and the group and takes a place in it (attach, and again after the
+// fetcher was replaced).
+Status Consumer::connect() {
+  auto ring = shm::RingReader::open(options_.ns, options_.partition);
   if (!ring) return ring.error();
-  c->ring_ = std::move(ring.value());
-  const auto& rc = c->ring_.control();
+  ring_ = std::move(ring.value());
+  const auto& rc = ring_.control();
   const shm::GroupSettings settings =
-      shm::resolve(options.group_settings,
+      shm::resolve(options_.group_settings,
                    {rc.default_lease_window, rc.default_max_deliveries, rc.default_lease_ms});
-  auto seg = shm::open_or_create_group(options.ns, options.partition, options.group, options.mode,
-                                       settings);
+  auto seg = shm::open_or_create_group(options_.ns, options_.partition, options_.group,
+                                       options_.mode, settings);
   if (!seg) return seg.error();
-  c->group_segment_ = std::move(seg->segment);
+  group_segment_ = std::move(seg->segment);
   const bool created = seg->created;
-  c->group_ = reinterpret_cast<shm::GroupControl*>(c->group_segment_.base());
-  if (c->fenced()) {
+  group_ = reinterpret_cast<shm::GroupControl*>(group_segment_.base());
+  if (fenced()) {
     return Error{
-        describe_group(options) + " was fenced by the writer (its shared state was corrupt)", EIO};
+        describe_group(options_) + " was fenced by the writer (its shared state was corrupt)", EIO};
   }
-  c->owner_ = shm::pack_owner(shm::self_identity());
+  owner_ = shm::pack_owner(shm::self_identity());
 
   // Settings are written once by the creator; clamp them anyway (another process wrote them).
-  c->epoch_ns_ = c->group_->epoch_ns;
-  c->max_deliveries_ =
-      std::clamp<std::uint32_t>(c->group_->max_deliveries, 1, shm::kMaxDeliveriesLimit);
-  const auto group_lease = std::clamp<std::uint32_t>(c->group_->lease_ms, 1, 24u * 3600 * 1000);
-  c->lease_ms_ = options.lease.count() > 0 ? static_cast<std::uint32_t>(std::min<std::int64_t>(
-                                                 options.lease.count(), 24ll * 3600 * 1000))
-                                           : group_lease;
-  if (uses_leases(options.mode)) {
-    c->leases_ = shm::LeaseTable(c->group_, seg->shape.window);
-    if (auto ok = c->claim_slot(); !ok) return ok.error();
-    if (auto ok = c->start_shared(created); !ok) return ok.error();
-    if (options.mode == Mode::key_shared) c->keyed_ = std::make_unique<key_shared::Scan>();
-    return c;
+  epoch_ns_ = group_->epoch_ns;
+  max_deliveries_ = std::clamp<std::uint32_t>(group_->max_deliveries, 1, shm::kMaxDeliveriesLimit);
+  const auto group_lease = std::clamp<std::uint32_t>(group_->lease_ms, 1, 24u * 3600 * 1000);
+  lease_ms_ = options_.lease.count() > 0 ? static_cast<std::uint32_t>(std::min<std::int64_t>(
+                                               options_.lease.count(), 24ll * 3600 * 1000))
+                                         : group_lease;
+  if (uses_leases(options_.mode)) {
+    leases_ = shm::LeaseTable(group_, seg->shape.window);
+    if (auto ok = claim_slot(); !ok) return ok.error();
+    if (auto ok = start_shared(created); !ok) return ok.error();
+    if (options_.mode == Mode::key_shared) keyed_ = std::make_unique<key_shared::Scan>();
+    return Ok{};
   }
 
   std::uint64_t start = 0;
-  if (options.mode == Mode::exclusive) {
-    auto& holder = c->group_->holder;
+  if (options_.mode == Mode::exclusive) {
+    auto& holder = group_->holder;
     std::uint64_t seen = holder.load(std::memory_order_acquire);
     for (;;) {
       if (seen != 0 && shm::owner_alive(seen)) {
-        return Error{describe_group(options) + " is held in exclusive mode by pid " +
+        return Error{describe_group(options_) + " is held in exclusive mode by pid " +
                          std::to_string(shm::owner_pid(seen)),
                      EBUSY};
       }
       // Free, or its holder died: take it. A failed CAS reloads `seen` and re-checks.
-      if (holder.compare_exchange_weak(seen, c->owner_, std::memory_order_acq_rel)) break;
+      if (holder.compare_exchange_weak(seen, owner_, std::memory_order_acq_rel)) break;
     }
-    c->owner_word_ = &holder;
-    c->watermark_ = &c->group_->low_watermark;
-    start = c->watermark_->load(std::memory_order_acquire);
+    owner_word_ = &holder;
+    watermark_ = &group_->low_watermark;
+    start = watermark_->load(std::memory_order_acquire);
     if (!created) {
       // The writer honours this group's watermark already: resume there, unless that
       // space was reused before the group ever joined (its creator died mid-attach).
-      const auto reusable = c->ring_.control().reusable.load(std::memory_order_acquire);
-      if (auto ok = c->resume(std::max(start, reusable)); !ok) return ok.error();
-      return c;
+      const auto reusable = ring_.control().reusable.load(std::memory_order_acquire);
+      if (auto ok = resume(std::max(start, reusable)); !ok) return ok.error();
+      return Ok{};
     }
   } else {
-    if (auto ok = c->claim_slot(); !ok) return ok.error();
-    shm::GroupSlot* mine = &c->group_->slots[c->slot_];
-    c->watermark_ = &mine->cursor;
+    if (auto ok = claim_slot(); !ok) return ok.error();
+    shm::GroupSlot* mine = &group_->slots[slot_];
+    watermark_ = &mine->cursor;
     // Start with the slowest live peer, or (alone) with the oldest data the ring holds.
-    start = c->ring_.control().tail.load(std::memory_order_acquire);
+    start = ring_.control().tail.load(std::memory_order_acquire);
     std::uint64_t slowest = UINT64_MAX;
-    for (shm::GroupSlot& slot : c->group_->slots) {
+    for (shm::GroupSlot& slot : group_->slots) {
       if (&slot == mine || slot.owner.load(std::memory_order_acquire) == 0) continue;
       slowest = std::min(slowest, slot.cursor.load(std::memory_order_acquire));
     }
     if (slowest != UINT64_MAX) start = std::max(start, slowest);
   }
-  if (auto ok = c->join(start); !ok) return ok.error();
-  return c;
+  if (auto ok = join(start); !ok) return ok.error();
+  return Ok{};
 }
 
 // Takes a consumer slot: a free one, else one whose owner died (in shared mode after
@@ -212,6 +220,10 @@ Status Consumer::resume(std::uint64_t w) {
 }
 
 Consumer::~Consumer() {
+  detach();
+}
+
+void Consumer::detach() {
   if (uses_leases(options_.mode) && owner_word_ != nullptr) {
     // Leases still held go back to the group before the slot can be taken again.
     try {
@@ -225,6 +237,56 @@ Consumer::~Consumer() {
     std::uint64_t me = owner_;
     owner_word_->compare_exchange_strong(me, 0, std::memory_order_acq_rel);
   }
+  owner_word_ = nullptr;
+}
+
+// A fetcher that died is replaced by a new one (a new instance of the ring, its creator
+// named in the segment header), which starts every partition afresh from what was
+// committed upstream. A consumer of the old ring moves over: it leaves the old group
+// (the new fetcher removed it), forgets every lease of the old instance (handles from
+// before are refused: attach_epoch_), and attaches again with the same options.
+bool Consumer::reattach_to_new_writer() {
+  auto probe = shm::RingReader::open(options_.ns, options_.partition);
+  if (!probe) return false;
+  const shm::SegmentHeader now = probe->control().header;
+  if (shm::pack_owner({now.creator_pid, now.creator_start_time}) == writer_) {
+    return false;  // the same instance: closed, or its writer died and none took over yet
+  }
+  if (!probe->writer_alive()) return false;
+  if (group_ != nullptr) detach();
+  group_segment_ = {};
+  group_ = nullptr;
+  watermark_ = nullptr;
+  leases_ = {};
+  slot_ = 0;
+  unacked_ = 0;
+  pops_ = 0;
+  ticket_ = 0;
+  next_liveness_check_ns_ = 0;
+  taken_.clear();
+  dead_.clear();
+  redeliveries_waiting_ = false;
+  keyed_.reset();
+  read_pos_ = 0;
+  published_watermark_ = 0;
+  in_flight_.clear();
+  redeliver_.clear();
+  leases_held_ = false;
+  next_expiry_ms_ = 0;
+  head_seq_ = 0;
+  next_seq_ = 0;
+  ++attach_epoch_;
+  ++reattached_;
+  if (!connect().ok()) {
+    // Not usable yet (say, another consumer holds the exclusive group): pops report
+    // closed and try again.
+    detach();
+    group_segment_ = {};
+    group_ = nullptr;
+    return false;
+  }
+  writer_ = shm::pack_owner({now.creator_pid, now.creator_start_time});
+  return true;
 }
 
 bool Consumer::fenced() const {
@@ -298,10 +360,25 @@ Message& Consumer::emit(const shm::RecordView& rec) {
   m.upstream_offset_ = rec.upstream_offset;
   m.timestamp_ns_ = rec.timestamp_ns;
   m.position_ = rec.position;
+  m.attach_epoch_ = attach_epoch_;
   return m;
 }
 
 const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
+  // Attached to a fetcher that is gone: move to its successor if one runs.
+  if (group_ == nullptr && !reattach_to_new_writer()) {
+    batch_.messages_.clear();
+    batch_.status_ = PopStatus::closed;
+    return batch_;
+  }
+  const Batch& b = pop_attached(max, wait);
+  if (b.status() == PopStatus::closed && options_.follow_fetcher && reattach_to_new_writer()) {
+    return pop_attached(max, wait);
+  }
+  return b;
+}
+
+const Batch& Consumer::pop_attached(std::size_t max, std::chrono::nanoseconds wait) {
   batch_.messages_.clear();
   batch_.status_ = PopStatus::timed_out;
   if (max == 0) return batch_;
@@ -388,8 +465,10 @@ void Consumer::publish_watermark() {
 }
 
 AckStatus Consumer::ack(const Message& m) {
+  if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (uses_leases(options_.mode)) {
     if (leases_.ack(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {
+      lost_lease();
       return AckStatus::lease_lost;
     }
     --unacked_;
@@ -404,12 +483,14 @@ AckStatus Consumer::ack(const Message& m) {
 
 AckStatus Consumer::ack(const Batch& batch) {
   AckStatus result = AckStatus::ok;
+  if (!batch.empty() && batch[0].attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (uses_leases(options_.mode)) {
     // One low-sequence advance for the whole batch.
     for (const Message& m : batch) {
       if (leases_.ack(m.sequence_, slot_, m.lease_generation_) == shm::LeaseResult::ok) {
         --unacked_;
-      } else if (result == AckStatus::ok) {
+      } else {
+        lost_lease();
         result = AckStatus::lease_lost;
       }
     }

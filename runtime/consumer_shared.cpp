@@ -218,13 +218,17 @@ void Consumer::after_settled() {
 }
 
 AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
+  if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (!uses_leases(options_.mode)) return nack_local(m, delay);
   const auto ms =
       static_cast<std::uint32_t>(std::clamp<std::int64_t>(delay.count(), 0, 24ll * 3600 * 1000));
   bool dead = false;
   const auto r = leases_.nack(m.sequence_, slot_, m.lease_generation_, now_lease_ms() + ms,
                               max_deliveries_, dead);
-  if (r != shm::LeaseResult::ok) return AckStatus::lease_lost;
+  if (r != shm::LeaseResult::ok) {
+    lost_lease();
+    return AckStatus::lease_lost;
+  }
   --unacked_;
   if (dead) {
     ++dead_lettered_;
@@ -234,9 +238,11 @@ AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
 }
 
 AckStatus Consumer::release(const Message& m) {
+  if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (!uses_leases(options_.mode)) return release_local(m);
   if (leases_.release(m.sequence_, slot_, m.lease_generation_, now_lease_ms()) !=
       shm::LeaseResult::ok) {
+    lost_lease();
     return AckStatus::lease_lost;
   }
   --unacked_;
@@ -244,6 +250,7 @@ AckStatus Consumer::release(const Message& m) {
 }
 
 AckStatus Consumer::reject(const Message& m) {
+  if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (!uses_leases(options_.mode)) return reject_local(m);
   if (leases_.reject(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {
     return AckStatus::lease_lost;
@@ -255,11 +262,13 @@ AckStatus Consumer::reject(const Message& m) {
 }
 
 AckStatus Consumer::extend(const Message& m, std::chrono::milliseconds by) {
+  if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (!uses_leases(options_.mode)) return extend_local(m, by);
   const auto ms =
       static_cast<std::uint32_t>(std::clamp<std::int64_t>(by.count(), 0, 24ll * 3600 * 1000));
   if (leases_.extend(m.sequence_, slot_, m.lease_generation_, now_lease_ms() + ms) !=
       shm::LeaseResult::ok) {
+    lost_lease();
     return AckStatus::lease_lost;
   }
   return AckStatus::ok;

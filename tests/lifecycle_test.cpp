@@ -251,6 +251,52 @@ TEST(Wakeup, ConsumerLearnsThatTheWriterWasKilled) {
   EXPECT_TRUE(w.ok()) << (w.ok() ? "" : w.error().message);
 }
 
+// A writer (fetcher) killed and replaced: its consumers move to the new instance by
+// themselves; handles from the old one are refused; the new one's messages arrive.
+class Follow : public ::testing::TestWithParam<Mode> {};
+
+TEST_P(Follow, ConsumersMoveToTheWriterThatTookTheNamespaceOver) {
+  const auto ns = unique_ns("follow");
+  Shared* sh = make_shared_block();
+  pid_t writer = fork_child([&] {
+    auto w = Writer::create({.ns = ns, .partition = 0, .capacity = 1 << 16});
+    if (!w) return 2;
+    sh->stage = 1;
+    if (!wait_until([&] { return sh->stage.load() == 2; })) return 3;
+    publish_n(**w, 0, 3);
+    sh->stage = 3;
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(wait_until([&] { return sh->stage.load() == 1; }));
+  auto c = Consumer::attach({.ns = ns, .group = "g", .mode = GetParam()});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  sh->stage = 2;
+  ASSERT_TRUE(wait_until([&] { return sh->stage.load() == 3; }));
+  std::vector<ringfeed::Message> old;
+  for (const auto& m : (*c)->pop(10, 1s)) old.push_back(m);
+  ASSERT_EQ(old.size(), 3u);
+  ASSERT_EQ((*c)->ack(old[0]), ringfeed::AckStatus::ok);
+  ::kill(writer, SIGKILL);
+  wait_child(writer);
+  EXPECT_EQ((*c)->pop(10, 2s).status(), PopStatus::closed) << "no successor yet";
+
+  auto w = make_writer(ns, 1 << 16);  // takes over: the old ring and groups are removed
+  ASSERT_TRUE(w);
+  publish_n(*w, 100, 2);
+  const auto& b = (*c)->pop(10, 2s);
+  ASSERT_EQ(b.status(), PopStatus::ok);
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_EQ(b[0].offset(), 100u);
+  EXPECT_EQ((*c)->reattached(), 1u);
+  EXPECT_EQ((*c)->ack(old[1]), ringfeed::AckStatus::lease_lost) << "a handle of the old instance";
+  EXPECT_EQ((*c)->ack(b), ringfeed::AckStatus::ok);
+}
+
+INSTANTIATE_TEST_SUITE_P(EveryMode, Follow,
+                         ::testing::Values(Mode::exclusive, Mode::shared, Mode::failover,
+                                           Mode::key_shared, Mode::broadcast),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
 }  // namespace
 
 namespace {

@@ -53,6 +53,10 @@ struct ConsumerOptions {
   // leave that to the fetcher): here, or, if empty, in the directory of the namespace's
   // fetcher. Without either they are counted (dead_letters_dropped) and dropped.
   std::string dead_letter_dir;
+  // When the fetcher serving the ring died and a new one took the namespace over, move
+  // to the new instance by itself (pop sees `closed` only until the successor runs).
+  // Leases of the old instance are gone: their messages come again from the new one.
+  bool follow_fetcher = true;
   // CLOCK_MONOTONIC nanoseconds, the clock of lease deadlines; tests substitute theirs.
   std::function<std::int64_t()> clock{};
 };
@@ -164,6 +168,8 @@ class Consumer {
     return uses_leases(options_.mode) ? unacked_ : static_cast<std::size_t>(next_seq_ - head_seq_);
   }
   const ConsumerOptions& options() const { return options_; }
+  // How often this consumer moved to a new fetcher instance (follow_fetcher).
+  std::uint64_t reattached() const { return reattached_; }
   // The position this consumer reads next and the watermark it published.
   std::uint64_t read_position() const { return read_pos_; }
   std::uint64_t watermark() const { return published_watermark_; }
@@ -181,6 +187,10 @@ class Consumer {
   };
 
   Consumer() = default;
+  Status connect();
+  void detach();
+  bool reattach_to_new_writer();
+  const Batch& pop_attached(std::size_t max, std::chrono::nanoseconds wait);
   Status claim_slot();
   Status start_shared(bool created);
   std::uint64_t first_seq_at_or_after(std::uint64_t position) const;
@@ -192,7 +202,13 @@ class Consumer {
   std::size_t deliver_taken(std::uint32_t n, std::uint32_t now_ms, PopStatus& status);
   bool shared_has_work() const;
   bool failover_active();
-  void after_settled();  // advance low_seq and the watermark after acks / dead letters
+  void after_settled();
+  // A lease this consumer counted as unacked is gone (expired and moved): it no longer
+  // counts against max_unacked. (A handle settled twice is refused the same way and
+  // undercounts by one, bounded at zero: it can never leave pop stuck at the limit.)
+  void lost_lease() {
+    if (unacked_ > 0) --unacked_;
+  }  // advance low_seq and the watermark after acks / dead letters
   std::int64_t now_ns() const;
   std::uint32_t now_lease_ms() const;
   Status join(std::uint64_t start);
@@ -228,6 +244,9 @@ class Consumer {
   std::atomic<std::uint64_t>* watermark_ = nullptr;   // the group's or our slot's cursor
   std::atomic<std::uint64_t>* owner_word_ = nullptr;  // holder or slot owner we claimed
   std::uint64_t owner_ = 0;
+  std::uint64_t writer_ = 0;  // the ring's creator (pack_owner): which fetcher instance
+  std::uint32_t attach_epoch_ = 0;
+  std::uint64_t reattached_ = 0;
   std::uint32_t slot_ = 0;  // broadcast and shared: our slot, the owner number of our leases
 
   // Shared mode.

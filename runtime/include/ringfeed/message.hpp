@@ -32,6 +32,9 @@ class Message {
   std::uint64_t sequence_ = 0;
   std::uint32_t lease_generation_ = 0;  // shared: the lease's generation when taken
   std::uint32_t delivery_count_ = 1;
+  // Which attachment of its consumer handed it out: after the consumer reattached to a
+  // new fetcher, handles from before are refused.
+  std::uint32_t attach_epoch_ = 0;
 };
 
 }  // namespace ringfeed
