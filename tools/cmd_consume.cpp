@@ -3,7 +3,12 @@
 // At-least-once: a batch is written to standard output (and the write has returned)
 // before any of its messages is acked, so a consume killed at any moment loses nothing;
 // what it printed but had not acked yet is delivered again.
+//
+// --latency measures, for each message it acks, CLOCK_REALTIME when the pop returned
+// minus the message's timestamp (the producer's clock for framed records of the local
+// log), in the project's histogram, and prints the percentiles when consume exits.
 #include <signal.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -20,6 +25,7 @@
 
 #include "cli_args.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/histogram.hpp"
 #include "shm/fetcher_layout.hpp"
 #include "shm/names.hpp"
 
@@ -35,13 +41,16 @@ constexpr Flag kFlags[] = {
     {"group", "G", true, "consumer group (created on first attach)"},
     {"mode", "exclusive|failover|shared|key_shared|broadcast", true,
      "how the group hands out messages (fixed when the group is created)"},
-    {"count", "N", false, "exit 0 after printing N messages (default: no limit)"},
+    {"count", "N", false, "exit 0 after N messages printed and acked (default: no limit)"},
     {"timeout-ms", "MS", false,
      "exit 0 after MS milliseconds with nothing to take (default: wait)"},
-    {"output", "value|json", false,
-     "print each value on its own line (default), or one JSON object per message"},
+    {"output", "value|json|none", false,
+     "print each value on its own line (default), one JSON object per message, or "
+     "nothing (messages are still acked)"},
     {"nack-every", "K", false,
      "nack every K-th message taken (delay 0) instead of printing it (modes with leases)"},
+    {"latency", "", false,
+     "at exit, print the publish-to-consume latency percentiles on standard error"},
 };
 
 constexpr std::string_view kDescription =
@@ -49,9 +58,18 @@ constexpr std::string_view kDescription =
     "standard output (at-least-once). JSON objects carry partition, offset, key, value,\n"
     "deliveries and timestamp (ns since the Unix epoch). SIGINT or SIGTERM gives back the\n"
     "messages held and exits 0; so do --count and --timeout-ms. Exit 1 if the group cannot\n"
-    "be attached or the fetcher stopped.";
+    "be attached or the fetcher stopped.\n"
+    "\n"
+    "--latency: when consume exits it prints one line on standard error:\n"
+    "  ringfeed consume: latency (publish to consume) of N messages: p50 .. p90 .. p99 ..\n"
+    "  p99.9 .. max ..\n"
+    "The latency of a message is CLOCK_REALTIME when the pop that took it returned minus\n"
+    "its timestamp (for file:DIR, the time produce appended it), for every message acked.\n"
+    "Messages published before consume attached (a backlog: their wait says nothing about\n"
+    "the pipeline) and messages without a timestamp are counted in brackets, not measured;\n"
+    "if none is left to measure, the line says so.";
 
-constexpr std::string_view kOutputs[] = {"value", "json"};
+constexpr std::string_view kOutputs[] = {"value", "json", "none"};
 
 constexpr std::size_t kBatch = 64;
 // A pop waits at most this long, so a signal is noticed quickly. With several
@@ -70,6 +88,81 @@ void on_stop_signal(int /*signal*/) {
 struct Attached {
   std::uint32_t partition;
   std::unique_ptr<Consumer> consumer;
+};
+
+std::int64_t realtime_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+
+// "850 ns", "48.2 us", "1.93 ms", "2.41 s": three significant digits, or more in seconds.
+std::string format_duration(std::uint64_t ns) {
+  static constexpr const char* kUnits[] = {"ns", "us", "ms", "s"};
+  double v = static_cast<double>(ns);
+  int unit = 0;
+  while (unit < 3 && v >= 999.5) {  // 999.7 us is "1.00 ms", not "1000 us"
+    v /= 1000.0;
+    ++unit;
+  }
+  const int decimals = unit == 0 || v >= 100.0 ? 0 : v >= 10.0 ? 1 : 2;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.*f %s", decimals, v, kUnits[unit]);
+  return buf;
+}
+
+// Publish-to-consume latency of the messages one run of consume acks.
+class LatencyMeter {
+ public:
+  // Messages stamped before `since_ns` (CLOCK_REALTIME) are a backlog, not measured.
+  explicit LatencyMeter(std::int64_t since_ns) : since_ns_(since_ns) {}
+
+  void record(std::int64_t popped_ns, const Message& m) {
+    ++taken_;
+    const std::int64_t ts = m.timestamp_ns();
+    if (ts <= 0) {
+      ++untimed_;
+    } else if (ts < since_ns_) {
+      ++backlog_;
+    } else {
+      // A timestamp a little ahead of this clock (another host's) counts as zero.
+      histogram_.record(popped_ns > ts ? static_cast<std::uint64_t>(popped_ns - ts) : 0);
+    }
+  }
+
+  // The one line consume prints at exit.
+  std::string line() const {
+    std::string out = "ringfeed consume: latency";
+    std::string excluded;
+    auto add = [&](std::uint64_t n, const char* what) {
+      if (n == 0) return;
+      excluded += (excluded.empty() ? "" : ", ") + std::to_string(n) + what;
+    };
+    add(backlog_, " published before consume attached");
+    add(untimed_, " without a timestamp");
+    if (histogram_.count() == 0) {
+      out += ": no message to measure: " + std::to_string(taken_) + " taken";
+      if (!excluded.empty()) out += " (" + excluded + ")";
+      return out + "\n";
+    }
+    out += " (publish to consume) of " + std::to_string(histogram_.count()) + " messages:";
+    const std::pair<const char*, double> quantiles[] = {
+        {"p50", 0.5}, {"p90", 0.9}, {"p99", 0.99}, {"p99.9", 0.999}};
+    for (const auto& [name, q] : quantiles) {
+      out += std::string(out.back() == ':' ? " " : "  ") + name + " " +
+             format_duration(histogram_.percentile(q));
+    }
+    out += "  max " + format_duration(histogram_.max());
+    if (!excluded.empty()) out += "  (also taken: " + excluded + ")";
+    return out + "\n";
+  }
+
+ private:
+  std::int64_t since_ns_;
+  Histogram histogram_;
+  std::uint64_t taken_ = 0;
+  std::uint64_t backlog_ = 0;
+  std::uint64_t untimed_ = 0;
 };
 
 void append_message(std::string& out, bool json, std::uint32_t partition, const Message& m) {
@@ -103,8 +196,8 @@ int consume_main(std::span<char* const> argv) {
     std::fputs(
         usage("ringfeed consume --namespace NS --partition P|all --group G\n"
               "                        --mode exclusive|failover|shared|key_shared|broadcast\n"
-              "                        [--count N] [--timeout-ms MS] [--output value|json]\n"
-              "                        [--nack-every K]",
+              "                        [--count N] [--timeout-ms MS] [--output value|json|none]\n"
+              "                        [--nack-every K] [--latency]",
               kDescription, kFlags)
             .c_str(),
         stdout);
@@ -143,6 +236,8 @@ int consume_main(std::span<char* const> argv) {
                                      " has no leases, so nothing to nack");
   }
   const bool json = output.value() == "json";
+  const bool quiet = output.value() == "none";
+  const bool latency = args->has("latency");
   const bool has_count = args->has("count");
   const bool has_timeout = args->has("timeout-ms");
 
@@ -167,12 +262,22 @@ int consume_main(std::span<char* const> argv) {
   // A closed standard output is reported as an error (EPIPE), not a silent death.
   ::signal(SIGPIPE, SIG_IGN);
 
+  // Messages stamped from here on were published while this consume was attached.
+  LatencyMeter meter(realtime_ns());
   std::vector<Attached> consumers;
   for (std::uint32_t p : partitions) {
     auto c = Consumer::attach({.ns = ns, .partition = p, .group = group, .mode = *mode});
     if (!c) return runtime_error(kCommand, c.error().message);
     consumers.push_back({p, std::move(c.value())});
   }
+  // Every exit from here on reports the latency first (when asked), then why it stopped.
+  auto report = [&] {
+    if (latency) write_all(STDERR_FILENO, meter.line());
+  };
+  auto fail = [&](const std::string& message) {
+    report();
+    return runtime_error(kCommand, message);
+  };
 
   const auto timeout = std::chrono::milliseconds(timeout_ms.value());
   const std::uint64_t limit = has_count ? count.value() : UINT64_MAX;
@@ -205,17 +310,16 @@ int consume_main(std::span<char* const> argv) {
         case PopStatus::timed_out:
           continue;
         case PopStatus::closed:
-          return runtime_error(kCommand, "the fetcher of namespace '" + ns +
-                                             "' stopped: the ring of partition " +
-                                             std::to_string(a.partition) + " is closed (after " +
-                                             std::to_string(printed) + " messages printed)");
+          return fail("the fetcher of namespace '" + ns + "' stopped: the ring of partition " +
+                      std::to_string(a.partition) + " is closed (after " + std::to_string(printed) +
+                      " messages " + (quiet ? "taken" : "printed") + ")");
         case PopStatus::in_flight_full:
         case PopStatus::fenced:
         case PopStatus::corrupt:
-          return runtime_error(
-              kCommand, describe_group(a.consumer->options()) + ": " + to_string(batch.status()));
+          return fail(describe_group(a.consumer->options()) + ": " + to_string(batch.status()));
       }
       found = true;
+      const std::int64_t popped_ns = latency ? realtime_ns() : 0;
       if (g_stop.load(std::memory_order_relaxed)) {
         release_all(*a.consumer, batch);
         break;
@@ -228,17 +332,17 @@ int consume_main(std::span<char* const> argv) {
           a.consumer->nack(m, std::chrono::milliseconds(0));
           continue;
         }
-        append_message(out, json, a.partition, m);
+        if (!quiet) append_message(out, json, a.partition, m);
         to_ack.push_back(&m);
       }
       if (!write_all(STDOUT_FILENO, out)) {
         const int err = errno;
         release_all(*a.consumer, batch);
-        return runtime_error(kCommand,
-                             std::string("cannot write to standard output: ") + std::strerror(err));
+        return fail(std::string("cannot write to standard output: ") + std::strerror(err));
       }
       for (const Message* m : to_ack) {
         const AckStatus st = a.consumer->ack(*m);
+        if (st == AckStatus::ok && latency) meter.record(popped_ns, *m);
         if (st != AckStatus::ok) {
           std::fprintf(stderr,
                        "ringfeed consume: ack of offset %llu of partition %u failed (%s); it "
@@ -256,6 +360,7 @@ int consume_main(std::span<char* const> argv) {
     if (has_timeout && std::chrono::steady_clock::now() - idle_since >= timeout) break;
     wait_in_pass = true;
   }
+  report();
   return kExitOk;
 }
 
