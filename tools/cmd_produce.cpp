@@ -1,15 +1,19 @@
-// ringfeed produce: appends one message per stdin line to partition P of a source.
-// For file:DIR that is the log file DIR/P.log, framed (with a key and a timestamp) or
-// plain lines. Lines are appended in batches (one write per batch, under the
-// appender's lock) and fsynced once at the end: a host crash may lose the tail of an
-// unfinished run, never leave a torn batch for a live reader.
+// ringfeed produce: appends one message per stdin line (or N generated messages) to
+// partition P of a source. For file:DIR that is the log file DIR/P.log, framed (with a
+// key and a timestamp) or plain lines. Messages are appended in batches (one write per
+// batch, under the appender's lock) and fsynced once at the end: a host crash may lose
+// the tail of an unfinished run, never leave a torn batch for a live reader. --rate
+// paces the appends with absolute deadlines.
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
+#include <cstdint>
 #include <cstring>
+#include <iterator>
 #include <span>
 #include <string>
 #include <string_view>
@@ -32,19 +36,33 @@ constexpr Flag kFlags[] = {
     {"format", "framed|lines", false,
      "framed records with key and timestamp (default), or plain lines"},
     {"key", "KEY", false, "key of every message (framed only; default none)"},
+    {"count", "N", false, "append N generated messages instead of reading standard input"},
+    {"size", "BYTES", false, "with --count: bytes of each value (default 64)"},
+    {"rate", "N", false, "messages per second (default: as fast as it can)"},
 };
 
 constexpr std::string_view kDescription =
     "Reads standard input and appends each line (without its newline) as one message to\n"
-    "partition P. A last line without a newline is a message too. DIR must exist; the\n"
-    "log file is created if missing. The file is fsynced before produce exits 0.";
+    "partition P. A last line without a newline is a message too. With --count N it\n"
+    "reads nothing and appends N messages of --size bytes: 00..00, 00..01, and so on.\n"
+    "DIR must exist; the log file is created if missing. The file is fsynced before\n"
+    "produce exits 0.\n"
+    "\n"
+    "A framed record's timestamp is the time it was appended (CLOCK_REALTIME), which\n"
+    "consume --latency measures from. --rate R appends message i when i/R seconds have\n"
+    "passed since message 0 (absolute deadlines: a late one does not delay the rest),\n"
+    "each as soon as it is due; messages are batched only while produce catches up.";
 
 constexpr std::string_view kFormats[] = {"framed", "lines"};
 
 // Most lines, and bytes read, per write: big enough to amortise the lock and the
 // system call, small enough that a reader tailing the file sees progress.
 constexpr std::size_t kBatchLines = 4096;
+constexpr std::size_t kBatchBytes = std::size_t{1} << 20;
 constexpr std::size_t kReadBytes = std::size_t{1} << 20;
+// Paced, a batch holds only messages already due: this bounds one that catches up.
+constexpr std::size_t kPacedBatchLines = 64;
+constexpr std::uint64_t kDefaultSize = 64;
 
 struct FileTarget {
   std::string dir;
@@ -91,48 +109,98 @@ int parse_source(std::string_view uri, FileTarget& out) {
   return kExitOk;
 }
 
-std::int64_t realtime_ns() {
+std::int64_t clock_ns(clockid_t clock) {
   timespec ts{};
-  ::clock_gettime(CLOCK_REALTIME, &ts);
+  ::clock_gettime(clock, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-class Producer {
+// Message i (from 0) is due `i / rate` seconds after message 0 was: absolute deadlines
+// on CLOCK_MONOTONIC, so time lost in one wait is made up by the next, never carried on.
+class Pacer {
  public:
-  Producer(io::LogAppender appender, bool framed, std::string key)
-      : appender_(std::move(appender)), framed_(framed), key_(std::move(key)) {
-    records_.reserve(kBatchLines);
+  explicit Pacer(std::uint64_t rate) : rate_(rate) {}
+
+  bool paced() const { return rate_ != 0; }
+  // Whether message i may be appended now. Message 0 always may: it starts the clock.
+  bool due(std::uint64_t i) const {
+    return !paced() || i == 0 || clock_ns(CLOCK_MONOTONIC) >= deadline(i);
+  }
+  // Sleeps until message i is due.
+  void wait_for(std::uint64_t i) const {
+    if (!paced() || i == 0) return;
+    const std::int64_t d = deadline(i);
+    const timespec at{static_cast<time_t>(d / 1'000'000'000), static_cast<long>(d % 1'000'000'000)};
+    while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, nullptr) == EINTR) {
+    }
+  }
+  // Called as message 0 is appended.
+  void start() { start_ns_ = clock_ns(CLOCK_MONOTONIC); }
+
+ private:
+  std::int64_t deadline(std::uint64_t i) const {
+    // i / rate seconds without overflow: whole seconds, then the remainder (< rate, so
+    // the product stays below 10^18).
+    const std::uint64_t ns = i / rate_ * 1'000'000'000 + i % rate_ * 1'000'000'000 / rate_;
+    return start_ns_ + static_cast<std::int64_t>(ns);
   }
 
-  // Appends the complete lines at the start of `bytes` (each ending in '\n'); the last
-  // one may lack its '\n' only when `final`. Returns an error that names the line.
-  Status append_lines(std::string_view bytes, bool final) {
-    const std::int64_t now = realtime_ns();
-    for (std::string_view rest = bytes; !rest.empty();) {
-      const std::size_t nl = rest.find('\n');
-      const std::string_view line = rest.substr(0, nl);
-      rest = nl == std::string_view::npos ? std::string_view{} : rest.substr(nl + 1);
-      ++lines_;
-      if (line.size() > io::kMaxValueLength) return too_long(lines_, line.size());
-      if (!framed_) continue;
-      records_.push_back({.kind = io::RecordKind::log,
-                          .timestamp_ns = now,
-                          .upstream_offset = 0,
-                          .key = key_,
-                          .value = line});
-      if (records_.size() == kBatchLines) {
-        if (auto ok = flush(); !ok) return ok;
+  std::uint64_t rate_;
+  std::int64_t start_ns_ = 0;
+};
+
+// Collects messages and appends them in batches: one write per batch, under the
+// appender's lock. A framed record is stamped when its batch is appended, so its
+// timestamp is when it became readable. Paced, a message is appended as soon as it is
+// due, and batches form only from messages that are all due already (catching up).
+class Producer {
+ public:
+  Producer(io::LogAppender appender, bool framed, std::string key, std::uint64_t rate)
+      : appender_(std::move(appender)), framed_(framed), key_(std::move(key)), pacer_(rate) {
+    pending_.reserve(kBatchLines);
+  }
+
+  // Appends one message (in its batch). An error names the message.
+  Status add(std::string_view value) {
+    if (value.size() > io::kMaxValueLength) return too_long(messages_ + 1, value.size());
+    if (!pacer_.due(messages_)) {
+      // What is collected becomes readable before the wait, not after it.
+      if (auto ok = flush(); !ok) return ok;
+      pacer_.wait_for(messages_);
+    }
+    if (messages_ == 0) pacer_.start();
+    pending_.emplace_back(bytes_.size(), value.size());
+    bytes_.append(value);
+    if (!framed_) bytes_ += '\n';
+    ++messages_;
+    const std::size_t most = pacer_.paced() ? kPacedBatchLines : kBatchLines;
+    if (pending_.size() >= most || bytes_.size() >= kBatchBytes || !pacer_.due(messages_)) {
+      return flush();
+    }
+    return Ok{};
+  }
+
+  // Appends what was collected.
+  Status flush() {
+    if (pending_.empty()) return Ok{};
+    records_.clear();
+    if (framed_) {
+      const std::int64_t now = clock_ns(CLOCK_REALTIME);
+      for (const auto& [at, size] : pending_) {
+        records_.push_back({.kind = io::RecordKind::log,
+                            .timestamp_ns = now,
+                            .upstream_offset = 0,
+                            .key = key_,
+                            .value = std::string_view(bytes_).substr(at, size)});
       }
     }
-    if (framed_) return flush();
-    // Plain lines are already in the file's format, but a last line needs its '\n' (a
-    // reader takes an unterminated line for one still being written).
-    if (final && !bytes.empty() && bytes.back() != '\n') {
-      std::string copy(bytes);
-      copy += '\n';
-      return append_raw(copy);
-    }
-    return append_raw(bytes);
+    auto r = framed_
+                 ? appender_.append(records_)
+                 : appender_.append_encoded(std::as_bytes(std::span(bytes_.data(), bytes_.size())));
+    pending_.clear();
+    bytes_.clear();
+    if (!r) return r.error();
+    return Ok{};
   }
 
   static Status too_long(std::uint64_t line, std::size_t size) {
@@ -144,29 +212,74 @@ class Producer {
   }
 
   Status sync() { return appender_.sync(); }
-  std::uint64_t lines() const { return lines_; }
+  std::uint64_t messages() const { return messages_; }
 
  private:
-  Status flush() {
-    if (records_.empty()) return Ok{};
-    auto r = appender_.append(records_);
-    records_.clear();
-    if (!r) return r.error();
-    return Ok{};
-  }
-  Status append_raw(std::string_view bytes) {
-    if (bytes.empty()) return Ok{};
-    auto r = appender_.append_encoded(std::as_bytes(std::span(bytes.data(), bytes.size())));
-    if (!r) return r.error();
-    return Ok{};
-  }
-
   io::LogAppender appender_;
   bool framed_;
   std::string key_;
+  Pacer pacer_;
+  // The batch: values (each followed by '\n' in the lines format) and where each is.
+  std::string bytes_;
+  std::vector<std::pair<std::size_t, std::size_t>> pending_;
   std::vector<io::RecordView> records_;
-  std::uint64_t lines_ = 0;
+  std::uint64_t messages_ = 0;
 };
+
+// Appends every line of standard input; the last one may lack its '\n'.
+Status produce_stdin(Producer& producer) {
+  // The buffer holds the unfinished last line between reads; it grows only for a line
+  // longer than it (up to the longest a message may be).
+  std::vector<char> buf(kReadBytes);
+  std::size_t filled = 0;
+  for (;;) {
+    if (filled == buf.size()) {
+      if (buf.size() > io::kMaxValueLength)
+        return Producer::too_long(producer.messages() + 1, filled);
+      buf.resize(buf.size() * 2);
+    }
+    const ssize_t n = ::read(STDIN_FILENO, buf.data() + filled, buf.size() - filled);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return Error{std::string("cannot read standard input: ") + std::strerror(errno), errno};
+    }
+    if (n == 0) break;
+    filled += static_cast<std::size_t>(n);
+    std::string_view rest(buf.data(), filled);
+    for (std::size_t nl; (nl = rest.find('\n')) != std::string_view::npos;) {
+      if (auto ok = producer.add(rest.substr(0, nl)); !ok) return ok;
+      rest.remove_prefix(nl + 1);
+    }
+    // What this read completed is readable before the next read, which may block.
+    if (auto ok = producer.flush(); !ok) return ok;
+    std::memmove(buf.data(), rest.data(), rest.size());
+    filled = rest.size();
+  }
+  if (filled > 0) {
+    if (auto ok = producer.add(std::string_view(buf.data(), filled)); !ok) return ok;
+  }
+  return producer.flush();
+}
+
+// Appends `count` messages of `size` bytes: the sequence number, zero-padded on the left.
+Status produce_generated(Producer& producer, std::uint64_t count, std::size_t size) {
+  std::string value(size, '0');
+  for (std::uint64_t i = 0; i < count; ++i) {
+    char digits[24];
+    const auto end = std::to_chars(std::begin(digits), std::end(digits), i).ptr;
+    const auto n = static_cast<std::size_t>(end - digits);
+    std::fill(value.begin(), value.end() - static_cast<std::ptrdiff_t>(n), '0');
+    std::copy(digits, end, value.end() - static_cast<std::ptrdiff_t>(n));
+    if (auto ok = producer.add(value); !ok) return ok;
+  }
+  return producer.flush();
+}
+
+std::size_t decimal_digits(std::uint64_t n) {
+  std::size_t d = 1;
+  for (; n >= 10; n /= 10) ++d;
+  return d;
+}
 
 }  // namespace
 
@@ -175,7 +288,8 @@ int produce_main(std::span<char* const> argv) {
   if (!args) return usage_error(kCommand, args.error().message);
   if (args->help()) {
     std::fputs(usage("ringfeed produce --source URI --partition P [--format framed|lines] "
-                     "[--key KEY]",
+                     "[--key KEY]\n"
+                     "                        [--count N [--size BYTES]] [--rate N]",
                      kDescription, kFlags)
                    .c_str(),
                stdout);
@@ -199,6 +313,22 @@ int produce_main(std::span<char* const> argv) {
     return usage_error(kCommand, "flag --key: the lines format has no keys (use --format framed)");
   }
   const std::string key(args->get("key"));
+  auto count = args->number("count", 0);
+  if (!count) return usage_error(kCommand, count.error().message);
+  auto size = args->number("size", kDefaultSize, 0, io::kMaxValueLength);
+  if (!size) return usage_error(kCommand, size.error().message);
+  if (args->has("size") && !args->has("count")) {
+    return usage_error(kCommand,
+                       "flag --size: only with --count (lines of standard input keep "
+                       "their own size)");
+  }
+  if (count.value() > 0 && decimal_digits(count.value() - 1) > size.value()) {
+    return usage_error(kCommand, "flag --size: " + std::to_string(size.value()) +
+                                     " bytes cannot hold the sequence numbers up to " +
+                                     std::to_string(count.value() - 1));
+  }
+  auto rate = args->number("rate", 0, 1, 1'000'000'000);
+  if (!rate) return usage_error(kCommand, rate.error().message);
   if (key.size() > io::kMaxKeyLength) {
     return usage_error(kCommand, "flag --key: " + std::to_string(key.size()) +
                                      " bytes, more than a key may have (" +
@@ -218,43 +348,11 @@ int produce_main(std::span<char* const> argv) {
   const std::string path = target.dir + "/" + std::to_string(partition.value()) + ".log";
   auto appender = io::LogAppender::open(path);
   if (!appender) return runtime_error(kCommand, appender.error().message);
-  Producer producer(std::move(appender.value()), framed, key);
-
-  // The buffer holds the unfinished last line between reads; it grows only for a line
-  // longer than it (up to the longest a message may be).
-  std::vector<char> buf(kReadBytes);
-  std::size_t filled = 0;
-  for (;;) {
-    if (filled == buf.size()) {
-      if (buf.size() > io::kMaxValueLength) {
-        return runtime_error(kCommand,
-                             Producer::too_long(producer.lines() + 1, filled).error().message);
-      }
-      buf.resize(buf.size() * 2);
-    }
-    const ssize_t n = ::read(STDIN_FILENO, buf.data() + filled, buf.size() - filled);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      return runtime_error(kCommand,
-                           std::string("cannot read standard input: ") + std::strerror(errno));
-    }
-    if (n == 0) break;
-    filled += static_cast<std::size_t>(n);
-    const std::string_view data(buf.data(), filled);
-    const std::size_t last_nl = data.rfind('\n');
-    if (last_nl == std::string_view::npos) continue;
-    if (auto ok = producer.append_lines(data.substr(0, last_nl + 1), false); !ok) {
-      return runtime_error(kCommand, ok.error().message);
-    }
-    const std::size_t keep = filled - (last_nl + 1);
-    std::memmove(buf.data(), buf.data() + last_nl + 1, keep);
-    filled = keep;
-  }
-  if (filled > 0) {
-    if (auto ok = producer.append_lines(std::string_view(buf.data(), filled), true); !ok) {
-      return runtime_error(kCommand, ok.error().message);
-    }
-  }
+  Producer producer(std::move(appender.value()), framed, key, rate.value());
+  const Status produced = args->has("count")
+                              ? produce_generated(producer, count.value(), size.value())
+                              : produce_stdin(producer);
+  if (!produced) return runtime_error(kCommand, produced.error().message);
   if (auto ok = producer.sync(); !ok) return runtime_error(kCommand, ok.error().message);
   return kExitOk;
 }
