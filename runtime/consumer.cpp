@@ -103,6 +103,7 @@ Status Consumer::connect() {
 
   // Settings are written once by the creator; clamp them anyway (another process wrote them).
   epoch_ns_ = group_->epoch_ns;
+  backoff_ = shm::Backoff(group_);
   max_deliveries_ = std::clamp<std::uint32_t>(group_->max_deliveries, 1, shm::kMaxDeliveriesLimit);
   const auto group_lease = std::clamp<std::uint32_t>(group_->lease_ms, 1, 24u * 3600 * 1000);
   lease_ms_ = options_.lease.count() > 0 ? static_cast<std::uint32_t>(std::min<std::int64_t>(
@@ -129,7 +130,9 @@ Status Consumer::connect() {
       // Free, or its holder died: take it. A failed CAS reloads `seen` and re-checks.
       if (holder.compare_exchange_weak(seen, owner_, std::memory_order_acq_rel)) break;
     }
-    owner_word_ = &holder;
+    holder_word_ = &holder;
+    // A slot too, as the group's registry entry (pid, heartbeat, unacked: for stat).
+    if (auto ok = claim_slot(); !ok) return ok.error();
     watermark_ = &group_->low_watermark;
     start = watermark_->load(std::memory_order_acquire);
     if (!created) {
@@ -238,6 +241,11 @@ void Consumer::detach() {
     owner_word_->compare_exchange_strong(me, 0, std::memory_order_acq_rel);
   }
   owner_word_ = nullptr;
+  if (holder_word_ != nullptr) {
+    std::uint64_t me = owner_;
+    holder_word_->compare_exchange_strong(me, 0, std::memory_order_acq_rel);
+  }
+  holder_word_ = nullptr;
 }
 
 // A fetcher that died is replaced by a new one (a new instance of the ring, its creator
@@ -371,11 +379,29 @@ const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
     batch_.status_ = PopStatus::closed;
     return batch_;
   }
-  const Batch& b = pop_attached(max, wait);
-  if (b.status() == PopStatus::closed && options_.follow_fetcher && reattach_to_new_writer()) {
-    return pop_attached(max, wait);
+  const Batch* b = &pop_attached(max, wait);
+  if (b->status() == PopStatus::closed && options_.follow_fetcher && reattach_to_new_writer()) {
+    b = &pop_attached(max, wait);
   }
-  return b;
+  if (group_ != nullptr && owner_word_ != nullptr) note_presence(b->status());
+  return *b;
+}
+
+// The registry entry that `ringfeed stat` shows: unacked count, whether the limit was
+// reached, and a heartbeat (every 64th pop, and whenever a pop comes back empty).
+void Consumer::note_presence(PopStatus status) {
+  shm::GroupSlot& slot = group_->slots[slot_];
+  const auto unacked = static_cast<std::uint32_t>(in_flight());
+  if (slot.unacked.load(std::memory_order_relaxed) != unacked) {
+    slot.unacked.store(unacked, std::memory_order_relaxed);
+  }
+  const std::uint32_t flags = status == PopStatus::in_flight_full ? shm::kSlotAtUnackedLimit : 0;
+  if (slot.flags.load(std::memory_order_relaxed) != flags) {
+    slot.flags.store(flags, std::memory_order_relaxed);
+  }
+  if ((++presence_pops_ & 63) == 0 || status != PopStatus::ok) {
+    slot.heartbeat_ns.store(now_ns(), std::memory_order_relaxed);
+  }
 }
 
 const Batch& Consumer::pop_attached(std::size_t max, std::chrono::nanoseconds wait) {

@@ -94,9 +94,9 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
 
     bool last = false;  // this redelivery is the message's last allowed one
     if (current) {
-      const bool expired = shm::deadline_passed(l.deadline_ms, now);
       const bool due =
-          (l.state == shm::LeaseState::available || l.state == shm::LeaseState::leased) && expired;
+          (l.state == shm::LeaseState::available && shm::deadline_passed(l.deadline_ms, now)) ||
+          (l.state == shm::LeaseState::leased && leases_.expired_and_due(l, now));
       if (!due) {
         // Held by us: the key stays open. Anything else makes later messages wait.
         const bool ours = l.state == shm::LeaseState::leased && l.owner == slot_;

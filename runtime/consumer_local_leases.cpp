@@ -79,7 +79,7 @@ void Consumer::expire_local(std::uint32_t now) {
     }
     e.state = Held::waiting;
     e.generation += 1;  // the expired handle is refused from now on
-    e.deadline_ms = now;
+    e.deadline_ms = now + backoff_.after(e.deliveries);
     redeliver_.push_back(seq);
   }
   leases_held_ = any;
@@ -178,7 +178,7 @@ AckStatus Consumer::nack_local(const Message& m, std::chrono::milliseconds delay
   }
   e->state = Held::waiting;
   e->generation += 1;
-  e->deadline_ms = now_lease_ms() + clamp_ms(delay);
+  e->deadline_ms = now_lease_ms() + std::max(clamp_ms(delay), backoff_.after(e->deliveries));
   redeliver_.push_back(m.sequence_);
   return AckStatus::ok;
 }

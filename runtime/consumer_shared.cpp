@@ -220,8 +220,10 @@ void Consumer::after_settled() {
 AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
   if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (!uses_leases(options_.mode)) return nack_local(m, delay);
-  const auto ms =
-      static_cast<std::uint32_t>(std::clamp<std::int64_t>(delay.count(), 0, 24ll * 3600 * 1000));
+  // The group's backoff is the least a nack waits.
+  const auto ms = std::max(
+      static_cast<std::uint32_t>(std::clamp<std::int64_t>(delay.count(), 0, 24ll * 3600 * 1000)),
+      leases_.backoff().after(m.delivery_count_));
   bool dead = false;
   const auto r = leases_.nack(m.sequence_, slot_, m.lease_generation_, now_lease_ms() + ms,
                               max_deliveries_, dead);

@@ -39,6 +39,14 @@ Result<GroupShape> validate_group_segment(const Segment& segment, std::uint32_t 
   return GroupShape{static_cast<Mode>(mode), window32};
 }
 
+Backoff::Backoff(const GroupControl* group) {
+  // Another process wrote them: at most a day each.
+  for (std::size_t i = 0; i < kMaxBackoffSteps && group->backoff_ms[i] != 0; ++i) {
+    ms_[i] = std::min<std::uint32_t>(group->backoff_ms[i], 24u * 3600 * 1000);
+    steps_ = static_cast<std::uint32_t>(i + 1);
+  }
+}
+
 GroupSettings resolve(GroupSettings s, const GroupSettings& defaults) {
   auto pick = [](std::uint32_t v, std::uint32_t d, std::uint32_t fallback) {
     return v != 0 ? v : d != 0 ? d : fallback;
@@ -64,6 +72,11 @@ Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t pa
                      " must be between 1 and " + std::to_string(kMaxDeliveriesLimit),
                  EINVAL};
   }
+  for (const std::uint32_t ms : settings.backoff_ms) {
+    if (ms > 24u * 3600 * 1000) {
+      return Error{"backoff " + std::to_string(ms) + " ms is longer than a day", EINVAL};
+    }
+  }
   const std::string name = group_segment_name(ns, partition, group);
   const ProcessIdentity self = self_identity();
   timespec now{};
@@ -85,6 +98,7 @@ Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t pa
     g->mode = static_cast<std::uint32_t>(mode);
     g->max_deliveries = settings.max_deliveries;
     g->lease_ms = settings.lease_ms;
+    std::copy(settings.backoff_ms.begin(), settings.backoff_ms.end(), g->backoff_ms);
     g->epoch_ns = static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
     // A shared group starts once its creator has found its first sequence (consumer.cpp).
     g->dispatch.store(kNotStarted, std::memory_order_relaxed);

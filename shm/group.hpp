@@ -1,6 +1,8 @@
 // Group segments: validation and the open-or-create step of the first attach.
 #pragma once
 
+#include <algorithm>
+#include <array>
 #include <cstdint>
 #include <string>
 
@@ -19,8 +21,27 @@ struct GroupSettings {
                                      // newest handed out (leased modes); a power of two
   std::uint32_t max_deliveries = 0;  // deliveries before a message is dead-lettered
   std::uint32_t lease_ms = 0;        // default lease length
+  // Redelivery backoff after a nack or an expiry, by delivery count (group_layout.hpp);
+  // all zero: none. Not taken from the ring's defaults.
+  std::array<std::uint32_t, kMaxBackoffSteps> backoff_ms{};
 };
-inline constexpr GroupSettings kDefaultGroupSettings{65536, 5, 30'000};
+inline constexpr GroupSettings kDefaultGroupSettings{65536, 5, 30'000, {}};
+
+// A group's backoff list as read (and bounded) from its segment.
+class Backoff {
+ public:
+  Backoff() = default;
+  explicit Backoff(const GroupControl* group);
+  // How long a message delivered `deliveries` times waits before it is due again.
+  std::uint32_t after(std::uint32_t deliveries) const {
+    if (steps_ == 0 || deliveries == 0) return 0;
+    return ms_[std::min<std::uint32_t>(deliveries, steps_) - 1];
+  }
+
+ private:
+  std::array<std::uint32_t, kMaxBackoffSteps> ms_{};
+  std::uint32_t steps_ = 0;
+};
 
 // `settings` with every 0 field taken from `defaults`, then from kDefaultGroupSettings.
 GroupSettings resolve(GroupSettings settings, const GroupSettings& defaults);

@@ -33,19 +33,34 @@ inline constexpr std::size_t kGroupNameBytes = 64;
 
 // One consumer of the group: its liveness, and in broadcast mode its private cursor. In
 // shared mode the slot's index is the owner number in the leases it holds.
+// The slots are the group's consumer registry: pid and start time (owner), a heartbeat,
+// and what `ringfeed stat` shows per consumer.
 struct GroupSlot {
   // Owner word (pack_owner), 0 when free. Consumers: CAS 0 -> self to claim, self -> 0 to
   // leave, dead owner -> 0 to reap (acq_rel). Writer: acquire load; CAS dead -> 0 to reap.
   std::atomic<std::uint64_t> owner;
-  // First position this consumer has not acked. Owner: release store after acks
-  // (pairs with the writer's acquire before it reuses space), seq_cst while joining.
+  // First position this consumer has not acked (broadcast), or its attach time
+  // (failover). Owner: release store after acks (pairs with the writer's acquire before
+  // it reuses space), seq_cst while joining.
   std::atomic<std::uint64_t> cursor;
-  std::uint8_t pad[kCacheLine - 16];
+  // CLOCK_MONOTONIC nanoseconds of the owner's last pop. Owner: relaxed store; readers
+  // (stat) relaxed: a report, never a decision.
+  std::atomic<std::int64_t> heartbeat_ns;
+  // Messages the owner holds unacked, and flags (kSlotAtUnackedLimit: its last pop found
+  // max_unacked reached). Owner: relaxed stores; stat: relaxed loads, clamped.
+  std::atomic<std::uint32_t> unacked;
+  std::atomic<std::uint32_t> flags;
+  std::uint8_t pad[kCacheLine - 32];
 };
 static_assert(std::is_standard_layout_v<GroupSlot>);
 static_assert(sizeof(GroupSlot) == kCacheLine);
 static_assert(offsetof(GroupSlot, owner) == 0);
 static_assert(offsetof(GroupSlot, cursor) == 8);
+static_assert(offsetof(GroupSlot, heartbeat_ns) == 16);
+static_assert(offsetof(GroupSlot, unacked) == 24);
+static_assert(offsetof(GroupSlot, flags) == 28);
+inline constexpr std::uint32_t kSlotAtUnackedLimit = 1u << 0;
+inline constexpr std::size_t kMaxBackoffSteps = 8;
 
 struct GroupControl {
   SegmentHeader header;  // [0, 64)
@@ -61,6 +76,9 @@ struct GroupControl {
   alignas(kCacheLine) std::uint32_t max_deliveries;  // 1..kMaxDeliveriesLimit
   std::uint32_t lease_ms;                            // default lease length
   std::int64_t epoch_ns;  // CLOCK_MONOTONIC origin of lease deadlines (lease.hpp)
+  // Redelivery backoff: the message delivered k times waits backoff_ms[min(k, n) - 1]
+  // after a nack or an expiry, n = the leading non-zero entries (none: no backoff).
+  std::uint32_t backoff_ms[kMaxBackoffSteps];
 
   // [192, 256): exclusive mode: the holder's owner word, 0 when nobody holds the group.
   // Consumers: CAS 0 -> self, dead holder -> self (acq_rel); self -> 0 on detach.
@@ -103,6 +121,7 @@ static_assert(offsetof(GroupControl, mode) == 120);
 static_assert(offsetof(GroupControl, max_deliveries) == 128);
 static_assert(offsetof(GroupControl, lease_ms) == 132);
 static_assert(offsetof(GroupControl, epoch_ns) == 136);
+static_assert(offsetof(GroupControl, backoff_ms) == 144);
 static_assert(offsetof(GroupControl, holder) == 192);
 static_assert(offsetof(GroupControl, low_watermark) == 256);
 static_assert(offsetof(GroupControl, sleepers) == 320);

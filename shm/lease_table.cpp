@@ -7,6 +7,7 @@ namespace ringfeed::shm {
 
 LeaseTable::LeaseTable(GroupControl* group, std::uint32_t window)
     : group_(group),
+      backoff_(group),
       entries_(lease_table(group)),
       mask_(window - 1),
       shift_(static_cast<std::uint32_t>(std::countr_zero(window))) {}
@@ -70,8 +71,9 @@ std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std:
     for (;;) {
       const Lease l = Lease::unpack(w);
       if (l.parity != parity(seq)) break;  // being handed out for the first time
-      const bool due = (l.state == LeaseState::available || l.state == LeaseState::leased) &&
-                       deadline_passed(l.deadline_ms, now_ms);
+      const bool due =
+          (l.state == LeaseState::available && deadline_passed(l.deadline_ms, now_ms)) ||
+          (l.state == LeaseState::leased && expired_and_due(l, now_ms));
       if (!due) {
         waiting += l.state == LeaseState::available;
         break;
@@ -284,7 +286,10 @@ std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
       next.generation = l.generation + 1;
       const bool to_dead = l.deliveries >= max_deliveries;
       next.state = to_dead ? LeaseState::dead : LeaseState::available;
-      next.deadline_ms = to_dead ? static_cast<std::uint32_t>(DeadReason::max_deliveries) : now_ms;
+      // Back after its backoff; a dead owner's leases at once (it did not fail them).
+      const std::uint32_t wait = owner_dead ? 0 : backoff_.after(l.deliveries);
+      next.deadline_ms =
+          to_dead ? static_cast<std::uint32_t>(DeadReason::max_deliveries) : now_ms + wait;
       if (e.compare_exchange_weak(w, next.pack(), std::memory_order_acq_rel)) {
         if (to_dead) {
           dead.push_back(seq);

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "shm/group.hpp"
 #include "shm/group_layout.hpp"
 #include "shm/lease.hpp"
 
@@ -119,6 +120,11 @@ class LeaseTable {
   std::uint64_t low_seq() const { return group_->low_seq.load(std::memory_order_acquire); }
   std::uint64_t dispatch() const { return group_->dispatch.load(std::memory_order_acquire); }
   std::uint32_t window() const { return mask_ + 1; }
+  const Backoff& backoff() const { return backoff_; }
+  // A leased entry whose deadline passed is due again once its backoff ran out too.
+  bool expired_and_due(const Lease& l, std::uint32_t now_ms) const {
+    return deadline_passed(l.deadline_ms + backoff_.after(l.deliveries), now_ms);
+  }
 
  private:
   std::atomic<std::uint64_t>& entry(std::uint64_t seq) { return entries_[seq & mask_]; }
@@ -131,6 +137,7 @@ class LeaseTable {
                          Change change);
 
   GroupControl* group_ = nullptr;
+  Backoff backoff_;
   std::atomic<std::uint64_t>* entries_ = nullptr;
   std::uint32_t mask_ = 0;
   std::uint32_t shift_ = 0;

@@ -598,7 +598,7 @@ TEST_F(CliStat, JsonHasTheRingAndTheSharedGroupsNumbers) {
   EXPECT_NE(j.find("{\"group\":\"work\",\"mode\":\"shared\",\"fenced\":false,\"started\":true,"
                    "\"consumers\":[{\"pid\":" +
                    std::to_string(::getpid()) +
-                   ",\"alive\":true}],\"lag\":9,"
+                   ",\"alive\":true,\"unacked\":3,\"at_unacked_limit\":false}],\"lag\":9,"
                    "\"lag_unit\":\"messages\",\"leases_in_flight\":3,\"redeliveries\":0,"
                    "\"dead_letters_pending\":0}"),
             std::string::npos)

@@ -178,6 +178,23 @@ TEST_P(LocalLeases, AnExpiredLeaseOnItsLastDeliveryIsDeadLettered) {
   EXPECT_EQ(c->ack(got[0]), AckStatus::not_leased);
 }
 
+TEST_P(LocalLeases, TheGroupsBackoffListDelaysARedelivery) {
+  auto c = Consumer::attach({.ns = ns_,
+                             .group = "bk",
+                             .mode = GetParam(),
+                             .group_settings = {.lease_ms = 1000, .backoff_ms = {200}},
+                             .clock = [this] { return now_.load(); }});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  publish(0, 1);
+  auto got = take(**c);
+  ASSERT_EQ(got.size(), 1u);
+  EXPECT_EQ((*c)->nack(got[0], 0ms), AckStatus::ok);
+  advance(199ms);
+  EXPECT_TRUE(take(**c).empty());
+  advance(1ms);
+  EXPECT_EQ(take(**c).size(), 1u);
+}
+
 INSTANTIATE_TEST_SUITE_P(ExclusiveAndBroadcast, LocalLeases,
                          ::testing::Values(Mode::exclusive, Mode::broadcast),
                          [](const auto& p) { return std::string(to_string(p.param)); });

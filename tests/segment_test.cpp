@@ -450,7 +450,9 @@ TEST(SegmentLayout, GroupFileSizeModeAndHeader) {
         if (mode == Mode::exclusive) {
           EXPECT_EQ(peek<std::uint64_t>(name, kOffHolder) >> 32, me >> 32) << "pid, high half";
           EXPECT_EQ(peek<std::uint64_t>(name, kOffHolder), shm::pack_owner(shm::self_identity()));
-          EXPECT_EQ(peek<std::uint64_t>(name, slot_owner(0)), 0u);
+          // The holder has a registry slot too (pid, heartbeat, unacked).
+          EXPECT_EQ(peek<std::uint64_t>(name, slot_owner(0)),
+                    shm::pack_owner(shm::self_identity()));
         } else {
           EXPECT_EQ(peek<std::uint64_t>(name, kOffHolder), 0u);
           EXPECT_EQ(peek<std::uint64_t>(name, slot_owner(0)) >> 32, me >> 32);

@@ -12,6 +12,9 @@
 
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/writer.hpp"
+#include "shm/names.hpp"
+#include "shm/process.hpp"
+#include "shm/segment.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -420,6 +423,72 @@ TEST_F(Shared, RunHandsEveryMessageToTheHandlerAndAppliesItsVerdict) {
   EXPECT_EQ(calls[7], 2);  // nacked once, then acked
   EXPECT_EQ(calls[4], 1);
   EXPECT_EQ((*a)->dead_lettered(), 1u);
+}
+
+// A group's backoff list delays redelivery by delivery count, after a nack (at least
+// the nack's own delay) and after an expiry alike.
+TEST_F(Shared, BackoffListDelaysRedeliveriesByDeliveryCount) {
+  auto c = Consumer::attach({.ns = ns_,
+                             .group = "b",
+                             .mode = Mode::shared,
+                             .group_settings = {.lease_window = 1024,
+                                                .max_deliveries = 9,
+                                                .lease_ms = 1000,
+                                                .backoff_ms = {100, 400}},
+                             .clock = [this] { return clock_.now.load(); }});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  publish(0, 1);
+  auto first = take(**c, 1);
+  ASSERT_EQ(first.size(), 1u);
+  EXPECT_EQ((*c)->nack(first[0], 0ms), AckStatus::ok);  // delivered once: waits 100 ms
+  clock_.advance(99ms);
+  EXPECT_TRUE(take(**c, 1).empty());
+  clock_.advance(1ms);
+  auto second = take(**c, 1);
+  ASSERT_EQ(second.size(), 1u);
+  EXPECT_EQ((*c)->nack(second[0], 50ms), AckStatus::ok);  // twice: 400 ms, more than 50
+  clock_.advance(399ms);
+  EXPECT_TRUE(take(**c, 1).empty());
+  clock_.advance(1ms);
+  auto third = take(**c, 1);
+  ASSERT_EQ(third.size(), 1u);
+  EXPECT_EQ(third[0].delivery_count(), 3u);
+  // Its lease expires at 1000 ms; then the last step of the list (400 ms) applies.
+  clock_.advance(1000ms);
+  writer_->service(clock_.now.load());
+  EXPECT_TRUE(take(**c, 1).empty());
+  clock_.advance(400ms);
+  auto fourth = take(**c, 1);
+  ASSERT_EQ(fourth.size(), 1u);
+  EXPECT_EQ(fourth[0].delivery_count(), 4u);
+}
+
+// The consumer registry (group slots) shows what each consumer holds and whether it
+// reached its max_unacked limit, for `ringfeed stat`.
+TEST_F(Shared, RegistryShowsUnackedCountAndTheLimit) {
+  auto c = Consumer::attach(
+      {.ns = ns_, .group = "r", .mode = Mode::shared, .max_unacked = 2, .clock = [this] {
+         return clock_.now.load();
+       }});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  auto seg = ringfeed::shm::Segment::open(ringfeed::shm::group_segment_name(ns_, 0, "r"),
+                                          ringfeed::shm::Access::read_only);
+  ASSERT_TRUE(seg.ok());
+  const auto* g = reinterpret_cast<const ringfeed::shm::GroupControl*>(seg->base());
+  const auto& slot = g->slots[0];
+  EXPECT_EQ(slot.owner.load(), ringfeed::shm::pack_owner(ringfeed::shm::self_identity()));
+  publish(0, 3);
+  auto got = take(**c, 10);
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_EQ(slot.unacked.load(), 2u);
+  EXPECT_EQ((*c)->pop(10, 0ns).status(), PopStatus::in_flight_full);
+  EXPECT_EQ(slot.flags.load() & ringfeed::shm::kSlotAtUnackedLimit,
+            ringfeed::shm::kSlotAtUnackedLimit);
+  EXPECT_EQ(slot.heartbeat_ns.load(), clock_.now.load());
+  EXPECT_EQ((*c)->ack(got[0]), AckStatus::ok);
+  EXPECT_EQ(take(**c, 10).size(), 1u);
+  EXPECT_EQ(slot.flags.load() & ringfeed::shm::kSlotAtUnackedLimit, 0u);
+  EXPECT_EQ(slot.unacked.load(), 2u);
 }
 
 TEST_F(Shared, RunInExclusiveModeRedeliversANackToTheSameConsumer) {

@@ -44,14 +44,18 @@ constexpr Flag kFlags[] = {
 constexpr std::string_view kDescription =
     "Shows, per partition, the upstream positions fetched and committed (and why a\n"
     "stopped partition stopped), how full its ring is and how many messages it\n"
-    "published; per consumer group, its mode, consumers (pid, alive or dead), lag\n"
-    "(messages in groups with leases, ring bytes in broadcast groups), leases in flight,\n"
+    "published; per consumer group, its mode, consumers (pid, alive or dead, and\n"
+    "pid:N for one holding N unacked messages, (full) once it reached its max_unacked\n"
+    "limit), lag (messages in groups with leases, ring bytes in exclusive and broadcast\n"
+    "groups), leases in flight,\n"
     "redeliveries waiting and dead letters waiting for the dead-letter log.\n"
     "Reads the segments read-only; exit 1 if the namespace has none.";
 
 struct ConsumerInfo {
   pid_t pid = 0;
   bool alive = false;
+  std::uint32_t unacked = 0;  // messages it holds (its registry slot)
+  bool at_limit = false;      // its last pop found max_unacked reached
 };
 
 struct GroupStat {
@@ -187,14 +191,26 @@ GroupStat read_group(const std::string& segment_name, std::string name, std::uin
 
   // Consumers hold slots; an exclusive group's holder may hold one as well.
   std::vector<std::uint64_t> owners;
-  auto add_consumer = [&](std::uint64_t owner) {
-    if (owner == 0 || std::find(owners.begin(), owners.end(), owner) != owners.end()) return;
-    owners.push_back(owner);
-    g.consumers.push_back({shm::owner_pid(owner), shm::owner_alive(owner)});
+  auto add_consumer = [&](std::uint64_t owner, const shm::GroupSlot* slot) {
+    if (owner == 0) return;
+    auto known = std::find(owners.begin(), owners.end(), owner);
+    if (known == owners.end()) {
+      owners.push_back(owner);
+      g.consumers.push_back({shm::owner_pid(owner), shm::owner_alive(owner)});
+      known = owners.end() - 1;
+    }
+    if (slot != nullptr) {
+      ConsumerInfo& c = g.consumers[static_cast<std::size_t>(known - owners.begin())];
+      // Written by the consumer: a report, clamped to what max_unacked allows.
+      c.unacked = std::min<std::uint32_t>(slot->unacked.load(std::memory_order_relaxed), 1u << 24);
+      c.at_limit = (slot->flags.load(std::memory_order_relaxed) & shm::kSlotAtUnackedLimit) != 0;
+    }
   };
-  if (g.mode == Mode::exclusive) add_consumer(control->holder.load(std::memory_order_acquire));
+  if (g.mode == Mode::exclusive) {
+    add_consumer(control->holder.load(std::memory_order_acquire), nullptr);
+  }
   for (const shm::GroupSlot& slot : control->slots) {
-    add_consumer(slot.owner.load(std::memory_order_acquire));
+    add_consumer(slot.owner.load(std::memory_order_acquire), &slot);
   }
 
   const std::uint64_t capacity = ring.has_ring ? ring.capacity : 0;
@@ -324,6 +340,7 @@ std::string consumers_text(const std::vector<ConsumerInfo>& consumers) {
   for (const ConsumerInfo& c : consumers) {
     if (!out.empty()) out += ",";
     out += std::to_string(c.pid) + (c.alive ? "" : "(dead)");
+    if (c.unacked != 0) out += ":" + std::to_string(c.unacked) + (c.at_limit ? "(full)" : "");
   }
   return out;
 }
@@ -470,7 +487,9 @@ void print_json(const NamespaceStat& st) {
              ",\"started\":" + (g.started ? "true" : "false") + ",\"consumers\":[";
       for (std::size_t i = 0; i < g.consumers.size(); ++i) {
         out += (i == 0 ? "" : ",") + std::string("{\"pid\":") + std::to_string(g.consumers[i].pid) +
-               ",\"alive\":" + (g.consumers[i].alive ? "true" : "false") + "}";
+               ",\"alive\":" + (g.consumers[i].alive ? "true" : "false") +
+               ",\"unacked\":" + std::to_string(g.consumers[i].unacked) +
+               ",\"at_unacked_limit\":" + (g.consumers[i].at_limit ? "true" : "false") + "}";
       }
       out += "],\"lag\":" + std::to_string(g.lag) + ",\"lag_unit\":\"" +
              (g.lag_in_messages ? "messages" : "bytes") + "\"";
@@ -587,6 +606,11 @@ void print_prometheus(const NamespaceStat& st) {
       e.add("ringfeed_group_consumers", "gauge", "Live consumers attached to the group.", l, alive);
       e.add("ringfeed_group_dead_consumers", "gauge",
             "Consumer slots still held by a dead process.", l, g.consumers.size() - alive);
+      e.add("ringfeed_group_consumers_at_unacked_limit", "gauge",
+            "Consumers whose last pop found their max_unacked limit reached.", l,
+            static_cast<std::uint64_t>(
+                std::count_if(g.consumers.begin(), g.consumers.end(),
+                              [](const ConsumerInfo& c) { return c.at_limit; })));
       e.add("ringfeed_group_fenced", "gauge",
             "1 if the writer stopped serving the group (corrupt state).", l, g.fenced ? 1 : 0);
       if (!g.started) continue;

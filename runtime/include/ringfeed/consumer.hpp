@@ -188,6 +188,7 @@ class Consumer {
 
   Consumer() = default;
   Status connect();
+  void note_presence(PopStatus status);
   void detach();
   bool reattach_to_new_writer();
   const Batch& pop_attached(std::size_t max, std::chrono::nanoseconds wait);
@@ -246,6 +247,8 @@ class Consumer {
   std::uint64_t owner_ = 0;
   std::uint64_t writer_ = 0;  // the ring's creator (pack_owner): which fetcher instance
   std::uint32_t attach_epoch_ = 0;
+  std::uint64_t presence_pops_ = 0;
+  std::atomic<std::uint64_t>* holder_word_ = nullptr;  // exclusive: the group's holder word
   std::uint64_t reattached_ = 0;
   std::uint32_t slot_ = 0;  // broadcast and shared: our slot, the owner number of our leases
 
@@ -253,6 +256,7 @@ class Consumer {
   shm::LeaseTable leases_;
   std::int64_t epoch_ns_ = 0;
   std::uint32_t lease_ms_ = 0;
+  shm::Backoff backoff_;  // exclusive and broadcast (leased modes: leases_.backoff())
   std::uint32_t max_deliveries_ = 1;
   std::size_t unacked_ = 0;
   std::uint64_t dead_lettered_ = 0;
