@@ -1,8 +1,9 @@
 // The `ringfeed` command line, through the real binary: help, usage errors (exit 2, one
-// line naming the flag), runtime errors (exit 1), produce into log files read back,
-// consume from rings written in this process (count, timeout, JSON escaping,
-// redelivery, every partition, signals, a closed ring), stat in its three formats with
-// numbers checked, and, once the fetcher is built, a million lines end to end.
+// line naming the flag), runtime errors (exit 1), produce into log files read back
+// (generated messages, paced by --rate), consume from rings written in this process
+// (count, timeout, JSON escaping, redelivery, every partition, signals, a closed ring,
+// --output none, --latency), stat in its three formats with numbers checked, and, once
+// the fetcher is built, a million lines end to end and latency through produce --rate.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/stat.h>
@@ -21,6 +22,7 @@
 #include <iterator>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <set>
 #include <span>
@@ -58,6 +60,68 @@ std::string read_file(const fs::path& p) {
 void write_file(const fs::path& p, const std::string& bytes) {
   std::ofstream out(p, std::ios::binary | std::ios::trunc);
   out << bytes;
+}
+
+std::int64_t realtime_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// The records of a framed log file, copied out; a record that does not decode fails.
+struct LogRecord {
+  std::string key, value;
+  std::int64_t timestamp_ns = 0;
+  std::uint64_t offset = 0;
+};
+std::vector<LogRecord> read_log(const fs::path& p) {
+  const std::string bytes = read_file(p);
+  const auto span = std::as_bytes(std::span(bytes.data(), bytes.size()));
+  std::vector<LogRecord> out;
+  for (std::size_t pos = 0; pos < bytes.size();) {
+    const auto r =
+        ringfeed::io::decode(span.subspan(pos), pos, ringfeed::io::OffsetCheck::equals_position);
+    EXPECT_EQ(r.status, ringfeed::io::DecodeStatus::ok)
+        << "record " << out.size() << ": " << r.error;
+    if (r.status != ringfeed::io::DecodeStatus::ok) break;
+    out.push_back({std::string(r.record.key), std::string(r.record.value), r.record.timestamp_ns,
+                   r.record.upstream_offset});
+    pos += r.size;
+  }
+  return out;
+}
+
+// `i` zero-padded on the left to `size` characters: what produce --count generates.
+std::string padded(std::uint64_t i, std::size_t size) {
+  std::string digits = std::to_string(i);
+  return std::string(size - digits.size(), '0') + digits;
+}
+
+// consume --latency's line, parsed: the measured count and p50 ... max in nanoseconds.
+struct LatencyLine {
+  std::uint64_t measured = 0;
+  std::map<std::string, double> ns;  // "p50", "p90", "p99", "p99.9", "max"
+  std::string also;                  // the bracketed "also taken: ..." part, if any
+};
+std::optional<LatencyLine> parse_latency(const std::string& line) {
+  static const std::string kHead = "ringfeed consume: latency (publish to consume) of ";
+  if (line.rfind(kHead, 0) != 0) return std::nullopt;
+  std::istringstream in(line.substr(kHead.size()));
+  LatencyLine l;
+  std::string word;
+  if (!(in >> l.measured >> word) || word != "messages:") return std::nullopt;
+  for (const char* name : {"p50", "p90", "p99", "p99.9", "max"}) {
+    double v = 0;
+    std::string unit;
+    if (!(in >> word >> v >> unit) || word != name) return std::nullopt;
+    const std::map<std::string, double> scale{{"ns", 1}, {"us", 1e3}, {"ms", 1e6}, {"s", 1e9}};
+    if (!scale.count(unit)) return std::nullopt;
+    l.ns[name] = v * scale.at(unit);
+  }
+  std::getline(in, l.also);
+  const auto open = l.also.find('(');
+  l.also = open == std::string::npos ? "" : l.also.substr(open);
+  return l;
 }
 
 std::vector<std::string> split_lines(const std::string& text) {
@@ -223,10 +287,10 @@ TEST(CliHelp, TopLevelAndEverySubcommandExitZeroAndNameTheirFlags) {
       {"fetch",
        {"--namespace", "--source", "--partitions", "--ring-mb", "--lease-ms", "--max-deliveries",
         "--dead-letter"}},
-      {"produce", {"--source", "--partition", "--format", "--key"}},
+      {"produce", {"--source", "--partition", "--format", "--key", "--count", "--size", "--rate"}},
       {"consume",
        {"--namespace", "--partition", "--group", "--mode", "--count", "--timeout-ms", "--output",
-        "--nack-every"}},
+        "value|json|none", "--nack-every", "--latency", "p99.9"}},
       {"stat", {"--namespace", "--json", "--prometheus"}},
   };
   for (const auto& [cmd, names] : flags) {
@@ -263,6 +327,15 @@ TEST(CliUsage, WrongCommandLinesExitTwoWithOneLineNamingTheProblem) {
                      "flag --source: 'not-a-uri' is not a URI");
   expect_usage_error(cli, {"produce", "--source", src, "--partition"},
                      "flag --partition needs a value");
+  expect_usage_error(cli, {"produce", "--source", src, "--partition", "0", "--size", "8"},
+                     "flag --size: only with --count");
+  expect_usage_error(
+      cli, {"produce", "--source", src, "--partition", "0", "--count", "101", "--size", "2"},
+      "flag --size: 2 bytes cannot hold the sequence numbers up to 100");
+  expect_usage_error(cli, {"produce", "--source", src, "--partition", "0", "--rate", "0"},
+                     "flag --rate: 0 is out of range");
+  expect_usage_error(cli, {"produce", "--source", src, "--partition", "0", "--count", "x"},
+                     "flag --count: 'x' is not a number");
   expect_usage_error(
       cli,
       {"consume", "--namespace", "n", "--partition", "0", "--group", "g", "--mode", "sideways"},
@@ -381,6 +454,89 @@ TEST(CliProduce, FramedRecordsDecodeToTheLinesWithKeyOffsetsAndTimestamps) {
   EXPECT_EQ(n, lines.size());
 }
 
+TEST(CliProduce, CountAndSizeWriteExactlyThatManyRecordsOfThatSizeAndReadNoInput) {
+  Cli cli;
+  const fs::path dir = cli.dir() / "log";
+  fs::create_directory(dir);
+  const std::string src = "file:" + dir.string();
+  const std::int64_t before = realtime_ns();
+  // Standard input is not read: its line must not show up.
+  Finished f = cli.run({"produce", "--source", src, "--partition", "0", "--count", "5000", "--size",
+                        "100", "--key", "k"},
+                       "not a message\n");
+  ASSERT_EQ(f.status, 0) << f.err;
+  const std::int64_t after = realtime_ns();
+  const auto records = read_log(dir / "0.log");
+  ASSERT_EQ(records.size(), 5000u);
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    ASSERT_EQ(records[i].value, padded(i, 100)) << "record " << i;
+    EXPECT_EQ(records[i].key, "k");
+    // Stamped when appended: within the run, and never going back.
+    EXPECT_GE(records[i].timestamp_ns, before);
+    EXPECT_LE(records[i].timestamp_ns, after);
+    if (i > 0) {
+      EXPECT_GE(records[i].timestamp_ns, records[i - 1].timestamp_ns);
+    }
+  }
+
+  // The default size is 64 bytes; the lines format gets one line per message.
+  f = cli.run({"produce", "--source", src, "--partition", "1", "--count", "3"});
+  ASSERT_EQ(f.status, 0) << f.err;
+  const auto defaults = read_log(dir / "1.log");
+  ASSERT_EQ(defaults.size(), 3u);
+  EXPECT_EQ(defaults[2].value, padded(2, 64));
+  f = cli.run({"produce", "--source", src, "--partition", "2", "--format", "lines", "--count", "12",
+               "--size", "2"});
+  ASSERT_EQ(f.status, 0) << f.err;
+  std::string expected;
+  for (int i = 0; i < 12; ++i) expected += padded(i, 2) + "\n";
+  EXPECT_EQ(read_file(dir / "2.log"), expected);
+  // --count 0 appends nothing but creates the log, as an empty standard input does.
+  f = cli.run({"produce", "--source", src, "--partition", "3", "--count", "0"}, "x\n");
+  ASSERT_EQ(f.status, 0) << f.err;
+  ASSERT_TRUE(fs::exists(dir / "3.log"));
+  EXPECT_EQ(fs::file_size(dir / "3.log"), 0u);
+}
+
+// N messages at R per second: message i is due i/R seconds after message 0, so a run
+// takes at least (N-1)/R seconds and the timestamps of the first and last message are
+// that far apart. Lower bounds only: a loaded machine may take longer.
+TEST(CliProduce, RatePacesGeneratedAndStandardInputMessages) {
+  Cli cli;
+  const fs::path dir = cli.dir() / "log";
+  fs::create_directory(dir);
+  const std::string src = "file:" + dir.string();
+  constexpr int kMessages = 31;
+  constexpr int kRate = 100;
+  const auto at_least = std::chrono::milliseconds((kMessages - 1) * 1000 / kRate);
+
+  auto start = std::chrono::steady_clock::now();
+  Finished f = cli.run({"produce", "--source", src, "--partition", "0", "--count",
+                        std::to_string(kMessages), "--size", "8", "--rate", std::to_string(kRate)});
+  auto took = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_GE(took, at_least);
+  const auto records = read_log(dir / "0.log");
+  ASSERT_EQ(records.size(), std::size_t{kMessages});
+  for (int i = 0; i < kMessages; ++i) EXPECT_EQ(records[i].value, padded(i, 8));
+  EXPECT_GE(records.back().timestamp_ns - records.front().timestamp_ns,
+            std::chrono::nanoseconds(at_least).count());
+
+  std::string input;
+  for (int i = 0; i < kMessages; ++i) input += "line " + std::to_string(i) + "\n";
+  start = std::chrono::steady_clock::now();
+  f = cli.run({"produce", "--source", src, "--partition", "1", "--rate", std::to_string(kRate)},
+              input);
+  took = std::chrono::steady_clock::now() - start;
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_GE(took, at_least);
+  const auto lines = read_log(dir / "1.log");
+  ASSERT_EQ(lines.size(), std::size_t{kMessages});
+  EXPECT_EQ(lines.back().value, "line " + std::to_string(kMessages - 1));
+  EXPECT_GE(lines.back().timestamp_ns - lines.front().timestamp_ns,
+            std::chrono::nanoseconds(at_least).count());
+}
+
 // ---------------------------------------------------------------------------------------
 // consume
 
@@ -446,6 +602,81 @@ TEST_F(CliConsume, CountPrintsThatManyValuesInOrderAndAcksThem) {
   expected.clear();
   for (int i = 20; i < 50; ++i) expected += "value " + std::to_string(i) + "\n";
   EXPECT_EQ(f.out, expected);
+}
+
+TEST_F(CliConsume, OutputNonePrintsNothingButAcksEveryMessage) {
+  create_group("g", Mode::shared);
+  std::vector<std::pair<std::string, std::string>> kv;
+  for (int i = 0; i < 200; ++i) kv.emplace_back("k", "value " + std::to_string(i));
+  publish(*writers_[0], kv);
+  Finished f = cli_.run(consume_args("g", "shared", {"--count", "200", "--output", "none"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_TRUE(f.out.empty()) << f.out;
+  EXPECT_TRUE(f.err.empty()) << f.err;
+  // All 200 were acked: the next consume gets only what is published after them.
+  publish(*writers_[0], {{"k", "after"}});
+  f = cli_.run(consume_args("g", "shared", {"--timeout-ms", "300"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(f.out, "after\n");
+}
+
+// Messages published after consume attached are measured; a backlog and messages
+// without a timestamp are counted apart. Every measured message here was stamped at
+// least 200 ms before it was published, so every percentile is at least that.
+TEST_F(CliConsume, LatencyPrintsOneLineWithTheCountAndThePercentilesAtExit) {
+  create_group("g", Mode::shared);
+  // The backlog (timestamps of 2023) and two messages without a timestamp.
+  publish(*writers_[0], {{"", "old 1"}, {"", "old 2"}, {"", "old 3"}});
+  for (int i = 0; i < 2; ++i) {
+    ringfeed::OutMessage m{.value = "untimed", .upstream_offset = 200, .timestamp_ns = 0};
+    ASSERT_EQ(writers_[0]->publish({&m, 1}, 1s), 1u);
+  }
+  constexpr int kMeasured = 40;
+  const Cli::Child c = cli_.start(consume_args(
+      "g", "shared", {"--latency", "--count", std::to_string(5 + kMeasured), "--output", "json"}));
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return live_consumers(ns_.ns(), 0, "g") == 1; }))
+      << "the consume process never attached";
+  // Consume took its start time before it attached, so it was before `attached`.
+  const std::int64_t attached = realtime_ns();
+  constexpr std::int64_t kAge = 200'000'000;
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return realtime_ns() >= attached + kAge; }));
+  for (int i = 0; i < kMeasured; ++i) {
+    ringfeed::OutMessage m{.value = "new " + std::to_string(i),
+                           .upstream_offset = 300 + static_cast<std::uint64_t>(i),
+                           .timestamp_ns = attached};
+    ASSERT_EQ(writers_[0]->publish({&m, 1}, 1s), 1u);
+  }
+  const Finished f = cli_.wait(c, 30s);
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(split_lines(f.out).size(), 5u + kMeasured) << "the messages are still printed";
+  const auto err = split_lines(f.err);
+  ASSERT_EQ(err.size(), 1u) << f.err;
+  const auto line = parse_latency(err[0]);
+  ASSERT_TRUE(line) << "not a latency line: " << err[0];
+  EXPECT_EQ(line->measured, std::uint64_t{kMeasured}) << err[0];
+  EXPECT_EQ(line->also, "(also taken: 3 published before consume attached, 2 without a timestamp)")
+      << err[0];
+  double previous = static_cast<double>(kAge);
+  for (const char* name : {"p50", "p90", "p99", "p99.9", "max"}) {
+    // Printed to three significant digits: a value is off by at most half a unit of the
+    // last one, 0.5 % of it.
+    EXPECT_GE(line->ns.at(name) * 1.005, previous) << name << " in " << err[0];
+    previous = std::max(previous, line->ns.at(name));
+  }
+}
+
+TEST_F(CliConsume, LatencyWithNothingToMeasureSaysSo) {
+  create_group("g", Mode::exclusive);
+  publish(*writers_[0], {{"", "old"}});  // a backlog only
+  Finished f = cli_.run(
+      consume_args("g", "exclusive", {"--latency", "--output", "none", "--timeout-ms", "200"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(f.err,
+            "ringfeed consume: latency: no message to measure: 1 taken (1 published before "
+            "consume attached)\n");
+  f = cli_.run(consume_args("g", "exclusive", {"--latency", "--timeout-ms", "100"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(f.err, "ringfeed consume: latency: no message to measure: 0 taken\n");
 }
 
 TEST_F(CliConsume, TimeoutWithNothingToTakeExitsZeroAfterAboutThatLong) {
@@ -872,6 +1103,60 @@ TEST(CliEndToEnd, AMillionLinesThroughFetchAndThreeSharedConsumersEachExactlyOnc
   const Finished f = cli.wait(fetch, 60s);
   EXPECT_EQ(f.status, 0) << f.err;
   EXPECT_NE(f.err.find("namespace " + ns.ns()), std::string::npos) << f.err;
+  EXPECT_TRUE(ringfeed::shm::Segment::list("ringfeed." + ns.ns() + ".").empty())
+      << "fetch left segments behind";
+}
+
+// The README's main command in small: a backlog in the log, the fetcher, a shared and a
+// broadcast consumer attached, messages produced at a rate while they are; each
+// consumer measures exactly the messages produced after it attached.
+TEST(CliEndToEnd, LatencyOfMessagesProducedAtARateWhileConsumersAreAttached) {
+  Cli cli;
+  if (!fetcher_built(cli)) GTEST_SKIP() << "this build of ringfeed has no fetcher yet";
+  constexpr int kBacklog = 100;
+  constexpr int kLive = 500;
+  const NamespaceGuard ns(ringfeed::test::unique_ns("lat"));
+  const fs::path dir = cli.dir() / "logs";
+  fs::create_directory(dir);
+  const std::string src = "file:" + dir.string();
+  Finished f = cli.run({"produce", "--source", src, "--partition", "0", "--count",
+                        std::to_string(kBacklog), "--size", "32"});
+  ASSERT_EQ(f.status, 0) << f.err;
+  const Cli::Child fetch =
+      cli.start({"fetch", "--namespace", ns.ns(), "--source", src, "--partitions", "1"});
+  ASSERT_TRUE(ringfeed::test::wait_until([&] {
+    return !ringfeed::shm::Segment::list(ringfeed::shm::ring_segment_name(ns.ns(), 0)).empty();
+  })) << "fetch never created its ring: "
+      << read_file(fetch.err);
+  const std::string total = std::to_string(kBacklog + kLive);
+  std::vector<Cli::Child> consumers;
+  for (const char* mode : {"shared", "broadcast"}) {
+    consumers.push_back(
+        cli.start({"consume", "--namespace", ns.ns(), "--partition", "0", "--group", mode, "--mode",
+                   mode, "--count", total, "--latency", "--output", "none"}));
+  }
+  ASSERT_TRUE(ringfeed::test::wait_until([&] {
+    return live_consumers(ns.ns(), 0, "shared") == 1 &&
+           live_consumers(ns.ns(), 0, "broadcast") == 1;
+  })) << "the consumers never attached";
+  f = cli.run({"produce", "--source", src, "--partition", "0", "--count", std::to_string(kLive),
+               "--size", "32", "--rate", "5000"});
+  ASSERT_EQ(f.status, 0) << f.err;
+  for (const auto& c : consumers) {
+    const Finished done = cli.wait(c, 60s);
+    EXPECT_EQ(done.status, 0) << done.err;
+    EXPECT_TRUE(done.out.empty()) << done.out;
+    const auto line = parse_latency(done.err.substr(0, done.err.find('\n')));
+    ASSERT_TRUE(line) << "no latency line: " << done.err;
+    EXPECT_EQ(line->measured, std::uint64_t{kLive}) << done.err;
+    EXPECT_EQ(line->also,
+              "(also taken: " + std::to_string(kBacklog) + " published before consume attached)")
+        << done.err;
+    EXPECT_LE(line->ns.at("p50"), line->ns.at("max") * 1.005) << done.err;
+  }
+  ASSERT_EQ(::kill(fetch.pid, SIGTERM), 0);
+  f = cli.wait(fetch, 60s);
+  EXPECT_EQ(f.status, 0) << f.err;
   EXPECT_TRUE(ringfeed::shm::Segment::list("ringfeed." + ns.ns() + ".").empty())
       << "fetch left segments behind";
 }
