@@ -115,27 +115,33 @@ std::int64_t clock_ns(clockid_t clock) {
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
 
-// Message i (from 0) is due `i / rate` seconds after message 0 was: absolute deadlines
-// on CLOCK_MONOTONIC, so time lost in one wait is made up by the next, never carried on.
+// Message i (from 0) is due `i / rate` seconds after message 0 was stamped: absolute
+// deadlines on CLOCK_MONOTONIC, so time lost in one wait is made up by the next, never
+// carried on. So the timestamps of messages i and 0 are at least i / rate apart.
 class Pacer {
  public:
   explicit Pacer(std::uint64_t rate) : rate_(rate) {}
 
   bool paced() const { return rate_ != 0; }
-  // Whether message i may be appended now. Message 0 always may: it starts the clock.
+  bool started() const { return started_; }
+  // Whether message i may be appended now. Message 0 always may; the others only once
+  // message 0 was stamped, which starts the clock.
   bool due(std::uint64_t i) const {
-    return !paced() || i == 0 || clock_ns(CLOCK_MONOTONIC) >= deadline(i);
+    return !paced() || i == 0 || (started_ && clock_ns(CLOCK_MONOTONIC) >= deadline(i));
   }
-  // Sleeps until message i is due.
+  // Sleeps until message i is due (the clock has started).
   void wait_for(std::uint64_t i) const {
-    if (!paced() || i == 0) return;
+    if (!paced() || i == 0 || !started_) return;
     const std::int64_t d = deadline(i);
     const timespec at{static_cast<time_t>(d / 1'000'000'000), static_cast<long>(d % 1'000'000'000)};
     while (::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &at, nullptr) == EINTR) {
     }
   }
-  // Called as message 0 is appended.
-  void start() { start_ns_ = clock_ns(CLOCK_MONOTONIC); }
+  // Called right after message 0 was stamped.
+  void start() {
+    start_ns_ = clock_ns(CLOCK_MONOTONIC);
+    started_ = true;
+  }
 
  private:
   std::int64_t deadline(std::uint64_t i) const {
@@ -147,6 +153,7 @@ class Pacer {
 
   std::uint64_t rate_;
   std::int64_t start_ns_ = 0;
+  bool started_ = false;
 };
 
 // Collects messages and appends them in batches: one write per batch, under the
@@ -168,7 +175,6 @@ class Producer {
       if (auto ok = flush(); !ok) return ok;
       pacer_.wait_for(messages_);
     }
-    if (messages_ == 0) pacer_.start();
     pending_.emplace_back(bytes_.size(), value.size());
     bytes_.append(value);
     if (!framed_) bytes_ += '\n';
@@ -184,8 +190,9 @@ class Producer {
   Status flush() {
     if (pending_.empty()) return Ok{};
     records_.clear();
+    const std::int64_t now = clock_ns(CLOCK_REALTIME);
+    if (!pacer_.started()) pacer_.start();  // after the stamp: message 1 is due 1/rate later
     if (framed_) {
-      const std::int64_t now = clock_ns(CLOCK_REALTIME);
       for (const auto& [at, size] : pending_) {
         records_.push_back({.kind = io::RecordKind::log,
                             .timestamp_ns = now,
