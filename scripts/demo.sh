@@ -135,9 +135,10 @@ for w in "${workers[@]}"; do
     --latency --output none >"$work/$name.out" 2>"$work/$name.err" &
   worker_pid[$name]=$!
 done
-# stat lists every live consumer of a group as {"pid":P,"alive":true}.
+# stat lists each group's consumers as "consumers":[{"pid":P,"alive":true,...},...].
 all_attached() {
-  [ "$(stat_json | grep -o '{"pid":[0-9]*,"alive":true}' | wc -l)" -eq "${#workers[@]}" ]
+  [ "$(stat_json | grep -o '"consumers":\[[^]]*\]' | grep -o '"alive":true' | wc -l)" \
+    -eq "${#workers[@]}" ]
 }
 wait_for 10 "all ${#workers[@]} workers attached" all_attached
 
