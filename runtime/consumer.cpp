@@ -76,6 +76,7 @@ Result<std::unique_ptr<Consumer>> Consumer::attach(const ConsumerOptions& option
   if (auto ok = c->connect(); !ok) return ok.error();
   const shm::SegmentHeader& h = c->ring_.control().header;
   c->writer_ = shm::pack_owner({h.creator_pid, h.creator_start_time});
+  if (options.auto_extend) c->start_heartbeat();
   return c;
 }
 
@@ -226,7 +227,32 @@ Consumer::~Consumer() {
   detach();
 }
 
+void Consumer::start_heartbeat() {
+  shm::GroupSlot& slot = group_->slots[slot_];
+  slot.heartbeat_ns.store(now_ns(), std::memory_order_relaxed);
+  slot.flags.fetch_or(shm::kSlotAutoExtend, std::memory_order_relaxed);
+  heartbeat_stop_ = false;
+  heartbeat_ = std::thread([this, &slot] {
+    std::unique_lock lock(heartbeat_mutex_);
+    while (!heartbeat_stop_cv_.wait_for(lock, std::chrono::milliseconds(shm::kHeartbeatMs),
+                                        [this] { return heartbeat_stop_; })) {
+      slot.heartbeat_ns.store(now_ns(), std::memory_order_relaxed);
+    }
+  });
+}
+
+void Consumer::stop_heartbeat() {
+  if (!heartbeat_.joinable()) return;
+  {
+    std::lock_guard lock(heartbeat_mutex_);
+    heartbeat_stop_ = true;
+  }
+  heartbeat_stop_cv_.notify_all();
+  heartbeat_.join();
+}
+
 void Consumer::detach() {
+  stop_heartbeat();
   if (uses_leases(options_.mode) && owner_word_ != nullptr) {
     // Leases still held go back to the group before the slot can be taken again.
     try {
@@ -294,6 +320,7 @@ bool Consumer::reattach_to_new_writer() {
     return false;
   }
   writer_ = shm::pack_owner({now.creator_pid, now.creator_start_time});
+  if (options_.auto_extend) start_heartbeat();
   return true;
 }
 
@@ -395,7 +422,8 @@ void Consumer::note_presence(PopStatus status) {
   if (slot.unacked.load(std::memory_order_relaxed) != unacked) {
     slot.unacked.store(unacked, std::memory_order_relaxed);
   }
-  const std::uint32_t flags = status == PopStatus::in_flight_full ? shm::kSlotAtUnackedLimit : 0;
+  const std::uint32_t flags = (status == PopStatus::in_flight_full ? shm::kSlotAtUnackedLimit : 0) |
+                              (options_.auto_extend ? shm::kSlotAutoExtend : 0);
   if (slot.flags.load(std::memory_order_relaxed) != flags) {
     slot.flags.store(flags, std::memory_order_relaxed);
   }

@@ -68,6 +68,10 @@ void Consumer::expire_local(std::uint32_t now) {
   for (std::uint64_t seq = head_seq_; seq != next_seq_; ++seq) {
     InFlight& e = in_flight_[seq & in_flight_mask_];
     if (e.state != Held::leased) continue;
+    // Auto-extend: this process lives (it is running this), so its leases do too.
+    if (options_.auto_extend && shm::deadline_passed(e.deadline_ms, now)) {
+      e.deadline_ms = now + lease_ms_;
+    }
     if (!shm::deadline_passed(e.deadline_ms, now)) {
       if (!any || static_cast<std::int32_t>(e.deadline_ms - next) < 0) next = e.deadline_ms;
       any = true;

@@ -60,6 +60,12 @@ static_assert(offsetof(GroupSlot, heartbeat_ns) == 16);
 static_assert(offsetof(GroupSlot, unacked) == 24);
 static_assert(offsetof(GroupSlot, flags) == 28);
 inline constexpr std::uint32_t kSlotAtUnackedLimit = 1u << 0;
+// The owner asked for auto-extend: while its heartbeat is fresh (a thread of its own
+// beats every kHeartbeatMs, whatever its handler does), its expired leases are extended,
+// not taken away. A consumer that stops beating for kHeartbeatStaleMs loses them.
+inline constexpr std::uint32_t kSlotAutoExtend = 1u << 1;
+inline constexpr std::uint32_t kHeartbeatMs = 100;
+inline constexpr std::uint32_t kHeartbeatStaleMs = 1000;
 inline constexpr std::size_t kMaxBackoffSteps = 8;
 
 struct GroupControl {

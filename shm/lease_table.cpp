@@ -8,9 +8,20 @@ namespace ringfeed::shm {
 LeaseTable::LeaseTable(GroupControl* group, std::uint32_t window)
     : group_(group),
       backoff_(group),
+      epoch_ns_(group->epoch_ns),
+      lease_ms_(std::clamp<std::uint32_t>(group->lease_ms, 1, 24u * 3600 * 1000)),
       entries_(lease_table(group)),
       mask_(window - 1),
       shift_(static_cast<std::uint32_t>(std::countr_zero(window))) {}
+
+bool LeaseTable::keeps_leases(std::uint32_t owner, std::uint32_t now_ms) const {
+  const GroupSlot& slot = group_->slots[owner % kGroupSlots];
+  if ((slot.flags.load(std::memory_order_relaxed) & kSlotAutoExtend) == 0) return false;
+  const std::uint32_t beat =
+      to_lease_ms(slot.heartbeat_ns.load(std::memory_order_relaxed), epoch_ns_);
+  // Modular: a beat "in the future" (garbage, or clocks a hair apart) counts as fresh.
+  return static_cast<std::int32_t>(now_ms - beat) <= static_cast<std::int32_t>(kHeartbeatStaleMs);
+}
 
 void LeaseTable::prepare(std::uint64_t first) {
   for (std::uint64_t seq = first; seq < first + mask_ + 1; ++seq) {
@@ -283,6 +294,12 @@ std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
       const bool owner_dead = ((dead_owners >> l.owner) & 1u) != 0;
       if (!owner_dead && !deadline_passed(l.deadline_ms, now_ms)) break;
       Lease next = l;
+      if (!owner_dead && keeps_leases(l.owner, now_ms)) {
+        // Auto-extend: same lease, same handle, a new deadline.
+        next.deadline_ms = now_ms + lease_ms_;
+        if (e.compare_exchange_weak(w, next.pack(), std::memory_order_acq_rel)) break;
+        continue;
+      }
       next.generation = l.generation + 1;
       const bool to_dead = l.deliveries >= max_deliveries;
       next.state = to_dead ? LeaseState::dead : LeaseState::available;

@@ -96,7 +96,9 @@ class LeaseTable {
   std::uint64_t advance_low();
 
   // The reaper: leases whose deadline passed or whose owner is in `dead_owners` (bit i =
-  // slot i) become available (or dead, past max_deliveries). Returns how many changed.
+  // slot i) become available (or dead, past max_deliveries); expired leases of a live
+  // owner that auto-extends (keeps_leases) get a new deadline instead. Returns how many
+  // changed.
   //
   // A consumer that dies between moving `dispatch` and writing the leases of what it
   // took leaves entries of the previous lap behind. Such entries are remembered in
@@ -121,10 +123,14 @@ class LeaseTable {
   std::uint64_t dispatch() const { return group_->dispatch.load(std::memory_order_acquire); }
   std::uint32_t window() const { return mask_ + 1; }
   const Backoff& backoff() const { return backoff_; }
-  // A leased entry whose deadline passed is due again once its backoff ran out too.
+  // A leased entry whose deadline passed is due again once its backoff ran out too,
+  // unless its owner auto-extends and still beats.
   bool expired_and_due(const Lease& l, std::uint32_t now_ms) const {
-    return deadline_passed(l.deadline_ms + backoff_.after(l.deliveries), now_ms);
+    return deadline_passed(l.deadline_ms + backoff_.after(l.deliveries), now_ms) &&
+           !keeps_leases(l.owner, now_ms);
   }
+  // Whether the consumer in slot `owner` asked for auto-extend and its heartbeat is fresh.
+  bool keeps_leases(std::uint32_t owner, std::uint32_t now_ms) const;
 
  private:
   std::atomic<std::uint64_t>& entry(std::uint64_t seq) { return entries_[seq & mask_]; }
@@ -138,6 +144,8 @@ class LeaseTable {
 
   GroupControl* group_ = nullptr;
   Backoff backoff_;
+  std::int64_t epoch_ns_ = 0;
+  std::uint32_t lease_ms_ = 0;  // how far auto-extend moves an expired deadline
   std::atomic<std::uint64_t>* entries_ = nullptr;
   std::uint32_t mask_ = 0;
   std::uint32_t shift_ = 0;

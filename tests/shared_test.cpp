@@ -491,6 +491,62 @@ TEST_F(Shared, RegistryShowsUnackedCountAndTheLimit) {
   EXPECT_EQ(slot.unacked.load(), 2u);
 }
 
+// auto_extend: a beating consumer keeps an expired lease (same handle); one whose beats
+// stopped (here: its clock stands still while the group's runs on) loses it.
+TEST_F(Shared, AutoExtendKeepsTheLeasesOfABeatingConsumer) {
+  auto keeper = Consumer::attach({.ns = ns_,
+                                  .group = "s",
+                                  .mode = Mode::shared,
+                                  .lease = 1000ms,
+                                  .auto_extend = true,
+                                  .group_settings = {.lease_window = 1024, .lease_ms = 1000},
+                                  .clock = [this] { return clock_.now.load(); }});
+  ASSERT_TRUE(keeper.ok()) << keeper.error().message;
+  auto other = consumer();
+  ASSERT_TRUE(other);
+  publish(0, 1);
+  auto held = take(**keeper, 1);
+  ASSERT_EQ(held.size(), 1u);
+  clock_.advance(5000ms);
+  auto seg = ringfeed::shm::Segment::open(ringfeed::shm::group_segment_name(ns_, 0, "s"),
+                                          ringfeed::shm::Access::read_only);
+  ASSERT_TRUE(seg.ok());
+  const auto& slot = reinterpret_cast<const ringfeed::shm::GroupControl*>(seg->base())->slots[0];
+  ASSERT_TRUE(ringfeed::test::wait_until([&] {
+    return slot.heartbeat_ns.load() == clock_.now.load();
+  })) << "the heartbeat thread never beat";
+  EXPECT_TRUE(take(*other, 10).empty()) << "a beating consumer's lease was taken";
+  writer_->service(clock_.now.load());  // the reaper extends it
+  EXPECT_TRUE(take(*other, 10).empty());
+  EXPECT_EQ((*keeper)->ack(held[0]), AckStatus::ok) << "the same handle stays valid";
+}
+
+TEST_F(Shared, AutoExtendEndsWhenTheHeartbeatStops) {
+  std::atomic<std::int64_t> frozen{clock_.now.load()};
+  auto hung = Consumer::attach({.ns = ns_,
+                                .group = "s",
+                                .mode = Mode::shared,
+                                .lease = 1000ms,
+                                .auto_extend = true,
+                                .group_settings = {.lease_window = 1024, .lease_ms = 1000},
+                                .clock = [&] { return frozen.load(); }});
+  ASSERT_TRUE(hung.ok()) << hung.error().message;
+  auto other = consumer();
+  ASSERT_TRUE(other);
+  publish(0, 1);
+  auto held = take(**hung, 1);
+  ASSERT_EQ(held.size(), 1u);
+  clock_.advance(1000ms);  // the lease ran out, but the last beat is only 1 s old: kept
+  writer_->service(clock_.now.load());
+  EXPECT_TRUE(take(*other, 10).empty());
+  clock_.advance(1100ms);  // the last beat is 2.1 s old: the reaper takes the lease away
+  writer_->service(clock_.now.load());
+  auto moved = take(*other, 10);
+  ASSERT_EQ(moved.size(), 1u);
+  EXPECT_EQ(moved[0].delivery_count(), 2u);
+  EXPECT_EQ((*hung)->ack(held[0]), AckStatus::lease_lost);
+}
+
 TEST_F(Shared, RunInExclusiveModeRedeliversANackToTheSameConsumer) {
   auto a = Consumer::attach({.ns = ns_, .group = "x", .mode = Mode::exclusive});
   ASSERT_TRUE(a.ok());

@@ -12,11 +12,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <span>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ringfeed/message.hpp"
@@ -45,8 +48,14 @@ struct ConsumerOptions {
   // How long pop busy-polls before it sleeps in the kernel. Longer: lower latency,
   // more CPU. Zero: sleep at once.
   std::chrono::nanoseconds spin = std::chrono::microseconds(50);
-  // Lease length for this consumer (shared mode); zero: the group's default.
+  // Lease length for this consumer; zero: the group's default.
   std::chrono::milliseconds lease{0};
+  // Keep this consumer's leases from expiring while it lives and beats: a thread of its
+  // own stores a heartbeat every 100 ms, and expired leases of a beating consumer are
+  // extended instead of redelivered (by the fetcher's reaper and by other consumers'
+  // pops alike). A process that hangs as a whole stops beating and loses its leases one
+  // second later; one that dies loses them at once.
+  bool auto_extend = false;
   // Used only when this attach creates the group; 0 fields take the ring's defaults.
   shm::GroupSettings group_settings{};
   // Exclusive and broadcast consumers store their own dead letters (shared-style groups
@@ -57,7 +66,8 @@ struct ConsumerOptions {
   // to the new instance by itself (pop sees `closed` only until the successor runs).
   // Leases of the old instance are gone: their messages come again from the new one.
   bool follow_fetcher = true;
-  // CLOCK_MONOTONIC nanoseconds, the clock of lease deadlines; tests substitute theirs.
+  // CLOCK_MONOTONIC nanoseconds, the clock of lease deadlines; tests substitute theirs
+  // (called from the heartbeat thread too when auto_extend is on).
   std::function<std::int64_t()> clock{};
 };
 
@@ -189,6 +199,8 @@ class Consumer {
   Consumer() = default;
   Status connect();
   void note_presence(PopStatus status);
+  void start_heartbeat();
+  void stop_heartbeat();
   void detach();
   bool reattach_to_new_writer();
   const Batch& pop_attached(std::size_t max, std::chrono::nanoseconds wait);
@@ -249,6 +261,11 @@ class Consumer {
   std::uint32_t attach_epoch_ = 0;
   std::uint64_t presence_pops_ = 0;
   std::atomic<std::uint64_t>* holder_word_ = nullptr;  // exclusive: the group's holder word
+  // auto_extend: the heartbeat thread and how it is told to stop.
+  std::thread heartbeat_;
+  std::mutex heartbeat_mutex_;
+  std::condition_variable heartbeat_stop_cv_;
+  bool heartbeat_stop_ = false;
   std::uint64_t reattached_ = 0;
   std::uint32_t slot_ = 0;  // broadcast and shared: our slot, the owner number of our leases
 
