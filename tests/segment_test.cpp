@@ -531,6 +531,37 @@ TEST(SegmentLayout, GroupHasSixtyFourConsumerSlotsBeforeItsLeaseTable) {
   }
 }
 
+// The group's backoff list sits in its settings line; each slot is a registry entry:
+// owner, cursor, heartbeat, unacked count, flags.
+TEST(SegmentLayout, GroupBackoffListAndRegistrySlotFields) {
+  const auto ns = ringfeed::test::unique_ns("sreg");
+  NamespaceCleanup cleanup{ns};
+  auto w = make_writer(ns);
+  ASSERT_TRUE(w);
+  for (std::uint64_t i = 0; i < 3; ++i) {
+    ringfeed::OutMessage m{.value = "v", .upstream_offset = i};
+    ASSERT_EQ(w->publish({&m, 1}, 0ns), 1u);
+  }
+  auto c = Consumer::attach({.ns = ns,
+                             .group = "reg",
+                             .mode = Mode::shared,
+                             .max_unacked = 2,
+                             .group_settings = {.backoff_ms = {7, 9}}});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const std::string name = shm::group_segment_name(ns, 0, "reg");
+  constexpr off_t kOffBackoff = 144;
+  EXPECT_EQ(peek<std::uint32_t>(name, kOffBackoff), 7u);
+  EXPECT_EQ(peek<std::uint32_t>(name, kOffBackoff + 4), 9u);
+  EXPECT_EQ(peek<std::uint32_t>(name, kOffBackoff + 8), 0u);
+  ASSERT_EQ((*c)->pop(10, 0ns).size(), 2u);
+  EXPECT_EQ((*c)->pop(10, 0ns).status(), ringfeed::PopStatus::in_flight_full);
+  const std::int64_t hb = peek<std::int64_t>(name, slot_owner(0) + 16);
+  EXPECT_GT(hb, 0);
+  EXPECT_LE(hb, monotonic_ns());
+  EXPECT_EQ(peek<std::uint32_t>(name, slot_owner(0) + 24), 2u);  // unacked
+  EXPECT_EQ(peek<std::uint32_t>(name, slot_owner(0) + 28), 1u);  // flags: at the limit
+}
+
 TEST(SegmentLayout, SharedGroupFileSettingsCountersAndLeaseTable) {
   constexpr std::uint64_t kCap = 1 << 16;
   const auto ns = ringfeed::test::unique_ns("slay");
