@@ -641,7 +641,8 @@ TEST_F(CliConsume, LatencyPrintsOneLineWithTheCountAndThePercentilesAtExit) {
   constexpr std::int64_t kAge = 200'000'000;
   ASSERT_TRUE(ringfeed::test::wait_until([&] { return realtime_ns() >= attached + kAge; }));
   for (int i = 0; i < kMeasured; ++i) {
-    ringfeed::OutMessage m{.value = "new " + std::to_string(i),
+    const std::string value = "new " + std::to_string(i);  // outlives the view in m
+    ringfeed::OutMessage m{.value = value,
                            .upstream_offset = 300 + static_cast<std::uint64_t>(i),
                            .timestamp_ns = attached};
     ASSERT_EQ(writers_[0]->publish({&m, 1}, 1s), 1u);
@@ -1124,8 +1125,11 @@ TEST(CliEndToEnd, LatencyOfMessagesProducedAtARateWhileConsumersAreAttached) {
   ASSERT_EQ(f.status, 0) << f.err;
   const Cli::Child fetch =
       cli.start({"fetch", "--namespace", ns.ns(), "--source", src, "--partitions", "1"});
+  // The exact name: a ring being created has a temporary name that starts the same.
+  const std::string ring = ringfeed::shm::ring_segment_name(ns.ns(), 0);
   ASSERT_TRUE(ringfeed::test::wait_until([&] {
-    return !ringfeed::shm::Segment::list(ringfeed::shm::ring_segment_name(ns.ns(), 0)).empty();
+    const auto names = ringfeed::shm::Segment::list(ring);
+    return std::find(names.begin(), names.end(), ring) != names.end();
   })) << "fetch never created its ring: "
       << read_file(fetch.err);
   const std::string total = std::to_string(kBacklog + kLive);
@@ -1138,7 +1142,8 @@ TEST(CliEndToEnd, LatencyOfMessagesProducedAtARateWhileConsumersAreAttached) {
   ASSERT_TRUE(ringfeed::test::wait_until([&] {
     return live_consumers(ns.ns(), 0, "shared") == 1 &&
            live_consumers(ns.ns(), 0, "broadcast") == 1;
-  })) << "the consumers never attached";
+  })) << "the consumers never attached: "
+      << read_file(consumers[0].err) << read_file(consumers[1].err);
   f = cli.run({"produce", "--source", src, "--partition", "0", "--count", std::to_string(kLive),
                "--size", "32", "--rate", "5000"});
   ASSERT_EQ(f.status, 0) << f.err;
