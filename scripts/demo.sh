@@ -58,6 +58,7 @@ log=$work/log
 mkdir "$log"
 src=file:$log
 fetch_pid=
+produce_pid=
 declare -A worker_pid=()
 
 # Children still running are stopped (SIGTERM, then SIGKILL after 5 s), the namespace's
@@ -66,6 +67,7 @@ cleanup() {
   local status=$? pid
   trap - EXIT INT TERM
   local pids=("${worker_pid[@]}")
+  [ -n "$produce_pid" ] && pids+=("$produce_pid")
   [ -n "$fetch_pid" ] && pids+=("$fetch_pid")
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for _ in $(seq 50); do
@@ -89,6 +91,16 @@ fail() {
     [ -s "$f" ] && { echo "--- $(basename "$f" .err), standard error:" >&2; tail -n 5 "$f" >&2; }
   done
   exit 1
+}
+# Runs `ringfeed produce` in the background and waits for it: a signal to this script is
+# handled at once rather than after produce is done (and cleanup stops produce too).
+produce() {
+  "$bin" produce "$@" &
+  produce_pid=$!
+  local rc=0
+  wait "$produce_pid" || rc=$?
+  produce_pid=
+  return "$rc"
 }
 stat_json() { "$bin" stat --namespace "$ns" --json 2>/dev/null || true; }
 # Waits until `cond` (a shell command) holds, polling every 50 ms; fails after $1 s
@@ -116,7 +128,7 @@ check_children() {
 
 start=$SECONDS
 echo "== produce: $initial messages of $size bytes into $log/0.log"
-"$bin" produce --source "$src" --partition 0 --count "$initial" --size "$size" ||
+produce --source "$src" --partition 0 --count "$initial" --size "$size" ||
   fail "produce of the initial batch"
 
 echo "== fetch: namespace $ns, source $src, 1 partition"
@@ -152,7 +164,7 @@ all_consumed() {
 wait_for 20 "the backlog of $initial messages consumed by every group" all_consumed "$initial"
 
 echo "== produce: $messages messages of $size bytes at $rate/s"
-"$bin" produce --source "$src" --partition 0 --count "$messages" --size "$size" --rate "$rate" ||
+produce --source "$src" --partition 0 --count "$messages" --size "$size" --rate "$rate" ||
   fail "produce at $rate/s"
 wait_for 20 "all $total messages consumed by every group" all_consumed "$total"
 
