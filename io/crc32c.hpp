@@ -21,6 +21,12 @@ std::uint32_t crc32c(std::span<const std::byte> data);
 // crc32c(b), so a running CRC starts at 0.
 std::uint32_t crc32c_extend(std::uint32_t crc, std::span<const std::byte> data);
 
+// crc32c of each buffer: out[i] = crc32c(data[i]), for i < data.size(). For many short
+// buffers (the records of a log): the hardware path folds three buffers at a time in one
+// loop, which hides the latency of the crc32 instruction (three cycles, one issued per
+// cycle), about three times the rate of one buffer after another.
+void crc32c_each(std::span<const std::span<const std::byte>> data, std::uint32_t* out);
+
 // The two implementations behind crc32c_extend, exposed so tests can check that they
 // agree. crc32c_extend_hardware must only be called when crc32c_hardware_available().
 std::uint32_t crc32c_extend_software(std::uint32_t crc, std::span<const std::byte> data);

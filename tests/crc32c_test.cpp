@@ -1,7 +1,7 @@
 // CRC32C: published test vectors (RFC 3720 B.4 and the usual check value) on the
 // dispatched, software and hardware paths, the extend law, and agreement of the two
 // implementations on random buffers of every length up to a few cache lines, at every
-// alignment, and on a few large ones.
+// alignment, and on a few large ones; crc32c_each against one buffer at a time.
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -12,6 +12,7 @@
 #include "io/crc32c.hpp"
 
 using ringfeed::io::crc32c;
+using ringfeed::io::crc32c_each;
 using ringfeed::io::crc32c_extend;
 using ringfeed::io::crc32c_extend_hardware;
 using ringfeed::io::crc32c_extend_software;
@@ -105,4 +106,41 @@ TEST(Crc32c, HardwareAndSoftwareAgreeOnRandomBuffers) {
     ASSERT_EQ(crc32c_extend_hardware(0, piece), crc32c_extend_software(0, piece))
         << "length " << len << " at " << start;
   }
+}
+
+// crc32c_each gives crc32c of every buffer, whatever their number (the three-at-a-time
+// groups and the rest) and lengths (equal, or each ending at its own point), and with the
+// vectors above.
+TEST(Crc32c, EachAgreesWithOneAtATime) {
+  std::mt19937_64 rng(20261126);
+  std::vector<std::uint8_t> buf(1 << 16);
+  for (auto& b : buf) b = static_cast<std::uint8_t>(rng());
+  const auto all = bytes(buf);
+  for (int round = 0; round < 3000; ++round) {
+    const std::size_t count = round % 11;
+    const bool same_length = round % 3 == 0;
+    const std::size_t common = rng() % 300;
+    std::vector<std::span<const std::byte>> pieces;
+    for (std::size_t i = 0; i < count; ++i) {
+      const std::size_t len = same_length ? common : rng() % 300;
+      pieces.push_back(all.subspan(rng() % (buf.size() - len), len));
+    }
+    std::vector<std::uint32_t> got(count + 1, 0xDEADBEEFu);
+    crc32c_each(pieces, got.data());
+    for (std::size_t i = 0; i < count; ++i) {
+      ASSERT_EQ(got[i], crc32c(pieces[i])) << "round " << round << ", buffer " << i << " of "
+                                           << count << ", length " << pieces[i].size();
+    }
+    EXPECT_EQ(got[count], 0xDEADBEEFu) << "wrote past the last buffer";
+  }
+  std::vector<std::span<const std::byte>> known;
+  std::vector<std::uint32_t> expected;
+  const auto vs = vectors();
+  for (const auto& v : vs) {
+    known.push_back(bytes(v.data));
+    expected.push_back(v.crc);
+  }
+  std::vector<std::uint32_t> got(known.size());
+  crc32c_each(known, got.data());
+  EXPECT_EQ(got, expected);
 }
