@@ -15,6 +15,9 @@
 //                       kernel: no busy polling and no timer.
 //   kind 3, wake        one IORING_OP_READ of 8 bytes on the eventfd that wake() writes.
 //   kind 4, cancel      only in the destructor: cancels whatever is still in flight.
+//   kind 5, watch       one IORING_OP_POLL_ADD (POLLIN, one shot) per descriptor given to
+//                       watch_readable(), tagged with its index there; its completion
+//                       ends the poll like a wake, and the next poll arms it again.
 //
 // No lost wake-up: every inotify event for a file bumps the partition's `changes`; a read
 // remembers the value when it is submitted, and reaching the end of the file stops
@@ -25,6 +28,13 @@
 // read but not handed out yet; everything before base + begin was handed out, so
 // fetched == base + begin. A buffer is moved or replaced only in prepare_window(), when
 // no read into it is in flight and no sink holds a view into it.
+//
+// Records are decoded in place in the window, in batches of up to kBatchRecords, and
+// handed to the sink with one call per batch. A framed log record is checked field by
+// field here, as decode() does, and the CRCs of a batch are computed together
+// (crc32c_each); whatever the batch does not take (the end of the bytes read, a damaged
+// record, a dead-letter record) goes through decode() itself, so that what is handed out
+// and every error message are decode()'s.
 #include "io/local_log_source.hpp"
 
 #include <fcntl.h>
@@ -37,7 +47,11 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include <poll.h>
+
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <cerrno>
 #include <climits>
 #include <cstring>
@@ -46,6 +60,7 @@
 #include <vector>
 
 #include "io/checkpoint.hpp"
+#include "io/crc32c.hpp"
 #include "io/framed_record.hpp"
 #include "io/uring.hpp"
 
@@ -68,8 +83,10 @@ namespace {
 constexpr std::uint32_t kMaxPartitions = 4096;
 constexpr std::size_t kMinReadBuffer = 64;
 constexpr std::size_t kInotifyBufferBytes = 16 * 1024;
+// Records handed to the sink in one call at most.
+constexpr std::size_t kBatchRecords = 128;
 
-enum class Kind : std::uint64_t { file_read = 1, inotify = 2, wake = 3, cancel = 4 };
+enum class Kind : std::uint64_t { file_read = 1, inotify = 2, wake = 3, cancel = 4, watch = 5 };
 std::uint64_t tag(Kind k, std::uint32_t partition = 0) {
   return (static_cast<std::uint64_t>(k) << 32) | partition;
 }
@@ -93,11 +110,38 @@ std::optional<std::uint32_t> partition_of(std::string_view name) {
   return static_cast<std::uint32_t>(v);
 }
 
-std::uint64_t load_u64_le(const std::byte* p) {
-  std::uint64_t v = 0;
-  for (std::size_t i = 8; i > 0; --i) v = (v << 8) | static_cast<std::uint64_t>(p[i - 1]);
+// An unsigned little-endian integer at p (any alignment).
+template <typename T>
+T load_le(const std::byte* p) {
+  T v = 0;
+  if constexpr (std::endian::native == std::endian::little) {
+    std::memcpy(&v, p, sizeof v);
+  } else {
+    for (std::size_t i = sizeof v; i > 0; --i)
+      v = static_cast<T>((v << 8) | std::to_integer<T>(p[i - 1]));
+  }
   return v;
 }
+
+// The first 4 bytes of a framed record of this version: magic and version.
+constexpr std::uint32_t kRecordMarker = static_cast<std::uint32_t>(kRecordMagic[0]) |
+                                        static_cast<std::uint32_t>(kRecordMagic[1]) << 8 |
+                                        static_cast<std::uint32_t>(kRecordMagic[2]) << 16 |
+                                        static_cast<std::uint32_t>(kRecordVersion) << 24;
+
+// Hands a batch to a RecordSink one record at a time (poll() with a RecordSink).
+class OneAtATime final : public BatchSink {
+ public:
+  explicit OneAtATime(const RecordSink& sink) : sink_(sink) {}
+  std::size_t take(std::uint32_t, std::span<const SourceRecord> records) override {
+    std::size_t n = 0;
+    while (n < records.size() && sink_(records[n])) ++n;
+    return n;
+  }
+
+ private:
+  const RecordSink& sink_;
+};
 
 // A file descriptor, closed with its owner.
 class UniqueFd {
@@ -183,10 +227,12 @@ class LocalLogSource final : public Source {
   std::uint32_t partitions() const override { return static_cast<std::uint32_t>(parts_.size()); }
   std::uint64_t committed(std::uint32_t partition) const override;
   Result<std::size_t> poll(const RecordSink& sink, std::chrono::milliseconds timeout) override;
+  Result<std::size_t> poll_batches(BatchSink& sink, std::chrono::milliseconds timeout) override;
   void resume(std::uint32_t partition) override;
   Status commit(std::uint32_t partition, std::uint64_t position) override;
   PartitionStatus status(std::uint32_t partition) const override;
   void wake() override;
+  bool watch_readable(int fd) override;
   const std::string& uri() const override { return uri_; }
 
  private:
@@ -194,12 +240,16 @@ class LocalLogSource final : public Source {
   Status check_checkpoint_fits(Partition& q);
   void open_file(std::uint32_t p);
   void stop(Partition& q, std::string error);
-  std::size_t deliver(std::uint32_t p, const RecordSink& sink);
+  std::size_t deliver(std::uint32_t p, BatchSink& sink);
+  std::size_t decode_framed(std::uint32_t p);
+  std::size_t decode_lines(std::uint32_t p);
+  std::size_t decode_slowly(std::uint32_t p);
   void prepare_window(std::uint32_t p);
   void submit_reads();
   io_uring_sqe* next_sqe();
   void arm_inotify();
   void arm_wake();
+  void arm_watches();
   Status reap();
   void on_file_read(std::uint32_t p, int res);
   Status on_inotify(int res);
@@ -217,6 +267,16 @@ class LocalLogSource final : public Source {
   UniqueFd event_fd_;
   alignas(inotify_event) std::byte inotify_buf_[kInotifyBufferBytes];
   std::uint64_t wake_buf_ = 0;
+  struct Watched {
+    int fd;
+    bool armed;
+  };
+  std::vector<Watched> watched_;  // watch_readable(); fd -1 once its poll failed
+  // The batch being handed out, and the CRCs of its framed records.
+  std::array<SourceRecord, kBatchRecords> batch_{};
+  std::array<std::span<const std::byte>, kBatchRecords> crc_input_{};
+  std::array<std::uint32_t, kBatchRecords> crc_stored_{};
+  std::array<std::uint32_t, kBatchRecords> crc_computed_{};
   std::size_t in_flight_ = 0;  // submitted operations whose completion was not seen
   bool woken_ = false;
   bool newly_stopped_ = false;  // a partition stopped during this poll
@@ -425,7 +485,7 @@ Status LocalLogSource::check_checkpoint_fits(Partition& q) {
   if (d.status == DecodeStatus::corrupt) return Error{not_boundary + ": " + d.error, EINVAL};
   constexpr std::size_t kOffUpstream = offsetof(RecordHeader, upstream_offset);
   if (want >= kOffUpstream + 8) {
-    const std::uint64_t claimed = load_u64_le(head + kOffUpstream);
+    const auto claimed = load_le<std::uint64_t>(head + kOffUpstream);
     if (claimed != pos) {
       return Error{not_boundary + " (the record there says it sits at byte offset " +
                        std::to_string(claimed) + ")",
@@ -489,6 +549,14 @@ void LocalLogSource::wake() {
   [[maybe_unused]] const ssize_t w = ::write(event_fd_.get(), &one, sizeof one);
 }
 
+bool LocalLogSource::watch_readable(int fd) {
+  // The ring is sized for the partitions' reads, the inotify and eventfd reads, and this
+  // many watches (one per partition and a few more).
+  if (fd < 0 || watched_.size() >= parts_.size() + 4 || !ring_.ready()) return false;
+  watched_.push_back({fd, false});
+  return true;
+}
+
 Status LocalLogSource::commit(std::uint32_t partition, std::uint64_t position) {
   if (partition >= parts_.size()) {
     return Error{"commit on " + uri_ + ": no partition " + std::to_string(partition) +
@@ -512,39 +580,125 @@ Status LocalLogSource::commit(std::uint32_t partition, std::uint64_t position) {
   return Ok{};
 }
 
-std::size_t LocalLogSource::deliver(std::uint32_t p, const RecordSink& sink) {
+std::size_t LocalLogSource::deliver(std::uint32_t p, BatchSink& sink) {
   Partition& q = parts_[p];
   std::size_t n = 0;
   while (!q.st.paused && !q.st.stopped && q.begin < q.end) {
-    const std::span<const std::byte> bytes{q.buf + q.begin, q.end - q.begin};
-    const std::uint64_t pos = q.base + q.begin;
-    const DecodeResult d = format_ == LogFormat::framed
-                               ? decode(bytes, pos, OffsetCheck::equals_position)
-                               : decode_line(bytes, pos);
-    if (d.status == DecodeStatus::need_more) {
-      q.need = d.size;
+    const std::size_t k = format_ == LogFormat::framed ? decode_framed(p) : decode_lines(p);
+    if (k == 0) break;  // the next record is not all there yet, or the partition stopped
+    const std::size_t taken = std::min(sink.take(p, {batch_.data(), k}), k);
+    if (taken > 0) {
+      const std::uint64_t next = batch_[taken - 1].next_offset;
+      q.begin = static_cast<std::size_t>(next - q.base);
+      q.need = 0;
+      q.st.fetched = next;
+      n += taken;
+    }
+    if (taken < k) {
+      q.st.paused = true;  // the refused record stays at begin and is offered first after resume
       break;
     }
-    if (d.status == DecodeStatus::corrupt) {
-      stop(q, q.path + ": " + d.error);
-      break;
-    }
-    const SourceRecord r{.partition = p,
-                         .upstream_offset = pos,
-                         .next_offset = pos + d.size,
-                         .timestamp_ns = d.record.timestamp_ns,
-                         .key = d.record.key,
-                         .value = d.record.value};
-    if (!sink(r)) {
-      q.st.paused = true;  // the record stays at begin and is offered first after resume
-      break;
-    }
-    q.begin += d.size;
-    q.need = 0;
-    q.st.fetched = pos + d.size;
-    ++n;
   }
   return n;
+}
+
+// Fills batch_ with the framed log records at the start of the window (up to
+// kBatchRecords), checked as decode() checks them: magic and version, no flags, lengths
+// within their limits that add up to total_length, all of it read, the record's own
+// offset equal to its position, and the CRC (computed for the whole batch at once). The
+// first record that is not all of that ends the batch; if it is the first, decode_slowly()
+// takes it. Returns how many records batch_ holds.
+std::size_t LocalLogSource::decode_framed(std::uint32_t p) {
+  Partition& q = parts_[p];
+  std::size_t at = q.begin;
+  std::size_t n = 0;
+  while (n < kBatchRecords && q.end - at >= kLogHeaderSize) {
+    const std::byte* const b = q.buf + at;
+    const std::uint64_t pos = q.base + at;
+    const auto total = load_le<std::uint32_t>(b + offsetof(RecordHeader, total_length));
+    const auto key_len = load_le<std::uint32_t>(b + offsetof(RecordHeader, key_length));
+    const auto value_len = load_le<std::uint32_t>(b + offsetof(RecordHeader, value_length));
+    if (load_le<std::uint32_t>(b) != kRecordMarker ||
+        load_le<std::uint32_t>(b + offsetof(RecordHeader, flags)) != 0 || key_len > kMaxKeyLength ||
+        value_len > kMaxValueLength || kLogHeaderSize + key_len + value_len != total ||
+        total > q.end - at ||
+        load_le<std::uint64_t>(b + offsetof(RecordHeader, upstream_offset)) != pos) {
+      break;
+    }
+    crc_input_[n] = {b + kCrcStart, total - kCrcStart};
+    crc_stored_[n] = load_le<std::uint32_t>(b + offsetof(RecordHeader, crc));
+    const char* const key = reinterpret_cast<const char*>(b + kLogHeaderSize);
+    batch_[n] = SourceRecord{.partition = p,
+                             .upstream_offset = pos,
+                             .next_offset = pos + total,
+                             .timestamp_ns = static_cast<std::int64_t>(
+                                 load_le<std::uint64_t>(b + offsetof(RecordHeader, timestamp_ns))),
+                             .key = {key, key_len},
+                             .value = {key + key_len, value_len}};
+    ++n;
+    at += total;
+  }
+  if (n > 0) {
+    crc32c_each({crc_input_.data(), n}, crc_computed_.data());
+    std::size_t good = 0;
+    while (good < n && crc_computed_[good] == crc_stored_[good]) ++good;
+    if (good > 0) return good;  // a damaged one comes first in the next batch
+  }
+  return decode_slowly(p);
+}
+
+// Fills batch_ with the lines at the start of the window, as decode_line() finds them.
+std::size_t LocalLogSource::decode_lines(std::uint32_t p) {
+  Partition& q = parts_[p];
+  std::size_t at = q.begin;
+  std::size_t n = 0;
+  while (n < kBatchRecords && at < q.end) {
+    const std::byte* const b = q.buf + at;
+    // As decode_line: a line is at most kMaxValueLength bytes and its '\n'.
+    const std::size_t window = std::min(q.end - at, kMaxValueLength + 1);
+    const void* const nl = std::memchr(b, '\n', window);
+    if (nl == nullptr) break;
+    const auto len = static_cast<std::size_t>(static_cast<const std::byte*>(nl) - b);
+    const std::uint64_t pos = q.base + at;
+    batch_[n] = SourceRecord{.partition = p,
+                             .upstream_offset = pos,
+                             .next_offset = pos + len + 1,
+                             .timestamp_ns = 0,
+                             .key = {},
+                             .value = {reinterpret_cast<const char*>(b), len}};
+    ++n;
+    at += len + 1;
+  }
+  return n > 0 ? n : decode_slowly(p);
+}
+
+// The record at the start of the window, through decode() (decode_line()): a whole one
+// goes into batch_ alone; one not all there yet sets `need`; a corrupt one stops the
+// partition.
+std::size_t LocalLogSource::decode_slowly(std::uint32_t p) {
+  Partition& q = parts_[p];
+  const std::span<const std::byte> bytes{q.buf + q.begin, q.end - q.begin};
+  const std::uint64_t pos = q.base + q.begin;
+  const DecodeResult d = format_ == LogFormat::framed
+                             ? decode(bytes, pos, OffsetCheck::equals_position)
+                             : decode_line(bytes, pos);
+  switch (d.status) {
+    case DecodeStatus::need_more:
+      q.need = d.size;
+      return 0;
+    case DecodeStatus::corrupt:
+      stop(q, q.path + ": " + d.error);
+      return 0;
+    case DecodeStatus::ok:
+      break;
+  }
+  batch_[0] = SourceRecord{.partition = p,
+                           .upstream_offset = pos,
+                           .next_offset = pos + d.size,
+                           .timestamp_ns = d.record.timestamp_ns,
+                           .key = d.record.key,
+                           .value = d.record.value};
+  return 1;
 }
 
 // Before a read: drop what was handed out, and make room for the next record, moving to a
@@ -632,6 +786,19 @@ void LocalLogSource::arm_wake() {
   ++in_flight_;
 }
 
+void LocalLogSource::arm_watches() {
+  for (std::uint32_t i = 0; i < watched_.size(); ++i) {
+    Watched& w = watched_[i];
+    if (w.armed || w.fd < 0) continue;
+    io_uring_sqe* sqe = next_sqe();
+    if (sqe == nullptr) return;  // cannot happen (see next_sqe); armed at the next poll
+    io_uring_prep_poll_add(sqe, w.fd, POLLIN);
+    io_uring_sqe_set_data64(sqe, tag(Kind::watch, i));
+    w.armed = true;
+    ++in_flight_;
+  }
+}
+
 // Handles every completion there is, without waiting.
 Status LocalLogSource::reap() {
   io_uring* ring = ring_.get();
@@ -654,6 +821,15 @@ Status LocalLogSource::reap() {
       case Kind::wake:
         woken_ = true;
         arm_wake();
+        break;
+      case Kind::watch:
+        if (p < watched_.size()) {
+          watched_[p].armed = false;
+          // A descriptor that cannot be polled (closed under us) is given up, rather
+          // than have every poll return at once.
+          if (cqe->res < 0 && cqe->res != -EINTR && cqe->res != -ECANCELED) watched_[p].fd = -1;
+        }
+        woken_ = true;
         break;
       case Kind::cancel:
         break;
@@ -753,6 +929,12 @@ void LocalLogSource::on_file_event(std::uint32_t p, std::uint32_t mask) {
 
 Result<std::size_t> LocalLogSource::poll(const RecordSink& sink,
                                          std::chrono::milliseconds timeout) {
+  OneAtATime one(sink);
+  return poll_batches(one, timeout);
+}
+
+Result<std::size_t> LocalLogSource::poll_batches(BatchSink& sink,
+                                                 std::chrono::milliseconds timeout) {
   if (fatal_) return *fatal_;
   using Clock = std::chrono::steady_clock;
   // Clamped so that now + timeout cannot overflow.
@@ -762,6 +944,7 @@ Result<std::size_t> LocalLogSource::poll(const RecordSink& sink,
   std::size_t delivered = 0;
   woken_ = false;
   newly_stopped_ = false;
+  arm_watches();  // submitted with the reads or the wait below
   for (;;) {
     if (Status s = reap(); !s) return s.error();
     for (std::uint32_t p = 0; p < parts_.size(); ++p) delivered += deliver(p, sink);

@@ -1,4 +1,5 @@
-// open_source: reads the scheme of a source URI and hands the rest to that source.
+// open_source: reads the scheme of a source URI and hands the rest to that source; and
+// Source::poll_batches for sources that hand records over one at a time.
 // Only `file:` exists so far; its parameters are parsed here, strictly: a typo in a
 // parameter must not silently fall back to a default.
 #include <cerrno>
@@ -57,6 +58,14 @@ Result<std::unique_ptr<Source>> open_file_source(std::string_view uri, std::stri
 }
 
 }  // namespace
+
+Result<std::size_t> Source::poll_batches(BatchSink& sink, std::chrono::milliseconds timeout) {
+  return poll(
+      [&sink](const SourceRecord& r) {
+        return sink.take(r.partition, {&r, 1}) == 1;
+      },
+      timeout);
+}
 
 Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOptions& options) {
   const std::size_t colon = uri.find(':');

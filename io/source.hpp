@@ -7,13 +7,15 @@
 // signal handler may call.
 //
 // Records are views into the source's own buffers, valid only during the sink call:
-// the fetcher copies key and value into the partition ring once.
+// the fetcher copies key and value into the partition ring once. It takes them in
+// batches (poll_batches, BatchSink): one call per run of records of a partition.
 #pragma once
 
 #include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <string_view>
 
@@ -35,6 +37,18 @@ struct SourceRecord {
 // the source stops handing out that partition, keeps the refused record, and offers it
 // again first after resume(partition).
 using RecordSink = std::function<bool(const SourceRecord&)>;
+
+// Takes records in batches: `records` are consecutive records of `partition`, in order.
+// Returns how many it took, from the first. Fewer than all means "no room now" for
+// records[taken], as a RecordSink returning false for it: the source stops handing out
+// that partition, keeps that record, and offers it again first after resume(partition).
+class BatchSink {
+ public:
+  virtual std::size_t take(std::uint32_t partition, std::span<const SourceRecord> records) = 0;
+
+ protected:
+  ~BatchSink() = default;
+};
 
 struct PartitionStatus {
   std::uint64_t committed = 0;  // the last committed position (where a restart resumes)
@@ -59,6 +73,9 @@ class Source {
   // stops one partition is kept in its status, not returned; an error returned here
   // concerns the whole source.
   virtual Result<std::size_t> poll(const RecordSink& sink, std::chrono::milliseconds timeout) = 0;
+  // As poll(), handing the records to `sink` in batches. The default hands them over one
+  // at a time through poll().
+  virtual Result<std::size_t> poll_batches(BatchSink& sink, std::chrono::milliseconds timeout);
 
   // After a sink refused a record of `partition`: offer it again from the next poll on.
   virtual void resume(std::uint32_t partition) = 0;
@@ -71,6 +88,15 @@ class Source {
 
   // Makes a poll that is waiting (or the next one) return at once. Async-signal-safe.
   virtual void wake() = 0;
+
+  // Makes a poll return early, as wake() does, while `fd` (owned by the caller) is
+  // readable: level-triggered, so the caller reads it until it would block before it
+  // polls again, or that poll returns at once. False if the source cannot watch it (the
+  // default): the caller has to look at `fd` itself now and then.
+  virtual bool watch_readable(int fd) {
+    static_cast<void>(fd);
+    return false;
+  }
 
   // The URI it was opened with, for messages.
   virtual const std::string& uri() const = 0;
