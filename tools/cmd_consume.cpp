@@ -21,6 +21,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <vector>
 
 #include "cli_args.hpp"
@@ -32,6 +33,9 @@
 namespace ringfeed::cli {
 
 namespace {
+
+// How often consume looks for a fetcher that took over a closed ring's namespace.
+constexpr auto kClosedRetry = std::chrono::milliseconds(10);
 
 constexpr std::string_view kCommand = "consume";
 
@@ -58,7 +62,8 @@ constexpr std::string_view kDescription =
     "standard output (at-least-once). JSON objects carry partition, offset, key, value,\n"
     "deliveries and timestamp (ns since the Unix epoch). SIGINT or SIGTERM gives back the\n"
     "messages held and exits 0; so do --count and --timeout-ms. Exit 1 if the group cannot\n"
-    "be attached or the fetcher stopped.\n"
+    "be attached or the fetcher stopped. When a fetcher that died is replaced, consume moves\n"
+    "to the new one by itself; with --timeout-ms it also waits that long for one to come.\n"
     "\n"
     "--latency: when consume exits it prints one line on standard error:\n"
     "  ringfeed consume: latency (publish to consume) of N messages: p50 .. p90 .. p99 ..\n"
@@ -310,6 +315,12 @@ int consume_main(std::span<char* const> argv) {
         case PopStatus::timed_out:
           continue;
         case PopStatus::closed:
+          // With --timeout-ms, a fetcher that died may be replaced in time: the next pop
+          // moves to the new one by itself; meanwhile this counts as nothing to take.
+          if (has_timeout) {
+            std::this_thread::sleep_for(kClosedRetry);
+            continue;
+          }
           return fail("the fetcher of namespace '" + ns + "' stopped: the ring of partition " +
                       std::to_string(a.partition) + " is closed (after " + std::to_string(printed) +
                       " messages " + (quiet ? "taken" : "printed") + ")");

@@ -1,0 +1,240 @@
+// Faults through the real binaries: `ringfeed fetch` killed with SIGKILL mid-stream and
+// started again under running `consume` processes (which move to the new fetcher by
+// themselves) loses no line; a corrupt record stops its partition only, and `stat`
+// names the file and the byte offset.
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <set>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "io/framed_record.hpp"
+#include "shm/segment.hpp"
+#include "test_support.hpp"
+
+#ifndef RINGFEED_BIN
+#error "RINGFEED_BIN must name the ringfeed binary (tests/CMakeLists.txt)"
+#endif
+
+using namespace std::chrono_literals;
+
+namespace {
+
+namespace fs = std::filesystem;
+
+struct TempDir {
+  fs::path path;
+  TempDir() {
+    char tmpl[] = "/tmp/ringfeed-restart-XXXXXX";
+    if (::mkdtemp(tmpl) != nullptr) path = tmpl;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    fs::remove_all(path, ec);
+  }
+};
+
+// Starts the ringfeed binary with `args`; stdin, stdout and stderr from/to files
+// (empty: /dev/null).
+pid_t spawn(const std::vector<std::string>& args, const std::string& in = "",
+            const std::string& out = "", const std::string& err = "") {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    auto redirect = [](const std::string& path, int fd, int flags) {
+      const int f = ::open(path.empty() ? "/dev/null" : path.c_str(), flags, 0600);
+      if (f < 0) std::_Exit(120);
+      ::dup2(f, fd);
+      ::close(f);
+    };
+    redirect(in, STDIN_FILENO, O_RDONLY);
+    redirect(out, STDOUT_FILENO, O_WRONLY | O_CREAT | O_TRUNC);
+    redirect(err, STDERR_FILENO, O_WRONLY | O_CREAT | O_TRUNC);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(RINGFEED_BIN));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(RINGFEED_BIN, argv.data());
+    std::_Exit(127);
+  }
+  return pid;
+}
+
+std::string slurp(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+std::size_t lines_in(const fs::path& p) {
+  const std::string s = slurp(p);
+  return static_cast<std::size_t>(std::count(s.begin(), s.end(), '\n'));
+}
+
+bool no_segments_left(const std::string& ns) {
+  return ringfeed::shm::Segment::list("ringfeed." + ns + ".").empty();
+}
+
+TEST(CliRestart, FetcherKilledMidStreamAndStartedAgainLosesNoLine) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const fs::path logs = dir.path / "logs";
+  fs::create_directory(logs);
+  const std::string ns = ringfeed::test::unique_ns("clikill");
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+  constexpr int kLines = 20'000;
+#else
+  constexpr int kLines = 100'000;
+#endif
+  constexpr int kPartitions = 2;
+  std::set<std::string> expected;
+  for (int p = 0; p < kPartitions; ++p) {
+    const fs::path input = dir.path / ("in" + std::to_string(p));
+    {
+      std::ofstream f(input);
+      for (int i = 0; i < kLines; ++i) {
+        const std::string line = "p" + std::to_string(p) + "-" + std::to_string(i);
+        f << line << '\n';
+        expected.insert(line);
+      }
+    }
+    const pid_t producer =
+        spawn({"produce", "--source", "file:" + logs.string(), "--partition", std::to_string(p)},
+              input.string());
+    ASSERT_EQ(ringfeed::test::wait_child(producer, 60s), 0);
+  }
+
+  const std::vector<std::string> fetch{"fetch",
+                                       "--namespace",
+                                       ns,
+                                       "--source",
+                                       "file:" + logs.string(),
+                                       "--partitions",
+                                       std::to_string(kPartitions),
+                                       "--ring-mb",
+                                       "1"};
+  pid_t fetcher = spawn(fetch, "", "", (dir.path / "fetch1.err").string());
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] { return ringfeed::shm::Segment::list("ringfeed." + ns + ".p1.ring").size() == 1; },
+      10s));
+  std::vector<pid_t> consumers;
+  std::vector<fs::path> outputs;
+  for (int i = 0; i < 2; ++i) {
+    outputs.push_back(dir.path / ("out" + std::to_string(i)));
+    consumers.push_back(spawn({"consume", "--namespace", ns, "--partition", "all", "--group", "g",
+                               "--mode", "shared", "--timeout-ms", "3000"},
+                              "", outputs.back().string(),
+                              (dir.path / ("err" + std::to_string(i))).string()));
+  }
+  // Kill the fetcher once a quarter of the lines went through.
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] { return lines_in(outputs[0]) + lines_in(outputs[1]) >= kPartitions * kLines / 4; },
+      60s));
+  ::kill(fetcher, SIGKILL);
+  ringfeed::test::wait_child(fetcher);
+  fetcher = spawn(fetch, "", "", (dir.path / "fetch2.err").string());
+
+  for (std::size_t i = 0; i < consumers.size(); ++i) {
+    EXPECT_EQ(ringfeed::test::wait_child(consumers[i], 120s), 0)
+        << slurp(dir.path / ("err" + std::to_string(i)));
+  }
+  std::multiset<std::string> got;
+  for (const auto& out : outputs) {
+    std::ifstream in(out);
+    for (std::string line; std::getline(in, line);) got.insert(line);
+  }
+  std::size_t lost = 0;
+  for (const auto& line : expected) lost += got.count(line) == 0 ? 1 : 0;
+  EXPECT_EQ(lost, 0u) << "lines never printed by a consumer";
+  for (const auto& line : got) EXPECT_EQ(expected.count(line), 1u) << "unknown line " << line;
+  std::printf("%zu lines, %zu printed (%zu again after the restart)\n", expected.size(), got.size(),
+              got.size() - expected.size());
+
+  ::kill(fetcher, SIGTERM);
+  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(dir.path / "fetch2.err");
+  EXPECT_TRUE(no_segments_left(ns));
+}
+
+TEST(CliRestart, CorruptRecordStopsOnlyItsPartitionAndStatNamesFileAndOffset) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const fs::path logs = dir.path / "logs";
+  fs::create_directory(logs);
+  const std::string ns = ringfeed::test::unique_ns("clicorrupt");
+  const fs::path input = dir.path / "in";
+  {
+    std::ofstream f(input);
+    for (int i = 0; i < 10; ++i) f << "line-" << i << '\n';
+  }
+  for (int p = 0; p < 2; ++p) {
+    const pid_t producer =
+        spawn({"produce", "--source", "file:" + logs.string(), "--partition", std::to_string(p)},
+              input.string());
+    ASSERT_EQ(ringfeed::test::wait_child(producer, 30s), 0);
+  }
+  // Find the 6th record of partition 1 and damage one byte of its value.
+  const fs::path bad = logs / "1.log";
+  std::string bytes = slurp(bad);
+  std::size_t at = 0;
+  for (int i = 0; i < 5; ++i) {
+    const auto r =
+        ringfeed::io::decode(std::as_bytes(std::span(bytes.data() + at, bytes.size() - at)), at);
+    ASSERT_EQ(r.status, ringfeed::io::DecodeStatus::ok) << r.error;
+    at += r.size;
+  }
+  const std::size_t corrupt_at = at;
+  bytes[corrupt_at + 45] ^= 0x20;
+  {
+    std::ofstream f(bad, std::ios::binary | std::ios::trunc);
+    f << bytes;
+  }
+
+  const pid_t fetcher =
+      spawn({"fetch", "--namespace", ns, "--source", "file:" + logs.string(), "--partitions", "2"},
+            "", "", (dir.path / "fetch.err").string());
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] { return ringfeed::shm::Segment::list("ringfeed." + ns + ".p1.ring").size() == 1; },
+      10s));
+  // Partition 0 goes on: all ten lines.
+  const fs::path out0 = dir.path / "out0";
+  const pid_t c0 = spawn({"consume", "--namespace", ns, "--partition", "0", "--group", "g",
+                          "--mode", "exclusive", "--count", "10", "--timeout-ms", "10000"},
+                         "", out0.string());
+  EXPECT_EQ(ringfeed::test::wait_child(c0, 30s), 0);
+  EXPECT_EQ(lines_in(out0), 10u);
+  // Partition 1 delivers the five records before the damage, nothing after it.
+  const fs::path out1 = dir.path / "out1";
+  const pid_t c1 = spawn({"consume", "--namespace", ns, "--partition", "1", "--group", "g",
+                          "--mode", "exclusive", "--timeout-ms", "500"},
+                         "", out1.string());
+  EXPECT_EQ(ringfeed::test::wait_child(c1, 30s), 0);
+  EXPECT_EQ(slurp(out1), "line-0\nline-1\nline-2\nline-3\nline-4\n");
+
+  const fs::path stat_out = dir.path / "stat";
+  bool named = false;
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] {
+        const pid_t s = spawn({"stat", "--namespace", ns, "--json"}, "", stat_out.string());
+        if (ringfeed::test::wait_child(s, 10s) != 0) return false;
+        const std::string j = slurp(stat_out);
+        named = j.find(bad.string()) != std::string::npos &&
+                j.find(std::to_string(corrupt_at)) != std::string::npos;
+        return named;
+      },
+      10s))
+      << "stat never named " << bad << " and offset " << corrupt_at << ": " << slurp(stat_out);
+
+  ::kill(fetcher, SIGTERM);
+  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(dir.path / "fetch.err");
+  EXPECT_TRUE(no_segments_left(ns));
+}
+
+}  // namespace
