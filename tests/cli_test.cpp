@@ -242,6 +242,33 @@ void expect_runtime_error(Cli& cli, const std::vector<std::string>& args, const 
       << describe(args) << "\nexpected: " << reason << "\nstderr: " << f.err;
 }
 
+// Children started in the background are killed and reaped at scope end unless they were
+// waited for: a failed assertion must not leave a fetcher running.
+class ChildGuard {
+ public:
+  ChildGuard() = default;
+  ChildGuard(const ChildGuard&) = delete;
+  ChildGuard& operator=(const ChildGuard&) = delete;
+  ~ChildGuard() {
+    for (pid_t pid : pids_) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+    }
+  }
+  const Cli::Child& watch(const Cli::Child& c) {
+    pids_.push_back(c.pid);
+    return c;
+  }
+  Finished wait(Cli& cli, const Cli::Child& c, std::chrono::milliseconds timeout) {
+    Finished f = cli.wait(c, timeout);  // reaps it
+    std::erase(pids_, c.pid);
+    return f;
+  }
+
+ private:
+  std::vector<pid_t> pids_;
+};
+
 // Every ringfeed.<ns>.* segment is removed at scope end (a failed test leaves none).
 class NamespaceGuard {
  public:
@@ -1110,21 +1137,28 @@ TEST(CliEndToEnd, AMillionLinesThroughFetchAndThreeSharedConsumersEachExactlyOnc
 
 // The README's main command in small: a backlog in the log, the fetcher, a shared and a
 // broadcast consumer attached, messages produced at a rate while they are; each
-// consumer measures exactly the messages produced after it attached.
+// consumer measures exactly the messages produced after it attached, and counts the
+// backlog apart.
+//
+// A new group starts at the oldest message the ring still holds for the groups there
+// are, so every group must exist before any consumer takes the backlog: the shared group
+// is made (in this process) while the ring is still empty, and holds the backlog; the
+// broadcast consumer, whose cursor lives only as long as it does, attaches before the
+// shared consumer starts taking.
 TEST(CliEndToEnd, LatencyOfMessagesProducedAtARateWhileConsumersAreAttached) {
   Cli cli;
   if (!fetcher_built(cli)) GTEST_SKIP() << "this build of ringfeed has no fetcher yet";
   constexpr int kBacklog = 100;
   constexpr int kLive = 500;
   const NamespaceGuard ns(ringfeed::test::unique_ns("lat"));
+  ChildGuard children;
   const fs::path dir = cli.dir() / "logs";
   fs::create_directory(dir);
   const std::string src = "file:" + dir.string();
-  Finished f = cli.run({"produce", "--source", src, "--partition", "0", "--count",
-                        std::to_string(kBacklog), "--size", "32"});
+  Finished f = cli.run({"produce", "--source", src, "--partition", "0", "--count", "0"});
   ASSERT_EQ(f.status, 0) << f.err;
-  const Cli::Child fetch =
-      cli.start({"fetch", "--namespace", ns.ns(), "--source", src, "--partitions", "1"});
+  const Cli::Child fetch = children.watch(
+      cli.start({"fetch", "--namespace", ns.ns(), "--source", src, "--partitions", "1"}));
   // The exact name: a ring being created has a temporary name that starts the same.
   const std::string ring = ringfeed::shm::ring_segment_name(ns.ns(), 0);
   ASSERT_TRUE(ringfeed::test::wait_until([&] {
@@ -1132,23 +1166,28 @@ TEST(CliEndToEnd, LatencyOfMessagesProducedAtARateWhileConsumersAreAttached) {
     return std::find(names.begin(), names.end(), ring) != names.end();
   })) << "fetch never created its ring: "
       << read_file(fetch.err);
+  {
+    auto c = Consumer::attach({.ns = ns.ns(), .group = "shared", .mode = Mode::shared});
+    ASSERT_TRUE(c.ok()) << c.error().message;
+  }
+  f = cli.run({"produce", "--source", src, "--partition", "0", "--count", std::to_string(kBacklog),
+               "--size", "32"});
+  ASSERT_EQ(f.status, 0) << f.err;
+
   const std::string total = std::to_string(kBacklog + kLive);
   std::vector<Cli::Child> consumers;
-  for (const char* mode : {"shared", "broadcast"}) {
-    consumers.push_back(
+  for (const char* mode : {"broadcast", "shared"}) {
+    consumers.push_back(children.watch(
         cli.start({"consume", "--namespace", ns.ns(), "--partition", "0", "--group", mode, "--mode",
-                   mode, "--count", total, "--latency", "--output", "none"}));
+                   mode, "--count", total, "--latency", "--output", "none"})));
+    ASSERT_TRUE(ringfeed::test::wait_until([&] { return live_consumers(ns.ns(), 0, mode) == 1; }))
+        << "the " << mode << " consumer never attached: " << read_file(consumers.back().err);
   }
-  ASSERT_TRUE(ringfeed::test::wait_until([&] {
-    return live_consumers(ns.ns(), 0, "shared") == 1 &&
-           live_consumers(ns.ns(), 0, "broadcast") == 1;
-  })) << "the consumers never attached: "
-      << read_file(consumers[0].err) << read_file(consumers[1].err);
   f = cli.run({"produce", "--source", src, "--partition", "0", "--count", std::to_string(kLive),
                "--size", "32", "--rate", "5000"});
   ASSERT_EQ(f.status, 0) << f.err;
   for (const auto& c : consumers) {
-    const Finished done = cli.wait(c, 60s);
+    const Finished done = children.wait(cli, c, 60s);
     EXPECT_EQ(done.status, 0) << done.err;
     EXPECT_TRUE(done.out.empty()) << done.out;
     const auto line = parse_latency(done.err.substr(0, done.err.find('\n')));
@@ -1160,7 +1199,7 @@ TEST(CliEndToEnd, LatencyOfMessagesProducedAtARateWhileConsumersAreAttached) {
     EXPECT_LE(line->ns.at("p50"), line->ns.at("max") * 1.005) << done.err;
   }
   ASSERT_EQ(::kill(fetch.pid, SIGTERM), 0);
-  f = cli.wait(fetch, 60s);
+  f = children.wait(cli, fetch, 60s);
   EXPECT_EQ(f.status, 0) << f.err;
   EXPECT_TRUE(ringfeed::shm::Segment::list("ringfeed." + ns.ns() + ".").empty())
       << "fetch left segments behind";
