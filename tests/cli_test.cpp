@@ -631,6 +631,28 @@ TEST_F(CliConsume, CountPrintsThatManyValuesInOrderAndAcksThem) {
   EXPECT_EQ(f.out, expected);
 }
 
+// --count 0 attaches and leaves: the group exists from then on and holds every message
+// for the consumers that come later, even when another group consumed them first.
+TEST_F(CliConsume, CountZeroCreatesTheGroupAndTakesNothing) {
+  create_group("first", Mode::exclusive);
+  publish(*writers_[0], {{"", "a"}, {"", "b"}});
+  Finished f = cli_.run(consume_args("late", "shared", {"--count", "0"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_TRUE(f.out.empty()) << f.out;
+  EXPECT_EQ(live_consumers(ns_.ns(), 0, "late"), 0) << "it left the group";
+  EXPECT_EQ(ringfeed::shm::Segment::list(ringfeed::shm::group_segment_name(ns_.ns(), 0, "late")),
+            std::vector<std::string>{ringfeed::shm::group_segment_name(ns_.ns(), 0, "late")});
+  // The other group takes both and the ring lets go of them for it; "late" still has them.
+  f = cli_.run(consume_args("first", "exclusive", {"--count", "2"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(f.out, "a\nb\n");
+  writers_[0]->reclaim(true);
+  publish(*writers_[0], {{"", "c"}});
+  f = cli_.run(consume_args("late", "shared", {"--timeout-ms", "300"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(f.out, "a\nb\nc\n");
+}
+
 TEST_F(CliConsume, OutputNonePrintsNothingButAcksEveryMessage) {
   create_group("g", Mode::shared);
   std::vector<std::pair<std::string, std::string>> kv;

@@ -45,7 +45,9 @@ constexpr Flag kFlags[] = {
     {"group", "G", true, "consumer group (created on first attach)"},
     {"mode", "exclusive|failover|shared|key_shared|broadcast", true,
      "how the group hands out messages (fixed when the group is created)"},
-    {"count", "N", false, "exit 0 after N messages printed and acked (default: no limit)"},
+    {"count", "N", false,
+     "exit 0 after N messages printed and acked (default: no limit); 0: attach, which "
+     "creates the group, and exit"},
     {"timeout-ms", "MS", false,
      "exit 0 after MS milliseconds with nothing to take (default: wait)"},
     {"output", "value|json|none", false,
@@ -64,6 +66,9 @@ constexpr std::string_view kDescription =
     "messages held and exits 0; so do --count and --timeout-ms. Exit 1 if the group cannot\n"
     "be attached or the fetcher stopped. When a fetcher that died is replaced, consume moves\n"
     "to the new one by itself; with --timeout-ms it also waits that long for one to come.\n"
+    "A new group starts at the oldest message the ring holds for the groups there are;\n"
+    "--count 0 creates the group without taking anything, so it holds every message from\n"
+    "then on for the consumers that attach later.\n"
     "\n"
     "--latency: when consume exits it prints one line on standard error:\n"
     "  ringfeed consume: latency (publish to consume) of N messages: p50 .. p90 .. p99 ..\n"
@@ -228,7 +233,7 @@ int consume_main(std::span<char* const> argv) {
   if (!partition) {
     return usage_error(kCommand, partition.error().message + "; use a partition number or all");
   }
-  auto count = args->number("count", 0, 1);
+  auto count = args->number("count", 0);
   if (!count) return usage_error(kCommand, count.error().message);
   auto timeout_ms = args->number("timeout-ms", 0, 0, 24ull * 3600 * 1000 * 365);
   if (!timeout_ms) return usage_error(kCommand, timeout_ms.error().message);
