@@ -137,22 +137,34 @@ fetch_pid=$!
 ring_ready() { [ -e "/dev/shm/ringfeed.$ns.p0.ring" ]; }
 wait_for 10 "the fetcher's ring /dev/shm/ringfeed.$ns.p0.ring" ring_ready
 
-# name mode group
-workers=("billing exclusive billing" "workers-1 shared workers" "workers-2 shared workers"
-  "audit broadcast audit")
+# A new group starts at the oldest message the ring holds for the groups there are, so
+# a group made after another one took the backlog would miss it. The exclusive and
+# shared groups are created first, taking nothing (consume --count 0): they hold the
+# backlog until their workers take it. The broadcast worker, whose cursor lives as long
+# as it does, attaches next, before any worker takes a message; then the others.
+for g in "billing exclusive" "workers shared"; do
+  read -r group mode <<<"$g"
+  echo "== consume --count 0: create group $group, mode $mode"
+  "$bin" consume --namespace "$ns" --partition 0 --group "$group" --mode "$mode" --count 0 \
+    2>>"$work/groups.err" || fail "consume --count 0 could not create group $group"
+done
+# stat lists each group's consumers as "consumers":[{"pid":P,"alive":true,...},...].
+attached() {
+  [ "$(stat_json | grep -o '"consumers":\[[^]]*\]' | grep -o '"alive":true' | wc -l)" \
+    -eq "$1" ]
+}
+# name mode group, in the order they attach (the table shows them in this order too)
+workers=("audit broadcast audit" "billing exclusive billing" "workers-1 shared workers"
+  "workers-2 shared workers")
 for w in "${workers[@]}"; do
   read -r name mode group <<<"$w"
   echo "== consume: worker $name, group $group, mode $mode"
   "$bin" consume --namespace "$ns" --partition 0 --group "$group" --mode "$mode" \
     --latency --output none >"$work/$name.out" 2>"$work/$name.err" &
   worker_pid[$name]=$!
+  [ "$mode" = broadcast ] && wait_for 10 "worker $name attached" attached 1
 done
-# stat lists each group's consumers as "consumers":[{"pid":P,"alive":true,...},...].
-all_attached() {
-  [ "$(stat_json | grep -o '"consumers":\[[^]]*\]' | grep -o '"alive":true' | wc -l)" \
-    -eq "${#workers[@]}" ]
-}
-wait_for 10 "all ${#workers[@]} workers attached" all_attached
+wait_for 10 "all ${#workers[@]} workers attached" attached "${#workers[@]}"
 
 # Done when the ring holds all $1 messages and no group lags behind (3 groups).
 all_consumed() {
