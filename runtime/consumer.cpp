@@ -518,7 +518,7 @@ void Consumer::publish_watermark() {
   }
 }
 
-AckStatus Consumer::ack(const Message& m) {
+AckStatus Consumer::ack_message(const Message& m) {
   if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (uses_leases(options_.mode)) {
     if (leases_.ack(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {
@@ -535,7 +535,7 @@ AckStatus Consumer::ack(const Message& m) {
   return AckStatus::ok;
 }
 
-AckStatus Consumer::ack(const Batch& batch) {
+AckStatus Consumer::ack_batch(const Batch& batch) {
   AckStatus result = AckStatus::ok;
   if (!batch.empty() && batch[0].attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (uses_leases(options_.mode)) {
@@ -552,10 +552,41 @@ AckStatus Consumer::ack(const Batch& batch) {
     return result;
   }
   for (const Message& m : batch) {
-    const AckStatus r = ack(m);
+    const AckStatus r = ack_message(m);
     if (r != AckStatus::ok && result == AckStatus::ok) result = r;
   }
   return result;
+}
+
+// The public settling calls keep the registry's unacked count current for stat.
+AckStatus Consumer::ack(const Message& m) {
+  const AckStatus r = ack_message(m);
+  note_unacked();
+  return r;
+}
+
+AckStatus Consumer::ack(const Batch& batch) {
+  const AckStatus r = ack_batch(batch);
+  note_unacked();
+  return r;
+}
+
+AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
+  const AckStatus r = nack_message(m, delay);
+  note_unacked();
+  return r;
+}
+
+AckStatus Consumer::release(const Message& m) {
+  const AckStatus r = release_message(m);
+  note_unacked();
+  return r;
+}
+
+AckStatus Consumer::reject(const Message& m) {
+  const AckStatus r = reject_message(m);
+  note_unacked();
+  return r;
 }
 
 }  // namespace ringfeed

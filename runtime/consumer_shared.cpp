@@ -217,7 +217,7 @@ void Consumer::after_settled() {
   shm::raise_low_watermark(group_, position);
 }
 
-AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
+AckStatus Consumer::nack_message(const Message& m, std::chrono::milliseconds delay) {
   if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (!uses_leases(options_.mode)) return nack_local(m, delay);
   // The group's backoff is the least a nack waits.
@@ -239,7 +239,7 @@ AckStatus Consumer::nack(const Message& m, std::chrono::milliseconds delay) {
   return AckStatus::ok;
 }
 
-AckStatus Consumer::release(const Message& m) {
+AckStatus Consumer::release_message(const Message& m) {
   if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (!uses_leases(options_.mode)) return release_local(m);
   if (leases_.release(m.sequence_, slot_, m.lease_generation_, now_lease_ms()) !=
@@ -251,7 +251,7 @@ AckStatus Consumer::release(const Message& m) {
   return AckStatus::ok;
 }
 
-AckStatus Consumer::reject(const Message& m) {
+AckStatus Consumer::reject_message(const Message& m) {
   if (m.attach_epoch_ != attach_epoch_) return AckStatus::lease_lost;
   if (!uses_leases(options_.mode)) return reject_local(m);
   if (leases_.reject(m.sequence_, slot_, m.lease_generation_) != shm::LeaseResult::ok) {

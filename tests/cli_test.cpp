@@ -958,7 +958,7 @@ TEST_F(CliStat, HumanTablesShowThePartitionAndTheGroup) {
   const auto work = row("work");
   ASSERT_EQ(work.size(), 10u) << f.out;  // the lag is "9 msgs": two cells
   EXPECT_EQ(work[2], "shared");
-  EXPECT_EQ(work[3], std::to_string(::getpid()));
+  EXPECT_EQ(work[3], std::to_string(::getpid()) + ":3") << "pid:unacked";
   EXPECT_EQ(work[4], "9");
   EXPECT_EQ(work[6], "3");  // leased
   EXPECT_EQ(work[9], "ok");

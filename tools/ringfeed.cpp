@@ -17,7 +17,7 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  fetch    run the fetcher daemon of a namespace (until SIGINT/SIGTERM)\n"
-    "  produce  append one message per stdin line to a partition of a source\n"
+    "  produce  append messages (stdin lines, or generated ones) to a partition of a source\n"
     "  consume  print messages of a consumer group and ack them\n"
     "  stat     show partitions, rings and groups of a namespace\n"
     "\n"

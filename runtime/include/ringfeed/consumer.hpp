@@ -199,6 +199,20 @@ class Consumer {
   Consumer() = default;
   Status connect();
   void note_presence(PopStatus status);
+  AckStatus ack_message(const Message& m);
+  AckStatus ack_batch(const Batch& batch);
+  AckStatus nack_message(const Message& m, std::chrono::milliseconds delay);
+  AckStatus release_message(const Message& m);
+  AckStatus reject_message(const Message& m);
+  // The registry's unacked count, after acks and the like (stat shows it).
+  void note_unacked() {
+    if (owner_word_ == nullptr) return;
+    const auto n = static_cast<std::uint32_t>(in_flight());
+    auto& slot_unacked = group_->slots[slot_].unacked;
+    if (slot_unacked.load(std::memory_order_relaxed) != n) {
+      slot_unacked.store(n, std::memory_order_relaxed);
+    }
+  }
   void start_heartbeat();
   void stop_heartbeat();
   void detach();
