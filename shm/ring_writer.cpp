@@ -1,6 +1,8 @@
 #include "shm/ring_writer.hpp"
 
+#include <fcntl.h>
 #include <sys/inotify.h>
+#include <sys/mman.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -104,6 +106,7 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
     }
     remove_partition_segments(options.ns, options.partition);
   }
+  w->prefault();
   w->control_ = reinterpret_cast<RingControl*>(w->segment_.base());
   w->data_ = w->segment_.base() + kRingDataOffset;
   w->index_ = reinterpret_cast<std::atomic<std::uint64_t>*>(w->data_ + cap);
@@ -111,6 +114,21 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
   w->scan_groups();
   w->next_group_poll_ = std::chrono::steady_clock::now() + kGroupPollInterval;
   return w;
+}
+
+// Every page of the segment now: a fresh ring would otherwise take a page fault (and the
+// zeroing of a page) every 4 KiB of its first lap, in the middle of fetching. The pages
+// are allocated in one go (fallocate, which tmpfs does faster than page by page), then
+// mapped (MADV_POPULATE_WRITE, Linux 5.14). Either may fail (an older kernel, a full
+// /dev/shm): the pages then come lazily, as they would have.
+void RingWriter::prefault() {
+  const std::string path = std::string(kShmDir) + segment_.name();
+  const int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd >= 0) {
+    ::fallocate(fd, 0, 0, static_cast<off_t>(segment_.size()));
+    ::close(fd);
+  }
+  ::madvise(segment_.base(), segment_.size(), MADV_POPULATE_WRITE);
 }
 
 RingWriter::~RingWriter() {
@@ -397,7 +415,7 @@ void RingWriter::service(std::int64_t now_ns) {
   poll_groups();
   // Liveness costs a /proc read per consumer: every 10 ms is enough.
   const bool check_liveness = now_ns >= next_liveness_check_ns_;
-  if (check_liveness) next_liveness_check_ns_ = now_ns + 10'000'000;
+  if (check_liveness) next_liveness_check_ns_ = now_ns + kLivenessIntervalNs;
   for (TrackedGroup& g : groups_) {
     if (g.fenced || !uses_leases(g.mode)) continue;
     std::uint64_t dead_owners = 0;
@@ -425,6 +443,53 @@ void RingWriter::service(std::int64_t now_ns) {
     }
     store_dead_letters(g);
   }
+}
+
+std::int64_t RingWriter::next_service_ns(std::int64_t now_ns) {
+  // Lease words looked at per group; more in flight than this: no later than the next
+  // liveness check (the reaper's own pass looks at all of them).
+  constexpr std::uint64_t kDeadlineScan = 4096;
+  std::int64_t next = kNoServiceDue;
+  // The next liveness check, not earlier than now (a pass at once does it).
+  const std::int64_t liveness = std::max(now_ns, next_liveness_check_ns_);
+  for (TrackedGroup& g : groups_) {
+    if (g.fenced || !uses_leases(g.mode)) continue;
+    bool attached = false;
+    for (const GroupSlot& slot : g.control->slots) {
+      attached |= slot.owner.load(std::memory_order_acquire) != 0;
+    }
+    if (attached || !g.abandoned.empty()) next = std::min(next, liveness);
+    const std::uint64_t low = g.leases.low_seq();
+    const std::uint64_t d = g.leases.dispatch();
+    // Not started yet (kNotStarted, kStarting), or garbage: nothing in flight to look at.
+    const bool started = d < kStarting && low <= d && d - low <= g.leases.window();
+    // Messages a consumer may take (or leases it may hold) the moment it attaches.
+    if (!attached && (started ? low < published_ : published_ > 0)) {
+      next = std::min(next, now_ns + kAttachLookNs);
+    }
+    if (!started) continue;
+    const std::uint32_t now_ms = LeaseTable::to_lease_ms(now_ns, g.epoch_ns);
+    const std::uint64_t end = std::min(d, low + kDeadlineScan);
+    if (end < d) next = std::min(next, liveness);
+    for (std::uint64_t seq = low; seq < end; ++seq) {
+      const Lease l = Lease::unpack(g.leases.word(seq));
+      if (!g.leases.current_lap(seq, l)) {
+        // Taken but not written yet: abandoned if still so at a liveness pass. In a
+        // key_shared group it may just not have been handed out yet.
+        if (g.mode != Mode::key_shared) next = std::min(next, liveness);
+        continue;
+      }
+      if (l.state == LeaseState::leased) {
+        // At least a millisecond on: a pass finds a lease expired once the millisecond of
+        // its deadline began, and one it left leased must not make the caller spin.
+        const auto left = static_cast<std::int32_t>(l.deadline_ms - now_ms);
+        next = std::min(next, now_ns + std::max<std::int64_t>(1, left) * 1'000'000);
+      } else if (l.state == LeaseState::dead) {
+        next = std::min(next, liveness);  // the dead-letter sink refused it: try again
+      }
+    }
+  }
+  return next;
 }
 
 // Dead messages of a shared group go to the sink, then count as acked, so the group's

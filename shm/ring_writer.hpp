@@ -21,6 +21,7 @@
 #pragma once
 
 #include <chrono>
+#include <climits>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -91,8 +92,10 @@ struct GroupInfo {
 
 class RingWriter {
  public:
-  // Creates the ring. Refused if a live writer serves the partition; a dead writer's
-  // ring and groups are removed and replaced.
+  // Creates the ring, its pages allocated and mapped up front (no page faults in the
+  // first lap; a 64 MiB ring costs some tens of milliseconds here instead). Refused if a
+  // live writer serves the partition; a dead writer's ring and groups are removed and
+  // replaced.
   static Result<std::unique_ptr<RingWriter>> create(const RingWriterOptions& options);
   ~RingWriter();
   RingWriter(const RingWriter&) = delete;
@@ -120,10 +123,24 @@ class RingWriter {
   void reclaim(bool reap_dead);
   // The lease reaper of shared groups: expired leases and those of dead consumers
   // become available again, dead consumers' slots are freed, low watermarks move.
-  // commit() runs it every few milliseconds; an idle writer should call it itself.
-  // `now_ns` is CLOCK_MONOTONIC (tests pass their own clock).
+  // commit() runs it every few milliseconds; an idle writer should call it itself, by
+  // next_service_ns(). `now_ns` is CLOCK_MONOTONIC (tests pass their own clock).
   void service(std::int64_t now_ns);
   void service();
+  // When service() next has work, judged from the groups as they are at `now_ns`
+  // (CLOCK_MONOTONIC): the next liveness check (every kLivenessIntervalNs) while a leased
+  // group has consumers attached or abandoned entries, the earliest lease deadline, a
+  // dead letter not stored yet, and every kAttachLookNs a look for consumers that attach
+  // to a leased group unannounced (claiming a slot makes no event) while it has messages
+  // they could take. kNoServiceDue when nothing is due until a group appears (see
+  // group_watch_fd) or messages are published (the caller then runs a pass soon after).
+  std::int64_t next_service_ns(std::int64_t now_ns);
+  static constexpr std::int64_t kNoServiceDue = INT64_MAX;
+  static constexpr std::int64_t kLivenessIntervalNs = 10'000'000;
+  static constexpr std::int64_t kAttachLookNs = 20'000'000;
+  // Readable when names appear in or leave the shm directory, which is how new groups
+  // are found (inotify, non-blocking). poll_groups() and service() read it empty.
+  int group_watch_fd() const { return inotify_fd_; }
   // Where service() puts dead letters. Without a sink they are counted and dropped.
   void set_dead_letter_sink(DeadLetterSink sink) { dead_letter_sink_ = std::move(sink); }
   // Dead letters stored by the sink, and dropped for want of one.
@@ -161,6 +178,7 @@ class RingWriter {
   };
 
   RingWriter() = default;
+  void prefault();
   RecordHeader* header_at(std::uint64_t position) {
     return reinterpret_cast<RecordHeader*>(data_ + (position & mask_));
   }
