@@ -580,26 +580,23 @@ Status LocalLogSource::commit(std::uint32_t partition, std::uint64_t position) {
   return Ok{};
 }
 
+// Hands the next batch of the partition's window to the sink; returns how many records
+// it took.
 std::size_t LocalLogSource::deliver(std::uint32_t p, BatchSink& sink) {
   Partition& q = parts_[p];
-  std::size_t n = 0;
-  while (!q.st.paused && !q.st.stopped && q.begin < q.end) {
-    const std::size_t k = format_ == LogFormat::framed ? decode_framed(p) : decode_lines(p);
-    if (k == 0) break;  // the next record is not all there yet, or the partition stopped
-    const std::size_t taken = std::min(sink.take(p, {batch_.data(), k}), k);
-    if (taken > 0) {
-      const std::uint64_t next = batch_[taken - 1].next_offset;
-      q.begin = static_cast<std::size_t>(next - q.base);
-      q.need = 0;
-      q.st.fetched = next;
-      n += taken;
-    }
-    if (taken < k) {
-      q.st.paused = true;  // the refused record stays at begin and is offered first after resume
-      break;
-    }
+  if (q.st.paused || q.st.stopped || q.begin == q.end) return 0;
+  const std::size_t k = format_ == LogFormat::framed ? decode_framed(p) : decode_lines(p);
+  if (k == 0) return 0;  // the next record is not all there yet, or the partition stopped
+  const std::size_t taken = std::min(sink.take(p, {batch_.data(), k}), k);
+  if (taken > 0) {
+    const std::uint64_t next = batch_[taken - 1].next_offset;
+    q.begin = static_cast<std::size_t>(next - q.base);
+    q.need = 0;
+    q.st.fetched = next;
   }
-  return n;
+  // The refused record stays at begin and is offered first after resume.
+  if (taken < k) q.st.paused = true;
+  return taken;
 }
 
 // Fills batch_ with the framed log records at the start of the window (up to
@@ -947,7 +944,16 @@ Result<std::size_t> LocalLogSource::poll_batches(BatchSink& sink,
   arm_watches();  // submitted with the reads or the wait below
   for (;;) {
     if (Status s = reap(); !s) return s.error();
-    for (std::uint32_t p = 0; p < parts_.size(); ++p) delivered += deliver(p, sink);
+    // One batch per partition in turn, until none has a whole record left: each gets its
+    // records to the sink (and on to its consumers) at the same pace.
+    for (bool more = true; more;) {
+      more = false;
+      for (std::uint32_t p = 0; p < parts_.size(); ++p) {
+        const std::size_t n = deliver(p, sink);
+        delivered += n;
+        more |= n > 0;
+      }
+    }
     submit_reads();
     // A partition that stopped is news too: the caller reports it.
     if (delivered > 0 || woken_ || newly_stopped_) break;

@@ -11,10 +11,10 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
-#include <deque>
 #include <filesystem>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <utility>
 
 #include "ringfeed/dead_letter_log.hpp"
@@ -30,14 +30,24 @@ namespace {
 
 using namespace std::chrono_literals;
 
-// The longest a poll waits for records; with the reaper's period it bounds how late a
-// lease expiry or a dead consumer is noticed.
-constexpr std::chrono::milliseconds kPollTimeout = 2ms;
-// While a partition waits for ring space: how often space is looked for again (the
-// poll waits this long instead of kPollTimeout, so the wait does not spin the CPU).
-constexpr std::chrono::milliseconds kPausedRetry = 1ms;
-// How often every ring's reaper runs (RingWriter::service).
-constexpr std::int64_t kServiceIntervalNs = 2'000'000;
+// The fetcher sleeps in the source's poll until records come, wake() is called, a ring
+// sees a group appear (the source watches each ring's group_watch_fd), or the next thing
+// that is due: a reaper pass (RingWriter::next_service_ns), a commit while something
+// published is not committed yet, a look for space while a partition waits for it.
+constexpr std::int64_t kNever = INT64_MAX;
+// The longest it sleeps all the same: a pass over everything at least this often.
+constexpr std::int64_t kMaxSleepNs = 1'000'000'000;
+// While a partition waits for ring space that a group may release: how often to look.
+// From kPausedRetryMinNs, doubling up to kPausedRetryMaxNs while no space comes back;
+// shorter waits than a millisecond (the poll's unit) are slept outside the poll.
+constexpr std::int64_t kPausedRetryMinNs = 50'000;
+constexpr std::int64_t kPausedRetryMaxNs = 1'000'000;
+// After records were published, a reaper pass this soon at the latest (consumers of a
+// leased group take them without saying so; the pass starts checking their liveness).
+// While records keep coming, the reaper runs this often.
+constexpr std::int64_t kPublishedServiceNs = 2'000'000;
+// With a source that cannot watch the rings' descriptors: how often to look for groups.
+constexpr std::int64_t kGroupLookNs = 100'000'000;
 // Creating the status segment: how often to go round "exists -> its fetcher died ->
 // removed -> create" before giving up (only concurrent starts make it go round).
 constexpr int kCreateAttempts = 4;
@@ -125,7 +135,37 @@ Status take_over(const std::string& ns, const std::string& name) {
   return Ok{};
 }
 
-class FetcherImpl final : public Fetcher {
+// Published records not yet known to be acked, in ring order: where each ends in the
+// ring, and the upstream position to commit once every group is past that end. A queue
+// in one vector: appended at the back, taken from the front.
+class UnackedQueue {
+ public:
+  struct Entry {
+    std::uint64_t ring_end;
+    std::uint64_t next_offset;
+  };
+  bool empty() const { return head_ == entries_.size(); }
+  const Entry& front() const { return entries_[head_]; }
+  void push(std::uint64_t ring_end, std::uint64_t next_offset) {
+    entries_.push_back({ring_end, next_offset});
+  }
+  void pop() {
+    if (++head_ == entries_.size()) {
+      entries_.clear();
+      head_ = 0;
+    } else if (head_ >= 4096 && head_ * 2 >= entries_.size()) {
+      // Mostly taken: move the rest to the front, so the vector does not grow forever.
+      entries_.erase(entries_.begin(), entries_.begin() + static_cast<std::ptrdiff_t>(head_));
+      head_ = 0;
+    }
+  }
+
+ private:
+  std::vector<Entry> entries_;
+  std::size_t head_ = 0;
+};
+
+class FetcherImpl final : public Fetcher, private io::BatchSink {
  public:
   FetcherImpl(const FetcherOptions& options, std::unique_ptr<io::Source> source)
       : options_(options), source_(std::move(source)) {}
@@ -148,9 +188,7 @@ class FetcherImpl final : public Fetcher {
   struct Partition {
     std::unique_ptr<shm::RingWriter> writer;
     shm::FetcherPartition* status = nullptr;
-    // Published records not yet known to be acked, in ring order: where each ends in
-    // the ring, and the upstream position to commit once every group is past that end.
-    std::deque<std::pair<std::uint64_t, std::uint64_t>> unacked;
+    UnackedQueue unacked;
     std::uint64_t reserved_end = 0;  // end of the last reservation (the writer's too)
     std::uint64_t fetched = 0;       // next_offset of the last record taken
     std::uint64_t messages = 0;
@@ -166,14 +204,19 @@ class FetcherImpl final : public Fetcher {
   };
   enum Warning { kCommitWarning, kDeadLetterWarning, kWarnings };
 
-  bool take(const io::SourceRecord& r);
+  std::size_t take(std::uint32_t index, std::span<const io::SourceRecord> records) override;
+  void refuse_too_large(std::uint32_t index, const io::SourceRecord& r);
   bool fits_without_reuse(const Partition& p, std::uint64_t size) const;
   bool has_live_groups(Partition& p, bool recount);
+  bool count_live_groups(Partition& p, bool recount);
   void pause(std::uint32_t index);
   void publish(std::uint32_t index);
-  void publish_dirty();
-  void retry_paused();
+  bool waiting_for_space() const;
+  bool retry_paused();
+  bool commit_pending() const;
   void commit_acked();
+  void settle_acked(Partition& p, bool reap_dead);
+  void check_stopped(std::uint32_t index);
   void stop_partition(std::uint32_t index, const std::string& why);
   bool store_dead_letter(std::uint32_t index, const shm::DeadLetter& letter);
   void set_warning(std::uint32_t index, Warning kind, std::string text);
@@ -185,7 +228,6 @@ class FetcherImpl final : public Fetcher {
   shm::Segment status_segment_;
   shm::FetcherControl* control_ = nullptr;  // set once this process owns the namespace
   std::vector<Partition> parts_;
-  std::vector<std::uint32_t> dirty_;
   std::size_t paused_count_ = 0;
   std::optional<Error> fatal_;
   bool ran_ = false;
@@ -280,6 +322,11 @@ bool FetcherImpl::fits_without_reuse(const Partition& p, std::uint64_t size) con
 // space, dropping records nobody took; the fetcher waits for a group instead.
 bool FetcherImpl::has_live_groups(Partition& p, bool recount) {
   p.writer->poll_groups();
+  return count_live_groups(p, recount);
+}
+
+// As has_live_groups, with the groups the writer knows already.
+bool FetcherImpl::count_live_groups(Partition& p, bool recount) {
   const std::size_t n = p.writer->group_count();
   if (n == 0) {
     p.groups_seen = 0;
@@ -293,64 +340,85 @@ bool FetcherImpl::has_live_groups(Partition& p, bool recount) {
   return p.live_groups;
 }
 
-bool FetcherImpl::take(const io::SourceRecord& r) {
-  if (r.partition >= parts_.size()) {
+// The source's batch: each record is reserved in the ring and copied there once; the
+// batch is published with one commit. (A source hands batches of its partitions in
+// turns, so each ring is committed every few microseconds while records flow, and its
+// spinning consumers find them before they go to sleep.)
+std::size_t FetcherImpl::take(std::uint32_t index, std::span<const io::SourceRecord> records) {
+  if (index >= parts_.size()) {
     if (!fatal_) {
       fatal_ = Error{"source " + source_->uri() + " handed out a record of partition " +
-                         std::to_string(r.partition) + " at offset " +
-                         std::to_string(r.upstream_offset) + ", but serves " +
-                         std::to_string(parts_.size()) + " partitions",
+                         std::to_string(index) + " at offset " +
+                         std::to_string(records.empty() ? 0 : records.front().upstream_offset) +
+                         ", but serves " + std::to_string(parts_.size()) + " partitions",
                      EPROTO};
     }
-    return false;
+    return 0;
   }
-  Partition& p = parts_[r.partition];
-  if (p.stopped) return false;
-  if (r.key.size() > UINT32_MAX || r.value.size() > UINT32_MAX) {
-    stop_partition(r.partition, "record at offset " + std::to_string(r.upstream_offset) +
-                                    " is larger than 4 GiB");
-    return false;
-  }
-  const auto key_len = static_cast<std::uint32_t>(r.key.size());
-  const auto value_len = static_cast<std::uint32_t>(r.value.size());
-  const std::uint64_t size = shm::record_size(key_len, value_len);
-  auto too_large = [&] {
-    stop_partition(r.partition,
-                   "record at offset " + std::to_string(r.upstream_offset) + " (key " +
-                       std::to_string(key_len) + " + value " + std::to_string(value_len) +
-                       " bytes) does not fit in a ring of " + std::to_string(p.writer->capacity()) +
-                       " bytes, which takes records up to " +
-                       std::to_string(shm::max_record_size(p.writer->capacity())) +
-                       " bytes; give the rings more space");
-    return false;
-  };
-  if (size > shm::max_record_size(p.writer->capacity())) return too_large();
-  if (!fits_without_reuse(p, size) && !has_live_groups(p, false)) {
-    pause(r.partition);
-    return false;
-  }
-  const std::int64_t ts = r.timestamp_ns != 0 ? r.timestamp_ns : clock_ns(CLOCK_REALTIME);
-  shm::Reservation res;
-  switch (p.writer->try_reserve(key_len, value_len, r.upstream_offset, ts, res)) {
-    case shm::PublishStatus::ok:
+  Partition& p = parts_[index];
+  if (p.stopped || records.empty()) return 0;
+  p.dirty = true;  // a pause or a stop on the way publishes what came before it
+  shm::RingWriter& w = *p.writer;
+  const std::uint64_t max_size = shm::max_record_size(w.capacity());
+  std::int64_t now_rt = 0;  // CLOCK_REALTIME for records without a time, read once a batch
+  std::size_t n = 0;
+  for (; n < records.size(); ++n) {
+    const io::SourceRecord& r = records[n];
+    if (r.key.size() > UINT32_MAX || r.value.size() > UINT32_MAX) [[unlikely]] {
+      refuse_too_large(index, r);
       break;
-    case shm::PublishStatus::full:
-      pause(r.partition);
-      return false;
-    case shm::PublishStatus::too_large:
-      return too_large();
+    }
+    const auto key_len = static_cast<std::uint32_t>(r.key.size());
+    const auto value_len = static_cast<std::uint32_t>(r.value.size());
+    const std::uint64_t size = shm::record_size(key_len, value_len);
+    if (size > max_size) [[unlikely]] {
+      refuse_too_large(index, r);
+      break;
+    }
+    if (!fits_without_reuse(p, size) && !has_live_groups(p, false)) {
+      pause(index);
+      break;
+    }
+    std::int64_t ts = r.timestamp_ns;
+    if (ts == 0) [[unlikely]] {
+      if (now_rt == 0) now_rt = clock_ns(CLOCK_REALTIME);
+      ts = now_rt;
+    }
+    shm::Reservation res;
+    const shm::PublishStatus st = w.try_reserve(key_len, value_len, r.upstream_offset, ts, res);
+    if (st != shm::PublishStatus::ok) [[unlikely]] {
+      if (st == shm::PublishStatus::full) {
+        pause(index);
+      } else {
+        refuse_too_large(index, r);
+      }
+      break;
+    }
+    if (key_len != 0) std::memcpy(res.key, r.key.data(), key_len);
+    if (value_len != 0) std::memcpy(res.value, r.value.data(), value_len);
+    p.reserved_end = res.position + size;
+    p.unacked.push(p.reserved_end, r.next_offset);
+    p.fetched = r.next_offset;
+    ++p.messages;
   }
-  if (key_len != 0) std::memcpy(res.key, r.key.data(), key_len);
-  if (value_len != 0) std::memcpy(res.value, r.value.data(), value_len);
-  p.reserved_end = res.position + size;
-  p.unacked.emplace_back(p.reserved_end, r.next_offset);
-  p.fetched = r.next_offset;
-  ++p.messages;
-  if (!p.dirty) {
-    p.dirty = true;
-    dirty_.push_back(r.partition);
+  if (p.dirty) publish(index);
+  return n;
+}
+
+// A record the ring can never take stops its partition.
+void FetcherImpl::refuse_too_large(std::uint32_t index, const io::SourceRecord& r) {
+  const std::uint64_t capacity = parts_[index].writer->capacity();
+  if (r.key.size() > UINT32_MAX || r.value.size() > UINT32_MAX) {
+    stop_partition(
+        index, "record at offset " + std::to_string(r.upstream_offset) + " is larger than 4 GiB");
+    return;
   }
-  return true;
+  stop_partition(index, "record at offset " + std::to_string(r.upstream_offset) + " (key " +
+                            std::to_string(r.key.size()) + " + value " +
+                            std::to_string(r.value.size()) + " bytes) does not fit in a ring of " +
+                            std::to_string(capacity) + " bytes, which takes records up to " +
+                            std::to_string(shm::max_record_size(capacity)) +
+                            " bytes; give the rings more space");
 }
 
 // Publishes what was reserved (one commit per batch) and the counters that go with it.
@@ -360,13 +428,6 @@ void FetcherImpl::publish(std::uint32_t index) {
   p.writer->commit();
   p.status->fetched.store(p.fetched, std::memory_order_release);
   p.status->messages.store(p.messages, std::memory_order_release);
-}
-
-void FetcherImpl::publish_dirty() {
-  for (const std::uint32_t i : dirty_) {
-    if (parts_[i].dirty) publish(i);
-  }
-  dirty_.clear();
 }
 
 void FetcherImpl::pause(std::uint32_t index) {
@@ -381,9 +442,19 @@ void FetcherImpl::pause(std::uint32_t index) {
   ++paused_count_;
 }
 
+// Whether a paused partition has a group that may release space (without one, it waits
+// for a group to appear).
+bool FetcherImpl::waiting_for_space() const {
+  if (paused_count_ == 0) return false;
+  return std::any_of(parts_.begin(), parts_.end(),
+                     [](const Partition& p) { return p.paused && !p.stopped && p.live_groups; });
+}
+
 // Resumes a paused partition once its ring has released space since the refusal (the
 // refused record itself is offered first; if it still does not fit, it pauses again).
-void FetcherImpl::retry_paused() {
+// Whether some partition resumed.
+bool FetcherImpl::retry_paused() {
+  bool resumed = false;
   for (std::uint32_t i = 0; i < parts_.size(); ++i) {
     Partition& p = parts_[i];
     if (!p.paused || p.stopped || !has_live_groups(p, false)) continue;
@@ -393,7 +464,17 @@ void FetcherImpl::retry_paused() {
     p.status->paused.store(0, std::memory_order_release);
     --paused_count_;
     source_->resume(i);
+    resumed = true;
   }
+  return resumed;
+}
+
+// Whether a commit pass has anything to do: records published that a group may ack, or
+// a commit that failed and is tried again.
+bool FetcherImpl::commit_pending() const {
+  return std::any_of(parts_.begin(), parts_.end(), [](const Partition& p) {
+    return (p.live_groups && !p.unacked.empty()) || p.acked > p.committed;
+  });
 }
 
 // For each partition: what every group acked (the ring's reclaim limit passed the end of
@@ -401,14 +482,7 @@ void FetcherImpl::retry_paused() {
 void FetcherImpl::commit_acked() {
   for (std::uint32_t i = 0; i < parts_.size(); ++i) {
     Partition& p = parts_[i];
-    if (has_live_groups(p, true)) {
-      p.writer->reclaim(true);
-      const std::uint64_t limit = p.writer->reusable_below();
-      while (!p.unacked.empty() && p.unacked.front().first <= limit) {
-        p.acked = std::max(p.acked, p.unacked.front().second);
-        p.unacked.pop_front();
-      }
-    }
+    if (has_live_groups(p, true)) settle_acked(p, true);
     if (p.acked > p.committed) {
       if (auto ok = source_->commit(i, p.acked); ok) {
         p.committed = p.acked;
@@ -420,13 +494,28 @@ void FetcherImpl::commit_acked() {
     }
     p.status->ring_used.store(p.writer->write_pos() - p.writer->reusable_below(),
                               std::memory_order_release);
-    if (!p.stopped) {
-      io::PartitionStatus s = source_->status(i);
-      if (s.stopped) {
-        stop_partition(i, s.error.empty() ? "the source stopped it" : s.error);
-      }
-    }
+    check_stopped(i);
   }
+}
+
+// What every group acked (the ring's reclaim limit, after a reclaim, passed the end of
+// the record) leaves the unacked queue; the last one's next_offset becomes `acked`. Only
+// for a ring with live groups: without one nothing counts as acked. `reap_dead`: also
+// reap dead broadcast consumers (a /proc read each), as the commit passes do.
+void FetcherImpl::settle_acked(Partition& p, bool reap_dead) {
+  p.writer->reclaim(reap_dead);
+  const std::uint64_t limit = p.writer->reusable_below();
+  while (!p.unacked.empty() && p.unacked.front().ring_end <= limit) {
+    p.acked = std::max(p.acked, p.unacked.front().next_offset);
+    p.unacked.pop();
+  }
+}
+
+// A partition the source stopped stops here too, with the source's reason.
+void FetcherImpl::check_stopped(std::uint32_t index) {
+  if (parts_[index].stopped) return;
+  io::PartitionStatus s = source_->status(index);
+  if (s.stopped) stop_partition(index, s.error.empty() ? "the source stopped it" : s.error);
 }
 
 void FetcherImpl::stop_partition(std::uint32_t index, const std::string& why) {
@@ -475,17 +564,33 @@ void FetcherImpl::set_warning(std::uint32_t index, Warning kind, std::string tex
 Status FetcherImpl::run(const std::atomic<bool>& stop) {
   if (ran_) return Error{"Fetcher::run may be called only once", EINVAL};
   ran_ = true;
-  const io::RecordSink sink = [this](const io::SourceRecord& r) { return take(r); };
+  // Groups are found through each ring's watch on the shm directory. A source that can
+  // watch those descriptors ends its wait when one becomes readable; with any other,
+  // the fetcher looks for groups every kGroupLookNs.
+  bool watching = true;
+  for (Partition& p : parts_) {
+    watching = source_->watch_readable(p.writer->group_watch_fd()) && watching;
+  }
   const std::int64_t commit_ns =
       std::chrono::duration_cast<std::chrono::nanoseconds>(options_.commit_interval).count();
   std::int64_t now = clock_ns(CLOCK_MONOTONIC);
-  std::int64_t next_service = now;
+  std::int64_t next_service = now;  // a pass at once: it says when the next one is due
   std::int64_t next_retry = now;
-  std::int64_t next_commit = now + commit_ns;
+  std::int64_t retry_ns = kPausedRetryMinNs;
+  std::int64_t next_commit = kNever;
+  std::int64_t next_look = watching ? kNever : now + kGroupLookNs;
   Status result = Ok{};
   while (!stop.load(std::memory_order_acquire)) {
-    auto polled = source_->poll(sink, paused_count_ > 0 ? kPausedRetry : kPollTimeout);
-    publish_dirty();
+    std::int64_t wake_at = std::min({next_service, next_commit, next_look, now + kMaxSleepNs});
+    const bool space = waiting_for_space() && next_retry < wake_at;
+    if (space) wake_at = next_retry;
+    const std::int64_t wait_ns = std::max<std::int64_t>(0, wake_at - now);
+    // A look for space sooner than a millisecond: the source is asked without waiting and
+    // the rest is slept here. Otherwise the poll waits, in whole milliseconds rounded up
+    // (woken before a deadline, the loop would only sleep again).
+    const bool short_wait = space && wait_ns < 1'000'000;
+    const std::chrono::milliseconds timeout(short_wait ? 0 : (wait_ns + 999'999) / 1'000'000);
+    auto polled = source_->poll_batches(*this, timeout);
     if (!polled) {
       result = polled.error();
       break;
@@ -495,20 +600,47 @@ Status FetcherImpl::run(const std::atomic<bool>& stop) {
       break;
     }
     now = clock_ns(CLOCK_MONOTONIC);
-    if (paused_count_ > 0 && now >= next_retry) {
-      retry_paused();
-      next_retry = now + std::chrono::nanoseconds(kPausedRetry).count();
+    if (*polled > 0) {
+      next_service = std::min(next_service, now + kPublishedServiceNs);
+      if (next_commit == kNever) next_commit = now + commit_ns;
+    } else if (short_wait) {
+      if (now < wake_at && !stop.load(std::memory_order_relaxed)) {
+        const std::int64_t left = wake_at - now;
+        const timespec ts{0, static_cast<long>(left)};
+        ::nanosleep(&ts, nullptr);
+        now = clock_ns(CLOCK_MONOTONIC);
+      }
+    } else {
+      // Woken early (wake(), a group's segment, a stopped partition, a signal) or at a
+      // deadline: everything is looked at now.
+      next_service = now;
+      for (std::uint32_t i = 0; i < parts_.size(); ++i) check_stopped(i);
     }
-    if (now >= next_service) {
-      for (Partition& p : parts_) p.writer->service(now);
-      next_service = now + kServiceIntervalNs;
+    if (now >= next_look) {
+      next_service = now;
+      next_look = now + kGroupLookNs;
+    }
+    const bool service = now >= next_service;
+    if (service) {
+      next_service = kNever;
+      for (Partition& p : parts_) {
+        p.writer->service(now);  // reads the group watch empty
+        // The unacked queue is kept short between commits (while records flow, it would
+        // grow by a few MB in a commit interval).
+        if (count_live_groups(p, false) && !p.unacked.empty()) settle_acked(p, false);
+        next_service = std::min(next_service, p.writer->next_service_ns(now));
+      }
+      if (next_commit == kNever && commit_pending()) next_commit = now + commit_ns;
+    }
+    if (paused_count_ > 0 && (service || now >= next_retry)) {
+      retry_ns = retry_paused() ? kPausedRetryMinNs : std::min(2 * retry_ns, kPausedRetryMaxNs);
+      next_retry = now + retry_ns;
     }
     if (now >= next_commit) {
       commit_acked();
-      next_commit = now + commit_ns;
+      next_commit = commit_pending() ? now + commit_ns : kNever;
     }
   }
-  publish_dirty();
   commit_acked();
   shutdown();
   return result;

@@ -16,9 +16,18 @@
 //   with fenced groups only) acks nothing: nothing is committed, and once the ring is full
 //   fetching waits for a group instead of reusing space that nobody read.
 // - Backpressure: a full ring pauses its partition at the source; space is looked for
-//   again about every millisecond, and the refused record is the first one offered after.
+//   again after 50 us, then less often while none comes back (up to every millisecond),
+//   and the refused record is the first one offered after. A ring without a group waits
+//   for one to appear.
 // - A record that can never fit its ring stops that partition, with the reason in the
 //   status segment and stats(); the other partitions go on.
+// - Records go into a ring in the source's batches, each published with one commit.
+// - Idle, it sleeps in the source's poll: until records come, wake(), a group appears,
+//   or the reaper has work (RingWriter::next_service_ns: the 10 ms liveness checks while
+//   a leased group has consumers, lease deadlines, dead letters to store), a commit is
+//   due for records published and not committed yet, or a paused partition may find
+//   space; and at least once a second. With a source that cannot watch descriptors
+//   (Source::watch_readable), it also looks for new groups every 100 ms.
 #pragma once
 
 #include <atomic>
