@@ -1,8 +1,9 @@
 // The fetcher: records of a source land in the partition rings and reach exclusive and
 // shared consumers exactly once; a full ring pauses fetching without losing anything;
 // only what every group acked is committed upstream; a live namespace is refused, a dead
-// fetcher's one taken over; a clean stop removes every segment. The source is an
-// in-memory one the test controls (MemorySource below).
+// fetcher's one taken over; a clean stop removes every segment; an idle fetcher sleeps
+// until something is due, and a dead consumer's leases still come back at once. The
+// source is an in-memory one the test controls (MemorySource below).
 #include <gtest/gtest.h>
 #include <poll.h>
 #include <signal.h>
@@ -31,6 +32,7 @@
 #include "io/source.hpp"
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/fetcher.hpp"
+#include "ringfeed/writer.hpp"
 #include "shm/fetcher_layout.hpp"
 #include "shm/names.hpp"
 #include "shm/segment.hpp"
@@ -72,11 +74,14 @@ class MemorySource final : public io::Source {
     int resumes = 0;
   };
   struct State {
-    explicit State(std::uint32_t n) : parts(n) {}
+    explicit State(std::uint32_t n, bool watch = true) : parts(n), watchable(watch) {}
     mutable std::mutex mutex;
     std::vector<Partition> parts;
     int status_calls = 0;  // the fetcher asks at every commit pass: counts the passes
     int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    bool watchable;              // watch_readable() accepts descriptors
+    std::vector<int> watched;    // descriptors that end a poll while readable
+    std::vector<long> timeouts;  // of every poll, in milliseconds
 
     void wake() const {
       const std::uint64_t one = 1;
@@ -124,6 +129,13 @@ class MemorySource final : public io::Source {
   ringfeed::Result<std::size_t> poll(const io::RecordSink& sink,
                                      std::chrono::milliseconds timeout) override {
     const auto deadline = std::chrono::steady_clock::now() + timeout;
+    std::vector<pollfd> fds{{state_->efd, POLLIN, 0}};
+    {
+      std::lock_guard lock(state_->mutex);
+      state_->timeouts.push_back(static_cast<long>(timeout.count()));
+      for (const int fd : state_->watched) fds.push_back({fd, POLLIN, 0});
+    }
+    bool woken = false;
     for (;;) {
       std::size_t taken = 0;
       {
@@ -149,16 +161,28 @@ class MemorySource final : public io::Source {
           }
         }
       }
-      if (taken > 0) return taken;
-      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-          deadline - std::chrono::steady_clock::now());
+      if (taken > 0 || woken) return taken;
+      // Rounded up: the poll must not end before the time asked for.
+      const auto left =
+          std::chrono::ceil<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
       if (left.count() <= 0) return std::size_t{0};
-      pollfd pfd{state_->efd, POLLIN, 0};
-      if (::poll(&pfd, 1, static_cast<int>(left.count())) > 0) {
+      if (::poll(fds.data(), fds.size(), static_cast<int>(left.count())) > 0) {
+        // A watched descriptor: return, the caller reads it. wake() (or an append):
+        // look at the records once more, then return.
+        for (std::size_t i = 1; i < fds.size(); ++i) {
+          if (fds[i].revents != 0) return std::size_t{0};
+        }
         std::uint64_t drained = 0;
         [[maybe_unused]] const ssize_t r = ::read(state_->efd, &drained, sizeof drained);
+        woken = true;
       }
     }
+  }
+  bool watch_readable(int fd) override {
+    std::lock_guard lock(state_->mutex);
+    if (!state_->watchable) return false;
+    state_->watched.push_back(fd);
+    return true;
   }
   void resume(std::uint32_t p) override {
     std::lock_guard lock(state_->mutex);
@@ -260,7 +284,7 @@ ringfeed::PartitionStats stat(Fetcher& f, std::uint32_t p) {
 }
 
 // Waits for `passes` more commit passes of the fetcher (it asks the source for the
-// status of every partition at each).
+// status of every partition at each, and whenever a poll ended without records).
 bool wait_commit_passes(const MemorySource::State& s, int passes) {
   const int base = s.with([](const auto& st) { return st.status_calls; });
   return wait_until([&] {
@@ -418,7 +442,9 @@ TEST(Fetcher, CommitsOnlyWhatEveryGroupAcked) {
 TEST(Fetcher, WithoutGroupsNothingIsCommittedOrDropped) {
   const auto ns = unique_ns("nogroup");
   constexpr std::size_t kN = 200;
-  auto state = std::make_shared<MemorySource::State>(1);
+  // A source that cannot watch the rings' descriptors: the fetcher looks for the group
+  // that comes later by itself.
+  auto state = std::make_shared<MemorySource::State>(1, false);
   Running f(start({.ns = ns, .ring_bytes = 4096, .commit_interval = 5ms}, state));
   state->append_n(0, kN, 100);
   ASSERT_TRUE(wait_until([&] { return stat(*f, 0).paused; }));
@@ -557,6 +583,199 @@ TEST(Fetcher, DeadLettersGoToTheLogAndCountAsAcked) {
   EXPECT_EQ(stat(*f, 0).warning, "");
   EXPECT_TRUE(f.end().ok());
   std::filesystem::remove_all(dir_template);
+}
+
+// The timeouts the fetcher asked its source for since poll number `from`.
+std::vector<long> timeouts_since(const MemorySource::State& s, std::size_t from) {
+  return s.with([&](const auto& st) {
+    return std::vector<long>(
+        st.timeouts.begin() + static_cast<std::ptrdiff_t>(std::min(from, st.timeouts.size())),
+        st.timeouts.end());
+  });
+}
+std::size_t polls(const MemorySource::State& s) {
+  return s.with([](const auto& st) { return st.timeouts.size(); });
+}
+// Whether the last `n` polls since `from` all waited at most `ms` milliseconds.
+bool last_waits_at_most(const MemorySource::State& s, std::size_t from, std::size_t n, long ms) {
+  const auto t = timeouts_since(s, from);
+  return t.size() >= n && std::all_of(t.end() - static_cast<std::ptrdiff_t>(n), t.end(),
+                                      [&](long v) { return v <= ms; });
+}
+bool last_wait_at_least(const MemorySource::State& s, long ms) {
+  return s.with([&](const auto& st) { return !st.timeouts.empty() && st.timeouts.back() >= ms; });
+}
+
+// With nothing to fetch and nobody consuming, the fetcher sleeps in its source's poll
+// for as long as it may (a second); a consumer of a shared group brings the reaper's
+// 10 ms liveness checks (not its 20 ms look for consumers), which end when it leaves
+// after acking everything; a stop does not wait out a sleep. (Commits are an hour apart
+// here, so that they do not shorten the sleeps.)
+TEST(Fetcher, AnIdleFetcherSleepsUntilSomethingIsDue) {
+  const auto ns = unique_ns("idle");
+  auto state = std::make_shared<MemorySource::State>(1);
+  Running f(start({.ns = ns, .ring_bytes = 1 << 16, .commit_interval = 1h}, state));
+  ASSERT_TRUE(wait_until([&] { return last_wait_at_least(*state, 900); }))
+      << "it never asked for a long sleep";
+
+  auto c = attach(ns, 0, "s", Mode::shared);
+  ASSERT_TRUE(c);
+  state->append(0, "k", "v");  // records published: the reaper looks at the groups soon
+  ASSERT_TRUE(wait_until([&] { return stat(*f, 0).messages == 1; }));
+  const std::size_t published_at = polls(*state);
+  ASSERT_TRUE(wait_until([&] { return last_waits_at_most(*state, published_at, 5, 10); }))
+      << "timeouts since the record was published: "
+      << ::testing::PrintToString(timeouts_since(*state, published_at));
+
+  EXPECT_EQ(consume(*c, 1), offsets(0, 1));
+  c.reset();
+  ASSERT_TRUE(wait_until([&] { return last_wait_at_least(*state, 900); }))
+      << "timeouts: " << ::testing::PrintToString(timeouts_since(*state, published_at));
+
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(f.end().ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 500ms) << "stop waited for the sleep to end";
+  EXPECT_EQ(state->with([](const auto& s) { return s.parts[0].committed; }), kStride);
+}
+
+// A consumer of a shared group takes messages under 30 s leases and is killed. Its
+// leases come back within the reaper's liveness checks, not at their expiry, though the
+// fetcher has nothing else to do.
+TEST(Fetcher, ADeadConsumersLeasesComeBackWithoutWaitingForTheirExpiry) {
+  const auto ns = unique_ns("deadlease");
+  int go[2];
+  int took[2];
+  ASSERT_EQ(::pipe(go), 0);
+  ASSERT_EQ(::pipe(took), 0);
+  // Forked before the fetcher's thread starts.
+  const pid_t child = fork_child([&] {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    char b = 0;
+    if (::read(go[0], &b, 1) != 1) return 2;
+    auto c = Consumer::attach({.ns = ns, .partition = 0, .group = "s", .mode = Mode::shared});
+    if (!c) return 3;
+    std::size_t n = 0;
+    for (int i = 0; i < 100 && n < 10; ++i) n += (*c)->pop(10 - n, 100ms).size();
+    if (n != 10) return 4;
+    const char one = 1;
+    if (::write(took[1], &one, 1) != 1) return 5;
+    ::pause();  // holds the leases until killed
+    return 6;
+  });
+  ASSERT_GT(child, 0);
+  struct Reaper {
+    pid_t pid;
+    ~Reaper() {
+      if (pid > 0) {
+        ::kill(pid, SIGKILL);
+        wait_child(pid, 0ms);
+      }
+    }
+  } reaper{child};
+  auto state = std::make_shared<MemorySource::State>(1);
+  Running f(start({.ns = ns, .ring_bytes = 1 << 16}, state));
+  auto keep = attach(ns, 0, "s", Mode::shared);
+  ASSERT_TRUE(keep);
+  state->append_n(0, 10);
+  ASSERT_TRUE(wait_until([&] { return stat(*f, 0).messages == 10; }));
+  const char one = 1;
+  ASSERT_EQ(::write(go[1], &one, 1), 1);
+  char byte = 0;
+  ASSERT_EQ(::read(took[0], &byte, 1), 1) << "the child did not take the messages";
+
+  ASSERT_EQ(::kill(child, SIGKILL), 0);
+  EXPECT_EQ(wait_child(child), -1);
+  reaper.pid = 0;
+  const auto t0 = std::chrono::steady_clock::now();
+  std::vector<std::uint64_t> got;
+  ASSERT_TRUE(wait_until(
+      [&] {
+        const auto& batch = keep->pop(10, 5ms);
+        for (const auto& m : batch) {
+          EXPECT_EQ(m.delivery_count(), 2u);
+          got.push_back(m.offset());
+        }
+        if (!batch.empty()) {
+          EXPECT_EQ(keep->ack(batch), ringfeed::AckStatus::ok);
+        }
+        return got.size() == 10;
+      },
+      20s));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "came back by expiry, not the reaper";
+  std::sort(got.begin(), got.end());
+  EXPECT_EQ(got, offsets(0, 10));
+  EXPECT_TRUE(f.end().ok());
+  for (int fd : {go[0], go[1], took[0], took[1]}) ::close(fd);
+}
+
+// RingWriter::next_service_ns, which the fetcher sleeps by, with a clock the test
+// controls: nothing due without leased groups or consumers; the 10 ms liveness checks
+// while a shared group has a consumer; a lease deadline sooner than that; a look every
+// 20 ms for consumers while messages wait in a group nobody consumes; nothing once all
+// is acked and nobody is attached.
+TEST(FetcherReaper, NextServiceFollowsConsumersLeasesAndDeadlines) {
+  const auto ns = unique_ns("reaper");
+  constexpr std::int64_t kMs = 1'000'000;
+  std::atomic<std::int64_t> now{1'000 * kMs};
+  auto w = ringfeed::Writer::create({.ns = ns, .partition = 0, .capacity = 1 << 16});
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  ringfeed::Writer& writer = *w.value();
+  constexpr std::int64_t kNone = ringfeed::Writer::kNoServiceDue;
+  auto next = [&] {
+    writer.service(now.load());
+    return writer.next_service_ns(now.load());
+  };
+  EXPECT_EQ(next(), kNone);
+  auto ex = Consumer::attach({.ns = ns, .group = "ex", .mode = Mode::exclusive});
+  ASSERT_TRUE(ex.ok()) << ex.error().message;
+  EXPECT_EQ(next(), kNone) << "an exclusive group gives the reaper nothing to do";
+
+  auto shared = [&](std::chrono::milliseconds lease) {
+    auto c = Consumer::attach({.ns = ns,
+                               .group = "s",
+                               .mode = Mode::shared,
+                               .lease = lease,
+                               .group_settings = {.lease_window = 1024, .lease_ms = 1000},
+                               .clock = [&] { return now.load(); }});
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    return c.ok() ? std::move(c.value()) : nullptr;
+  };
+  auto a = shared(1000ms);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(next(), now.load() + 10 * kMs) << "the liveness checks of a consumer";
+
+  for (int i = 0; i < 3; ++i) {
+    const std::string v = "m" + std::to_string(i);
+    ringfeed::OutMessage m{.value = v, .upstream_offset = static_cast<std::uint64_t>(i)};
+    ASSERT_EQ(writer.publish({&m, 1}, 1s), 1u);
+  }
+  auto b = shared(3ms);
+  ASSERT_TRUE(b);
+  const auto& held = b->pop(1, 0ns);
+  ASSERT_EQ(held.size(), 1u);
+  now += 1 * kMs;
+  EXPECT_EQ(next(), now.load() + 2 * kMs) << "the deadline of a lease, sooner than liveness";
+  now += 2 * kMs;
+  EXPECT_LE(next(), now.load() + 10 * kMs);  // expired: available again, liveness remains
+
+  b.reset();
+  a.reset();
+  now += 20 * kMs;
+  EXPECT_EQ(next(), now.load() + 20 * kMs) << "messages wait in a group nobody consumes";
+  auto c = shared(1000ms);
+  ASSERT_TRUE(c);
+  std::size_t acked = 0;
+  for (int i = 0; i < 10 && acked < 3; ++i) {
+    const auto& batch = c->pop(3, 0ns);
+    acked += batch.size();
+    if (!batch.empty()) {
+      EXPECT_EQ(c->ack(batch), ringfeed::AckStatus::ok);
+    }
+  }
+  ASSERT_EQ(acked, 3u);
+  c.reset();
+  now += 20 * kMs;
+  EXPECT_EQ(next(), kNone) << "everything acked, nobody attached";
 }
 
 // The first fetcher runs in a child process with a consumer group attached, and is

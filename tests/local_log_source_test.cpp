@@ -2,8 +2,12 @@
 // partitions (framed and lines), tailing woken by inotify, partial and oversized
 // records, a corrupt record that stops only its partition, truncation, pause/resume,
 // checkpoints (round trip, restart, damaged, past the end, off a boundary), URIs,
-// wake(), and a file that appears after open.
+// wake(), and a file that appears after open; batches (poll_batches): partitions in
+// turns, a partial take, damage in the middle of a batch reported as decode() reports
+// it, a dead-letter record in a log; watch_readable().
 #include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -18,7 +22,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <random>
+#include <span>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -824,4 +831,208 @@ TEST(LocalLogSource, RemovedDirectoryFailsTheWholeSource) {
     }
     return failed;
   }));
+}
+
+// ---- Batches (poll_batches) -------------------------------------------------------
+
+// A BatchSink that keeps every call, and takes all of each batch unless `limit` says
+// how many to take of the next batch of a partition.
+struct BatchLog final : io::BatchSink {
+  struct Call {
+    std::uint32_t partition;
+    std::vector<Got> records;
+  };
+  std::vector<Call> calls;
+  std::map<std::uint32_t, std::size_t> limit;
+  std::size_t take(std::uint32_t partition, std::span<const io::SourceRecord> records) override {
+    Call c{partition, {}};
+    std::size_t n = records.size();
+    if (auto it = limit.find(partition); it != limit.end()) {
+      n = std::min(n, it->second);
+      limit.erase(it);
+    }
+    for (std::size_t i = 0; i < n; ++i) c.records.push_back(copy(records[i]));
+    // What was offered, taken or not.
+    offered += records.size();
+    calls.push_back(std::move(c));
+    return n;
+  }
+  std::vector<Got> of(std::uint32_t p) const {
+    std::vector<Got> out;
+    for (const Call& c : calls) {
+      if (c.partition == p) out.insert(out.end(), c.records.begin(), c.records.end());
+    }
+    return out;
+  }
+  std::size_t offered = 0;
+};
+
+// Polls with `sink` until `done` or 30 s.
+bool poll_until(io::Source& s, io::BatchSink& sink, const std::function<bool()>& done) {
+  return ringfeed::test::wait_until([&] {
+    auto r = s.poll_batches(sink, 50ms);
+    EXPECT_TRUE(r.ok()) << r.error().message;
+    return done();
+  });
+}
+
+// Records come in batches of one partition, consecutive, the partitions taking turns
+// batch by batch; a sink that takes part of a batch pauses the partition at the first
+// record it left, which is offered first after resume.
+TEST(LocalLogSource, BatchesComeInTurnsAndAPartialTakePauses) {
+  TempDir dir;
+  constexpr std::uint32_t kN = 1000;
+  const auto w0 = append_records(dir.log(0), 0, 0, kN);
+  append_records(dir.log(1), 1, 0, kN);
+  auto s = open_ok(dir.uri());
+  ASSERT_TRUE(s);
+  BatchLog sink;
+  ASSERT_TRUE(
+      poll_until(*s, sink, [&] { return sink.of(0).size() + sink.of(1).size() == 2 * kN; }));
+  for (std::uint32_t p = 0; p < 2; ++p) expect_in_order(sink.of(p), p, 0, kN, 0);
+  std::size_t largest = 0;
+  for (const auto& c : sink.calls) {
+    largest = std::max(largest, c.records.size());
+    for (const Got& g : c.records) EXPECT_EQ(g.partition, c.partition);
+  }
+  EXPECT_GT(largest, 1u) << "one record per call is no batch";
+  // While both have records, neither gets two batches in a row.
+  const auto first_of_1 = std::find_if(sink.calls.begin(), sink.calls.end(),
+                                       [](const auto& c) { return c.partition == 1; });
+  ASSERT_NE(first_of_1, sink.calls.end());
+  EXPECT_LE(first_of_1 - sink.calls.begin(), 1) << "partition 1 waited for partition 0's batches";
+
+  // A partial take: 10 of the next batch of partition 0.
+  TempDir more;
+  const auto m0 = append_records(more.log(0), 0, 0, 300);
+  append_records(more.log(1), 1, 0, 300);
+  auto t = open_ok(more.uri());
+  ASSERT_TRUE(t);
+  BatchLog part;
+  part.limit[0] = 10;
+  ASSERT_TRUE(poll_until(*t, part, [&] { return part.of(1).size() == 300; }));
+  EXPECT_EQ(part.of(0).size(), 10u);
+  EXPECT_TRUE(t->status(0).paused);
+  EXPECT_EQ(t->status(0).fetched, m0[10].offset);
+  const std::size_t offered = part.offered;
+  EXPECT_TRUE(drain(*t).empty());
+  EXPECT_EQ(part.offered, offered) << "a paused partition is offered nothing";
+  t->resume(0);
+  BatchLog rest;
+  ASSERT_TRUE(poll_until(*t, rest, [&] { return rest.of(0).size() == 290; }));
+  ASSERT_FALSE(rest.calls.empty());
+  EXPECT_EQ(rest.calls.front().records.front().offset, m0[10].offset);
+  expect_in_order(rest.of(0), 0, 10, 290, m0[10].offset);
+}
+
+// What decode() says of the record at `offset` of `path` (the source's error is this,
+// after the file's name).
+std::string decode_error_at(const std::string& path, std::uint64_t offset) {
+  std::ifstream in(path, std::ios::binary);
+  std::string bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto d = io::decode(std::as_bytes(std::span(bytes)).subspan(offset), offset,
+                            io::OffsetCheck::equals_position);
+  EXPECT_EQ(d.status, io::DecodeStatus::corrupt);
+  return d.error;
+}
+
+// Damage in the middle of what one read brings in: the records before it are handed
+// out, and the partition stops with the error decode() gives for that record: a CRC
+// that does not match (partition 0), a record with a good CRC in the wrong place
+// (partition 1). A dead-letter record in a log is a record like any other (partition 2).
+TEST(LocalLogSource, DamageInTheMiddleOfABatchIsReportedAsDecodeReportsIt) {
+  TempDir dir;
+  const auto w0 = append_records(dir.log(0), 0, 0, 40);
+  {
+    const int fd = ::open(dir.log(0).c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(::pwrite(fd, "X", 1, static_cast<off_t>(w0[17].offset + io::kLogHeaderSize + 2)), 1);
+    ::close(fd);
+  }
+  append_records(dir.log(1), 1, 0, 25);
+  const std::uint64_t spliced_at = file_size(dir.log(1));
+  append_raw(dir.log(1), encoded(spliced_at + 64, "k", "spliced"));
+  append_records(dir.log(1), 1, 25, 5);
+  append_records(dir.log(2), 2, 0, 5);
+  const std::uint64_t letter_at = file_size(dir.log(2));
+  {
+    io::RecordView dl{.kind = io::RecordKind::dead_letter,
+                      .timestamp_ns = 7,
+                      .upstream_offset = letter_at,
+                      .key = "dk",
+                      .value = "dead",
+                      .delivery_count = 3,
+                      .group = "g",
+                      .reason = "rejected"};
+    std::string out(io::encoded_size(dl), '\0');
+    ASSERT_EQ(io::encode(dl, {reinterpret_cast<std::byte*>(out.data()), out.size()}).status,
+              io::EncodeStatus::ok);
+    append_raw(dir.log(2), out);
+  }
+  append_records(dir.log(2), 2, 5, 5);
+
+  auto s = open_ok(dir.uri());
+  ASSERT_TRUE(s);
+  BatchLog sink;
+  ASSERT_TRUE(poll_until(*s, sink, [&] {
+    return s->status(0).stopped && s->status(1).stopped && sink.of(2).size() == 11;
+  }));
+  EXPECT_TRUE(drain(*s).empty());
+  expect_in_order(sink.of(0), 0, 0, 17, 0);
+  EXPECT_EQ(s->status(0).fetched, w0[17].offset);
+  EXPECT_EQ(s->status(0).error, dir.log(0) + ": " + decode_error_at(dir.log(0), w0[17].offset));
+  EXPECT_TRUE(contains(s->status(0).error, "CRC32C")) << s->status(0).error;
+  expect_in_order(sink.of(1), 1, 0, 25, 0);
+  EXPECT_EQ(s->status(1).error, dir.log(1) + ": " + decode_error_at(dir.log(1), spliced_at));
+  EXPECT_TRUE(contains(s->status(1).error, "spliced")) << s->status(1).error;
+
+  const auto p2 = sink.of(2);
+  ASSERT_EQ(p2.size(), 11u);
+  EXPECT_EQ(p2[5].offset, letter_at);
+  EXPECT_EQ(p2[5].key, "dk");
+  EXPECT_EQ(p2[5].value, "dead");
+  EXPECT_EQ(p2[5].timestamp_ns, 7);
+  EXPECT_EQ(p2[6].offset, p2[5].next);
+  EXPECT_EQ(p2[10].value, value_of(2, 9));
+  EXPECT_FALSE(s->status(2).stopped);
+}
+
+// A descriptor given to watch_readable() ends a poll while it is readable, until the
+// caller reads it; a descriptor that cannot be watched is refused.
+TEST(LocalLogSource, WatchedDescriptorEndsAPoll) {
+  TempDir dir;
+  auto s = open_ok(dir.uri());
+  ASSERT_TRUE(s);
+  EXPECT_FALSE(s->watch_readable(-1));
+  const int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  ASSERT_GE(efd, 0);
+  ASSERT_TRUE(s->watch_readable(efd));
+  auto nothing = [](const io::SourceRecord&) { return true; };
+  const auto t0 = std::chrono::steady_clock::now();
+  {
+    WhilePolling writer([&] {
+      const std::uint64_t one = 1;
+      ASSERT_EQ(::write(efd, &one, sizeof one), 8);
+    });
+    writer.start();
+    auto r = s->poll(nothing, 60s);
+    ASSERT_TRUE(r.ok()) << r.error().message;
+    EXPECT_EQ(*r, 0u);
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 30s) << "returned by its timeout";
+  // Still readable: the next poll returns at once.
+  const auto t1 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(s->poll(nothing, 60s).ok());
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 30s);
+  // Read: a poll waits its time again.
+  std::uint64_t value = 0;
+  ASSERT_EQ(::read(efd, &value, sizeof value), 8);
+  const auto t2 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(s->poll(nothing, 100ms).ok());
+  EXPECT_GE(std::chrono::steady_clock::now() - t2, 90ms);
+  // Records still come while a watch is armed.
+  append_records(dir.log(0), 0, 0, 3);
+  EXPECT_EQ(collect(*s, 3).size(), 3u);
+  s.reset();
+  ::close(efd);
 }
