@@ -259,12 +259,15 @@ std::unique_ptr<Consumer> attach(const std::string& ns, std::uint32_t partition,
   return c.ok() ? std::move(c.value()) : nullptr;
 }
 
-// Pops and acks until `n` messages arrived (or 30 s passed); returns their offsets.
-std::vector<std::uint64_t> consume(Consumer& c, std::size_t n) {
+// Pops and acks until `n` messages arrived (or 30 s passed); returns their offsets. A
+// slow consumer takes at most `per_pop` at a time and rests `rest` after each.
+std::vector<std::uint64_t> consume(Consumer& c, std::size_t n, std::size_t per_pop = SIZE_MAX,
+                                   std::chrono::milliseconds rest = 0ms) {
   std::vector<std::uint64_t> got;
   const auto deadline = std::chrono::steady_clock::now() + 30s;
   while (got.size() < n && std::chrono::steady_clock::now() < deadline) {
-    const auto& batch = c.pop(n - got.size(), 10ms);
+    if (rest > 0ms && !got.empty()) std::this_thread::sleep_for(rest);
+    const auto& batch = c.pop(std::min(n - got.size(), per_pop), 10ms);
     for (const auto& m : batch) got.push_back(m.offset());
     if (!batch.empty()) {
       EXPECT_EQ(c.ack(batch), ringfeed::AckStatus::ok);
@@ -378,8 +381,9 @@ TEST(Fetcher, RecordsReachExclusiveAndSharedGroupsExactlyOnce) {
 }
 
 // A ring of 4 KiB holds about 25 of these records. Nothing is consumed at first: the
-// fetcher pauses the partition. Then the consumer takes all 400 in order: the fetcher
-// resumed every time space came back, and nothing was lost or repeated.
+// fetcher pauses the partition. Then the consumer takes all 400 in order, 10 at a time
+// and slower than the fetcher: the fetcher resumed every time space came back and
+// paused again, and nothing was lost or repeated.
 TEST(Fetcher, FullRingPausesFetchingAndLosesNothing) {
   const auto ns = unique_ns("backpressure");
   constexpr std::size_t kN = 400;
@@ -396,7 +400,7 @@ TEST(Fetcher, FullRingPausesFetchingAndLosesNothing) {
   EXPECT_EQ(paused.ring_capacity, 4096u);
   EXPECT_TRUE(state->with([](const auto& s) { return s.parts[0].paused; }));
 
-  EXPECT_EQ(consume(*c, kN), offsets(0, kN));
+  EXPECT_EQ(consume(*c, kN, 10, 1ms), offsets(0, kN));
   const auto [pauses, resumes] =
       state->with([](const auto& s) { return std::pair(s.parts[0].pauses, s.parts[0].resumes); });
   EXPECT_GT(pauses, 1);
