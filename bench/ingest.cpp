@@ -18,6 +18,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -27,6 +28,7 @@
 #include "commands.hpp"
 #include "harness.hpp"
 #include "io/framed_record.hpp"
+#include "io/local_log_source.hpp"
 #include "io/log_appender.hpp"
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/fetcher.hpp"
@@ -44,6 +46,10 @@ with io::LogAppender, fsynced, and read once: every run then reads them from a w
 cache (nothing is dropped from it). Each run measures, on the same files:
   plain read      read(2) of each file from start to end into one 1 MiB buffer
   read + decode   the same, plus io::decode (CRC32C and offset check) of every record
+  source alone    the local-log source of the fetcher (io::open_local_log, then
+                  poll_batches until every record was handed out) into a sink that
+                  takes each batch and keeps nothing: its io_uring reads into the
+                  registered buffers, batch decode and CRC32C, no ring (clock after open)
   ringfeed        a fetcher process (Fetcher::start on file:DIR, then run) publishing
                   into one ring per partition, and one consumer process per partition
                   (exclusive group) that pops up to --batch messages, checks each value's
@@ -358,6 +364,41 @@ void remove_checkpoints(const Options& o, const std::string& dir) {
   for (std::uint32_t p = 0; p < o.partitions; ++p) {
     ::unlink((dir + "/" + std::to_string(p) + ".checkpoint").c_str());
   }
+}
+
+// The fetcher's source alone, in this process: every record of the logs through
+// io::Source::poll_batches into a sink that keeps nothing (from offset 0: no checkpoints).
+ReadResult source_alone(const Options& o, const std::string& dir) {
+  struct Drop final : io::BatchSink {
+    std::uint64_t records = 0;
+    std::uint64_t value_bytes = 0;
+    std::size_t take(std::uint32_t, std::span<const io::SourceRecord> batch) override {
+      records += batch.size();
+      for (const io::SourceRecord& r : batch) value_bytes += r.value.size();
+      return batch.size();
+    }
+  } sink;
+  remove_checkpoints(o, dir);
+  auto s = io::open_local_log(dir, {.partitions = static_cast<std::uint32_t>(o.partitions)},
+                              "file:" + dir);
+  if (!s) throw std::runtime_error("source alone: " + s.error().message);
+  ReadResult res;
+  const std::int64_t start = now_ns();
+  while (sink.records < o.count) {
+    auto polled = (*s)->poll_batches(sink, std::chrono::seconds(1));
+    if (!polled) throw std::runtime_error("source alone: " + polled.error().message);
+    if (*polled == 0 && now_ns() - start > 60'000'000'000) {
+      throw std::runtime_error("source alone: " + std::to_string(sink.records) + " of " +
+                               std::to_string(o.count) + " records in 60 s");
+    }
+  }
+  res.seconds = static_cast<double>(now_ns() - start) / 1e9;
+  res.records = sink.records;
+  if (sink.records != o.count || sink.value_bytes != o.count * o.value_bytes) {
+    throw std::runtime_error("source alone: " + std::to_string(sink.records) + " records of " +
+                             std::to_string(o.count) + " written");
+  }
+  return res;
 }
 
 // The ringfeed throughput measurement of one run; false after a failure (in ctl.rv).
@@ -783,6 +824,7 @@ int ingest_main(ArgReader& args) {
     arm_watchdog(watchdog);
     const ReadResult plain = read_logs(o, logs, false);
     const ReadResult decoded = read_logs(o, logs, true);
+    const ReadResult source = source_alone(o, logs);
     std::vector<IngestRun> ing(o.ring_mb.size());
     for (std::size_t r = 0; r < o.ring_mb.size(); ++r) {
       SharedObject<IngestControl> ctl;
@@ -822,9 +864,14 @@ int ingest_main(ArgReader& args) {
     std::printf("  %-34s %11s %12s  / plain read %.3f\n", "read + io::decode",
                 mb_rate(b, decoded.seconds).c_str(), format_rate(n / decoded.seconds).c_str(),
                 plain.seconds / decoded.seconds);
+    std::printf("  %-34s %11s %12s  / plain read %.3f\n", "local-log source alone",
+                mb_rate(b, source.seconds).c_str(), format_rate(n / source.seconds).c_str(),
+                plain.seconds / source.seconds);
     fig.add("plain MB/s", b / plain.seconds / 1e6);
     fig.add("decode MB/s", b / decoded.seconds / 1e6);
     fig.add("decode / plain", plain.seconds / decoded.seconds);
+    fig.add("source MB/s", b / source.seconds / 1e6);
+    fig.add("source / plain", plain.seconds / source.seconds);
     for (std::size_t r = 0; r < o.ring_mb.size(); ++r) {
       const IngestRun& g = ing[r];
       const std::string name = ringfeed_name(o.ring_mb[r]);
@@ -862,6 +909,9 @@ int ingest_main(ArgReader& args) {
   std::printf("  %-34s %8.0f MB/s %12s  / plain read %.3f\n", "read + io::decode",
               fig.median("decode MB/s"), records_per_s(fig.median("decode MB/s")).c_str(),
               fig.median("decode / plain"));
+  std::printf("  %-34s %8.0f MB/s %12s  / plain read %.3f\n", "local-log source alone",
+              fig.median("source MB/s"), records_per_s(fig.median("source MB/s")).c_str(),
+              fig.median("source / plain"));
   for (const std::uint64_t mb : o.ring_mb) {
     const std::string name = ringfeed_name(mb);
     std::printf("  %-34s %8.0f MB/s %12s  / plain read %.3f  / read + decode %.3f\n", name.c_str(),
