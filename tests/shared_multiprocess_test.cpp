@@ -256,11 +256,19 @@ TEST(SharedMultiProcess, ConsumersKilledAtRandomMomentsLoseNothing) {
   for (pid_t p : kids) EXPECT_EQ(ringfeed::test::wait_child(p, 30s), 0);
   EXPECT_GE(kills, 50);
   std::uint64_t duplicates = 0;
+  std::uint64_t lost = 0;
   for (std::uint64_t i = 0; i < kCount; ++i) {
     const auto settled = ledger->acked[i].load() + ledger->dead[i].load();
-    ASSERT_GE(settled, 1u) << "message " << i << " was lost";
+    if (settled == 0) {
+      if (++lost <= 5) {
+        ADD_FAILURE() << "message " << i << " was lost (delivered " << ledger->deliveries[i].load()
+                      << " times)";
+      }
+      continue;
+    }
     duplicates += settled - 1;
   }
+  EXPECT_EQ(lost, 0u);
   EXPECT_LE(duplicates, held_at_kills);
   std::printf("%d kills, %llu leases held at the kills, %llu settled twice\n", kills,
               static_cast<unsigned long long>(held_at_kills),
