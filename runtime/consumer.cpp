@@ -169,7 +169,9 @@ Status Consumer::claim_slot() {
       std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
       if (owner != 0 && (pass == 0 || shm::owner_alive(owner))) continue;
       if (owner != 0 && uses_leases(options_.mode)) {
-        leases_.reap(now_lease_ms(), 1ull << i, max_deliveries_, dead_);
+        std::uint64_t words[shm::kGroupSlots] = {};
+        words[i] = owner;
+        leases_.reap(now_lease_ms(), 1ull << i, max_deliveries_, dead_, nullptr, words);
       }
       if (slot.owner.compare_exchange_strong(owner, owner_, std::memory_order_acq_rel)) {
         owner_word_ = &slot.owner;

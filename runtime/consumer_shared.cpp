@@ -137,7 +137,9 @@ std::uint64_t Consumer::reap_dead_slots(std::uint64_t candidates) {
     if (owner == 0) {
       gone |= 1ull << i;
     } else if (!shm::owner_alive(owner)) {
-      leases_.reap(now_lease_ms(), 1ull << i, max_deliveries_, dead_);
+      std::uint64_t words[shm::kGroupSlots] = {};
+      words[i] = owner;
+      leases_.reap(now_lease_ms(), 1ull << i, max_deliveries_, dead_, nullptr, words);
       dead_lettered_ += dead_.size();
       dead_.clear();
       group_->slots[i].owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);

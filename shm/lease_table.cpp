@@ -259,7 +259,8 @@ std::uint64_t LeaseTable::advance_low() {
 
 std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
                                std::uint32_t max_deliveries, std::vector<std::uint64_t>& dead,
-                               std::vector<std::pair<std::uint64_t, std::uint64_t>>* abandoned) {
+                               std::vector<std::pair<std::uint64_t, std::uint64_t>>* abandoned,
+                               const std::uint64_t* dead_words) {
   const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
   const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
   if (d < low || d - low > mask_ + 1ull) return 0;
@@ -291,7 +292,10 @@ std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
         break;
       }
       if (l.state != LeaseState::leased) break;
-      const bool owner_dead = ((dead_owners >> l.owner) & 1u) != 0;
+      const bool owner_dead =
+          ((dead_owners >> l.owner) & 1u) != 0 &&
+          (dead_words == nullptr ||
+           group_->slots[l.owner].owner.load(std::memory_order_acquire) == dead_words[l.owner]);
       if (!owner_dead && !deadline_passed(l.deadline_ms, now_ms)) break;
       Lease next = l;
       if (!owner_dead && keeps_leases(l.owner, now_ms)) {

@@ -107,9 +107,15 @@ class LeaseTable {
   // write them) is made available, its delivery not counted. If its consumer was only
   // slow after all, its own CAS fails and it does not deliver the message: nothing is
   // lost or delivered twice either way.
+  //
+  // `dead_words` (optional): the owner word each slot of `dead_owners` had when it was
+  // found dead. A lease counts as a dead owner's only while its slot still holds that
+  // word (checked after the lease was read): a slot reclaimed meanwhile by a live
+  // consumer keeps that consumer's leases.
   std::uint32_t reap(std::uint32_t now_ms, std::uint64_t dead_owners, std::uint32_t max_deliveries,
                      std::vector<std::uint64_t>& dead,
-                     std::vector<std::pair<std::uint64_t, std::uint64_t>>* abandoned = nullptr);
+                     std::vector<std::pair<std::uint64_t, std::uint64_t>>* abandoned = nullptr,
+                     const std::uint64_t* dead_words = nullptr);
 
   // Milliseconds since the group's epoch (lease deadlines are kept in that unit).
   // Unsigned arithmetic: the epoch comes from shared memory and may be anything; every

@@ -419,10 +419,14 @@ void RingWriter::service(std::int64_t now_ns) {
   for (TrackedGroup& g : groups_) {
     if (g.fenced || !uses_leases(g.mode)) continue;
     std::uint64_t dead_owners = 0;
+    std::uint64_t dead_words[kGroupSlots] = {};
     if (check_liveness) {
       for (std::uint32_t i = 0; i < kGroupSlots; ++i) {
         const std::uint64_t owner = g.control->slots[i].owner.load(std::memory_order_acquire);
-        if (owner != 0 && !owner_alive(owner)) dead_owners |= 1ull << i;
+        if (owner != 0 && !owner_alive(owner)) {
+          dead_owners |= 1ull << i;
+          dead_words[i] = owner;
+        }
       }
     }
     const std::uint32_t now_ms = LeaseTable::to_lease_ms(now_ns, g.epoch_ns);
@@ -432,7 +436,7 @@ void RingWriter::service(std::int64_t now_ns) {
     // normal there, not abandoned.
     const bool judge_abandoned = check_liveness && g.mode != Mode::key_shared;
     g.leases.reap(now_ms, dead_owners, g.max_deliveries, dead_,
-                  judge_abandoned ? &g.abandoned : nullptr);
+                  judge_abandoned ? &g.abandoned : nullptr, dead_words);
     // Slots of dead consumers are free once their leases are back.
     for (std::uint32_t i = 0; i < kGroupSlots; ++i) {
       if (((dead_owners >> i) & 1u) == 0) continue;

@@ -12,6 +12,7 @@
 
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/writer.hpp"
+#include "shm/lease_table.hpp"
 #include "shm/names.hpp"
 #include "shm/process.hpp"
 #include "shm/segment.hpp"
@@ -545,6 +546,36 @@ TEST_F(Shared, AutoExtendEndsWhenTheHeartbeatStops) {
   ASSERT_EQ(moved.size(), 1u);
   EXPECT_EQ(moved[0].delivery_count(), 2u);
   EXPECT_EQ((*hung)->ack(held[0]), AckStatus::lease_lost);
+}
+
+// The reaper found slot 0's owner dead, but by the time it reaps, a live consumer holds
+// the slot: that consumer's leases stay. Only leases whose slot still holds the dead
+// owner's word are returned.
+TEST_F(Shared, AReclaimedSlotKeepsItsNewOwnersLeases) {
+  auto a = consumer();
+  ASSERT_TRUE(a);
+  publish(0, 1);
+  auto held = take(*a, 1);
+  ASSERT_EQ(held.size(), 1u);
+  auto seg = ringfeed::shm::Segment::open(ringfeed::shm::group_segment_name(ns_, 0, "s"),
+                                          ringfeed::shm::Access::read_write);
+  ASSERT_TRUE(seg.ok());
+  auto* g = reinterpret_cast<ringfeed::shm::GroupControl*>(seg->base());
+  ringfeed::shm::LeaseTable table(g, 1024);
+  const std::uint32_t now_ms =
+      ringfeed::shm::LeaseTable::to_lease_ms(clock_.now.load(), g->epoch_ns);
+  std::vector<std::uint64_t> dead;
+  std::uint64_t words[ringfeed::shm::kGroupSlots] = {};
+  words[0] = ringfeed::shm::pack_owner({1, 12345});  // the dead process that had slot 0
+  EXPECT_EQ(table.reap(now_ms, 1, 5, dead, nullptr, words), 0u);
+  EXPECT_EQ(a->ack(held[0]), AckStatus::ok) << "the live owner's lease was kept";
+
+  publish(1, 1);
+  auto next = take(*a, 1);
+  ASSERT_EQ(next.size(), 1u);
+  words[0] = g->slots[0].owner.load();  // now the slot's word itself was found dead
+  EXPECT_EQ(table.reap(now_ms, 1, 5, dead, nullptr, words), 1u);
+  EXPECT_EQ(a->ack(next[0]), AckStatus::lease_lost);
 }
 
 TEST_F(Shared, RunInExclusiveModeRedeliversANackToTheSameConsumer) {
