@@ -62,7 +62,10 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
 
   scan.blocked.clear();
   std::uint32_t n = 0;
-  std::uint64_t taken_end = 0;
+  // Dispatch is raised past a sequence before its lease is written, never after: the
+  // reaper looks at leases below dispatch only, and a consumer killed between the two
+  // must not leave a lease it cannot see (its slot's next owner would take it for its own).
+  std::uint64_t dispatch = leases_.dispatch();
   bool cut = end != published;  // stopped before the end: more may be takeable
   shm::RecordView rec;
   for (std::uint64_t seq = low; seq < end; ++seq) {
@@ -109,14 +112,16 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
         break;
       }
     }
+    if (seq >= dispatch) {
+      leases_.raise_dispatch(seq + 1);
+      dispatch = seq + 1;
+    }
     switch (leases_.take_one(seq, w, slot_, lease_deadline, max_deliveries_, taken_[n])) {
       case shm::TakeOne::taken:
         ++n;
-        taken_end = seq + 1;
         break;
       case shm::TakeOne::dead:
         dead_.push_back(seq);
-        taken_end = seq + 1;
         if (memo.keyed) scan.blocked.insert(h);
         break;
       case shm::TakeOne::changed:
@@ -128,7 +133,6 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
       break;
     }
   }
-  if (taken_end != 0) leases_.raise_dispatch(taken_end);
   scan.scanned = published;
   scan.idle = n == 0 && !cut;
   if (!dead_.empty()) {
