@@ -74,6 +74,10 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
       break;
     }
     const std::uint64_t w = leases_.word(seq);
+    if (seq < leases_.low_seq()) {  // fell behind the group: the entry may be a later lap's
+      cut = true;
+      break;
+    }
     const shm::Lease l = shm::Lease::unpack(w);
     const bool current = leases_.current_lap(seq, l);
     if (current && l.state == shm::LeaseState::acked) continue;
@@ -81,7 +85,12 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
     key_shared::Scan::Memo& memo = scan.memo[seq & (scan.memo.size() - 1)];
     if (memo.seq != seq) {
       if (ring_.read(ring_.position_of(seq), rec) != shm::ReadStatus::record) {
-        // The group's watermark keeps every unacked message in the ring.
+        // The group's watermark keeps every unacked message in the ring: unless the
+        // group passed this one meanwhile (and its space was reused), it is damage.
+        if (seq < leases_.low_seq()) {
+          cut = true;
+          break;
+        }
         status = fenced() ? PopStatus::fenced : PopStatus::corrupt;
         break;
       }

@@ -76,10 +76,15 @@ std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std:
   const std::uint64_t end = std::min<std::uint64_t>(d, low + scan_limit);
   std::uint32_t n = 0;
   std::uint32_t waiting = 0;  // available, but their delay has not passed
-  for (std::uint64_t seq = low; seq < end && n < max; ++seq) {
+  bool stale = false;
+  for (std::uint64_t seq = low; seq < end && n < max && !stale; ++seq) {
     auto& e = entry(seq);
     std::uint64_t w = e.load(std::memory_order_acquire);
     for (;;) {
+      if (passed(seq)) {  // this scan fell behind the group: what it sees is not seq's
+        stale = true;
+        break;
+      }
       const Lease l = Lease::unpack(w);
       if (l.parity != parity(seq)) break;  // being handed out for the first time
       const bool due =
@@ -120,7 +125,9 @@ std::uint32_t LeaseTable::take_due(std::uint32_t now_ms, std::uint32_t max, std:
   }
   // The hint can drift (a consumer killed between a lease's change and the count's); a
   // scan of the whole table that found nothing available sets it right.
-  if (n == 0 && waiting == 0 && end == d) group_->redeliveries.store(0, std::memory_order_relaxed);
+  if (n == 0 && waiting == 0 && end == d && !stale) {
+    group_->redeliveries.store(0, std::memory_order_relaxed);
+  }
   if (waiting_out != nullptr) *waiting_out = waiting;
   return n;
 }
@@ -170,6 +177,7 @@ LeaseResult LeaseTable::transition(std::uint64_t seq, std::uint32_t owner, std::
   auto& e = entry(seq);
   std::uint64_t w = e.load(std::memory_order_acquire);
   for (;;) {
+    if (passed(seq)) return LeaseResult::lease_lost;  // acked by another: a stale handle
     const Lease l = Lease::unpack(w);
     if (l.state != LeaseState::leased || l.owner != owner ||
         l.generation != (generation & 0x1ffffu) || l.parity != parity(seq)) {
@@ -286,6 +294,7 @@ std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
     auto& e = entry(seq);
     std::uint64_t w = e.load(std::memory_order_acquire);
     for (;;) {
+      if (passed(seq)) return changed;  // fell behind the group: the rest is not ours to judge
       const Lease l = Lease::unpack(w);
       if (l.parity != parity(seq)) {
         if (abandoned != nullptr) abandoned->emplace_back(seq, w);
@@ -332,6 +341,7 @@ std::uint32_t LeaseTable::find_dead(std::uint32_t max, std::vector<TakenLease>& 
   std::uint32_t n = 0;
   for (std::uint64_t seq = low; seq < d && n < max; ++seq) {
     const Lease l = Lease::unpack(entry(seq).load(std::memory_order_acquire));
+    if (passed(seq)) break;
     if (l.parity == parity(seq) && l.state == LeaseState::dead) {
       out.push_back({seq, l});
       ++n;

@@ -140,6 +140,12 @@ class LeaseTable {
 
  private:
   std::atomic<std::uint64_t>& entry(std::uint64_t seq) { return entries_[seq & mask_]; }
+  // An entry is `seq`'s only while the group's low sequence has not passed `seq`: after
+  // that it may belong to seq + window, or seq + 2 * window with the same lap parity. A
+  // scan that was descheduled checks this after each load (acquire: ordered after it).
+  bool passed(std::uint64_t seq) const {
+    return seq < group_->low_seq.load(std::memory_order_acquire);
+  }
   std::uint32_t parity(std::uint64_t seq) const {
     return static_cast<std::uint32_t>(seq >> shift_) & 1u;
   }
