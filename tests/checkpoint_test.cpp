@@ -16,28 +16,14 @@
 
 #include "io/checkpoint.hpp"
 #include "io/crc32c.hpp"
+#include "test_support.hpp"
 
 namespace io = ringfeed::io;
 namespace fs = std::filesystem;
 
+using ringfeed::test::TempDir;
+
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "ringfeed-checkpoint-XXXXXX").string();
-    if (::mkdtemp(templ.data()) == nullptr) std::abort();
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-
- private:
-  std::string path_;
-};
 
 void write_bytes(const std::string& path, const void* data, std::size_t n) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
@@ -53,14 +39,14 @@ bool contains(const std::string& s, const std::string& part) {
 }  // namespace
 
 TEST(Checkpoint, MissingMeansZero) {
-  TempDir dir;
+  TempDir dir{"ringfeed-checkpoint"};
   auto c = io::read_checkpoint(dir.path(), 0);
   ASSERT_TRUE(c.ok()) << c.error().message;
   EXPECT_EQ(*c, 0u);
 }
 
 TEST(Checkpoint, RoundTripReplacesAndLeavesNoTemporary) {
-  TempDir dir;
+  TempDir dir{"ringfeed-checkpoint"};
   const mode_t old = ::umask(0);
   ASSERT_TRUE(io::write_checkpoint(dir.path(), 3, 12345).ok());
   ::umask(old);
@@ -88,7 +74,7 @@ TEST(Checkpoint, RoundTripReplacesAndLeavesNoTemporary) {
 }
 
 TEST(Checkpoint, LeftoverTemporaryFromACrashIsHarmless) {
-  TempDir dir;
+  TempDir dir{"ringfeed-checkpoint"};
   ASSERT_TRUE(io::write_checkpoint(dir.path(), 0, 40).ok());
   const std::string junk = "half-written";
   write_bytes(io::checkpoint_path(dir.path(), 0) + ".tmp", junk.data(), junk.size());
@@ -102,7 +88,7 @@ TEST(Checkpoint, LeftoverTemporaryFromACrashIsHarmless) {
 }
 
 TEST(Checkpoint, TornOrResizedFilesAreRefusedNamingTheFile) {
-  TempDir dir;
+  TempDir dir{"ringfeed-checkpoint"};
   const auto good = io::encode_checkpoint(0, 4096);
   const std::string path = io::checkpoint_path(dir.path(), 0);
   for (const std::size_t len : {std::size_t{0}, std::size_t{1}, std::size_t{12}, std::size_t{23}}) {
@@ -139,7 +125,7 @@ TEST(Checkpoint, EveryFlippedBitIsDetected) {
 }
 
 TEST(Checkpoint, GarbageAnotherVersionAndAnotherPartitionAreRefused) {
-  TempDir dir;
+  TempDir dir{"ringfeed-checkpoint"};
   const std::string path = io::checkpoint_path(dir.path(), 1);
 
   const std::string text = "position=100\n.........";  // 22 + 2 bytes of text
@@ -176,7 +162,7 @@ TEST(Checkpoint, WriteErrorsNameThePath) {
 }
 
 TEST(Checkpoint, UnreadableCheckpointIsAnErrorNotZero) {
-  TempDir dir;
+  TempDir dir{"ringfeed-checkpoint"};
   // A directory where the checkpoint should be: open works, read fails with EISDIR.
   fs::create_directory(io::checkpoint_path(dir.path(), 0));
   auto c = io::read_checkpoint(dir.path(), 0);

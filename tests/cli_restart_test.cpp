@@ -32,18 +32,6 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct TempDir {
-  fs::path path;
-  TempDir() {
-    char tmpl[] = "/tmp/ringfeed-restart-XXXXXX";
-    if (::mkdtemp(tmpl) != nullptr) path = tmpl;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
-
 // Starts the ringfeed binary with `args`; stdin, stdout and stderr from/to files
 // (empty: /dev/null).
 pid_t spawn(const std::vector<std::string>& args, const std::string& in = "",
@@ -84,9 +72,9 @@ bool no_segments_left(const std::string& ns) {
 }
 
 TEST(CliRestart, FetcherKilledMidStreamAndStartedAgainLosesNoLine) {
-  TempDir dir;
-  ASSERT_FALSE(dir.path.empty());
-  const fs::path logs = dir.path / "logs";
+  ringfeed::test::TempDir dir{"ringfeed-restart"};
+  const fs::path root = dir.path();
+  const fs::path logs = root / "logs";
   fs::create_directory(logs);
   const std::string ns = ringfeed::test::unique_ns("clikill");
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
@@ -97,7 +85,7 @@ TEST(CliRestart, FetcherKilledMidStreamAndStartedAgainLosesNoLine) {
   constexpr int kPartitions = 2;
   std::set<std::string> expected;
   for (int p = 0; p < kPartitions; ++p) {
-    const fs::path input = dir.path / ("in" + std::to_string(p));
+    const fs::path input = root / ("in" + std::to_string(p));
     {
       std::ofstream f(input);
       for (int i = 0; i < kLines; ++i) {
@@ -121,18 +109,18 @@ TEST(CliRestart, FetcherKilledMidStreamAndStartedAgainLosesNoLine) {
                                        std::to_string(kPartitions),
                                        "--ring-mb",
                                        "1"};
-  pid_t fetcher = spawn(fetch, "", "", (dir.path / "fetch1.err").string());
+  pid_t fetcher = spawn(fetch, "", "", (root / "fetch1.err").string());
   ASSERT_TRUE(ringfeed::test::wait_until(
       [&] { return ringfeed::shm::Segment::list("ringfeed." + ns + ".p1.ring").size() == 1; },
       10s));
   std::vector<pid_t> consumers;
   std::vector<fs::path> outputs;
   for (int i = 0; i < 2; ++i) {
-    outputs.push_back(dir.path / ("out" + std::to_string(i)));
+    outputs.push_back(root / ("out" + std::to_string(i)));
     consumers.push_back(spawn({"consume", "--namespace", ns, "--partition", "all", "--group", "g",
                                "--mode", "shared", "--timeout-ms", "3000"},
                               "", outputs.back().string(),
-                              (dir.path / ("err" + std::to_string(i))).string()));
+                              (root / ("err" + std::to_string(i))).string()));
   }
   // Kill the fetcher once a quarter of the lines went through.
   ASSERT_TRUE(ringfeed::test::wait_until(
@@ -140,11 +128,11 @@ TEST(CliRestart, FetcherKilledMidStreamAndStartedAgainLosesNoLine) {
       60s));
   ::kill(fetcher, SIGKILL);
   ringfeed::test::wait_child(fetcher);
-  fetcher = spawn(fetch, "", "", (dir.path / "fetch2.err").string());
+  fetcher = spawn(fetch, "", "", (root / "fetch2.err").string());
 
   for (std::size_t i = 0; i < consumers.size(); ++i) {
     EXPECT_EQ(ringfeed::test::wait_child(consumers[i], 120s), 0)
-        << slurp(dir.path / ("err" + std::to_string(i)));
+        << slurp(root / ("err" + std::to_string(i)));
   }
   std::multiset<std::string> got;
   for (const auto& out : outputs) {
@@ -159,17 +147,17 @@ TEST(CliRestart, FetcherKilledMidStreamAndStartedAgainLosesNoLine) {
               got.size() - expected.size());
 
   ::kill(fetcher, SIGTERM);
-  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(dir.path / "fetch2.err");
+  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(root / "fetch2.err");
   EXPECT_TRUE(no_segments_left(ns));
 }
 
 TEST(CliRestart, CorruptRecordStopsOnlyItsPartitionAndStatNamesFileAndOffset) {
-  TempDir dir;
-  ASSERT_FALSE(dir.path.empty());
-  const fs::path logs = dir.path / "logs";
+  ringfeed::test::TempDir dir{"ringfeed-restart"};
+  const fs::path root = dir.path();
+  const fs::path logs = root / "logs";
   fs::create_directory(logs);
   const std::string ns = ringfeed::test::unique_ns("clicorrupt");
-  const fs::path input = dir.path / "in";
+  const fs::path input = root / "in";
   {
     std::ofstream f(input);
     for (int i = 0; i < 10; ++i) f << "line-" << i << '\n';
@@ -199,26 +187,26 @@ TEST(CliRestart, CorruptRecordStopsOnlyItsPartitionAndStatNamesFileAndOffset) {
 
   const pid_t fetcher =
       spawn({"fetch", "--namespace", ns, "--source", "file:" + logs.string(), "--partitions", "2"},
-            "", "", (dir.path / "fetch.err").string());
+            "", "", (root / "fetch.err").string());
   ASSERT_TRUE(ringfeed::test::wait_until(
       [&] { return ringfeed::shm::Segment::list("ringfeed." + ns + ".p1.ring").size() == 1; },
       10s));
   // Partition 0 goes on: all ten lines.
-  const fs::path out0 = dir.path / "out0";
+  const fs::path out0 = root / "out0";
   const pid_t c0 = spawn({"consume", "--namespace", ns, "--partition", "0", "--group", "g",
                           "--mode", "exclusive", "--count", "10", "--timeout-ms", "10000"},
                          "", out0.string());
   EXPECT_EQ(ringfeed::test::wait_child(c0, 30s), 0);
   EXPECT_EQ(lines_in(out0), 10u);
   // Partition 1 delivers the five records before the damage, nothing after it.
-  const fs::path out1 = dir.path / "out1";
+  const fs::path out1 = root / "out1";
   const pid_t c1 = spawn({"consume", "--namespace", ns, "--partition", "1", "--group", "g",
                           "--mode", "exclusive", "--timeout-ms", "500"},
                          "", out1.string());
   EXPECT_EQ(ringfeed::test::wait_child(c1, 30s), 0);
   EXPECT_EQ(slurp(out1), "line-0\nline-1\nline-2\nline-3\nline-4\n");
 
-  const fs::path stat_out = dir.path / "stat";
+  const fs::path stat_out = root / "stat";
   bool named = false;
   ASSERT_TRUE(ringfeed::test::wait_until(
       [&] {
@@ -233,7 +221,7 @@ TEST(CliRestart, CorruptRecordStopsOnlyItsPartitionAndStatNamesFileAndOffset) {
       << "stat never named " << bad << " and offset " << corrupt_at << ": " << slurp(stat_out);
 
   ::kill(fetcher, SIGTERM);
-  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(dir.path / "fetch.err");
+  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(root / "fetch.err");
   EXPECT_TRUE(no_segments_left(ns));
 }
 

@@ -31,25 +31,9 @@ namespace io = ringfeed::io;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+using ringfeed::test::TempDir;
+
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "ringfeed-local-log-mp-XXXXXX").string();
-    if (::mkdtemp(templ.data()) == nullptr) std::abort();
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string log(std::uint32_t p) const { return path_ + "/" + std::to_string(p) + ".log"; }
-
- private:
-  std::string path_;
-};
 
 constexpr std::uint32_t kPartitions = 2;
 constexpr std::uint32_t kPerPartition = 100'000;
@@ -107,7 +91,7 @@ int produce(const TempDir& dir, const Progress& progress) {
 }  // namespace
 
 TEST(LocalLogSourceMultiprocess, TailsAnotherProcessExactlyOnceInOrder) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log-mp"};
   void* shared =
       ::mmap(nullptr, sizeof(Progress), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
   ASSERT_NE(shared, MAP_FAILED);
@@ -205,7 +189,7 @@ TEST(LocalLogSourceMultiprocess, TailsAnotherProcessExactlyOnceInOrder) {
 // child that drops root) under a small RLIMIT_MEMLOCK still opens many partitions, with
 // smaller buffers, and still reads a record larger than them.
 TEST(LocalLogSourceMultiprocess, SmallLockedMemoryLimitMeansSmallerBuffers) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log-mp"};
   ASSERT_EQ(::chmod(dir.path().c_str(), 0777), 0);
   const pid_t child = ringfeed::test::fork_child([&] {
     if (::geteuid() == 0 && (::setgid(65534) != 0 || ::setuid(65534) != 0)) return 2;

@@ -42,26 +42,9 @@ namespace io = ringfeed::io;
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
 
+using ringfeed::test::TempDir;
+
 namespace {
-
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "ringfeed-local-log-XXXXXX").string();
-    if (::mkdtemp(templ.data()) == nullptr) std::abort();
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
-  std::string log(std::uint32_t p) const { return path_ + "/" + std::to_string(p) + ".log"; }
-  std::string uri() const { return "file:" + path_; }
-
- private:
-  std::string path_;
-};
 
 struct Got {
   std::uint32_t partition = 0;
@@ -219,7 +202,7 @@ void expect_in_order(const std::vector<Got>& got, std::uint32_t p, std::uint32_t
 }  // namespace
 
 TEST(LocalLogSource, FramedRecordsOfSeveralPartitionsArriveInOrder) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   for (std::uint32_t p = 0; p < 3; ++p) append_records(dir.log(p), p, 0, 50 + p);
   auto s = open_ok(dir.uri());
   ASSERT_TRUE(s);
@@ -238,7 +221,7 @@ TEST(LocalLogSource, FramedRecordsOfSeveralPartitionsArriveInOrder) {
 }
 
 TEST(LocalLogSource, PartitionCountGivenOrFound) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 1);
   append_records(dir.log(1), 1, 0, 1);
   append_records(dir.log(3), 3, 0, 1);  // not consecutive: not counted
@@ -255,7 +238,7 @@ TEST(LocalLogSource, PartitionCountGivenOrFound) {
 }
 
 TEST(LocalLogSource, LinesFormat) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_raw(dir.log(0), "alpha\n\nthird line\npart");
   append_raw(dir.log(1), "x\n");
   auto s = open_ok(dir.uri() + "?format=lines");
@@ -289,7 +272,7 @@ TEST(LocalLogSource, LinesFormat) {
 }
 
 TEST(LocalLogSource, TailsAppendsWokenByInotify) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 3);
   append_records(dir.log(1), 1, 0, 1);
   auto s = open_ok(dir.uri());
@@ -321,7 +304,7 @@ TEST(LocalLogSource, TailsAppendsWokenByInotify) {
 }
 
 TEST(LocalLogSource, IdlePollSleepsInTheKernel) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 1);
   auto s = open_ok(dir.uri());
   ASSERT_TRUE(s);
@@ -339,7 +322,7 @@ TEST(LocalLogSource, IdlePollSleepsInTheKernel) {
 }
 
 TEST(LocalLogSource, ReadsThroughOneRingWithRegisteredBuffers) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   const auto rings = [] {
     std::vector<std::string> fdinfo;
     for (const auto& e : fs::directory_iterator("/proc/self/fd")) {
@@ -365,7 +348,7 @@ TEST(LocalLogSource, ReadsThroughOneRingWithRegisteredBuffers) {
 }
 
 TEST(LocalLogSource, PartialRecordWrittenInTwoSteps) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 1);
   const std::uint64_t at = file_size(dir.log(0));
   const std::string rec = encoded(at, "key", std::string(300, 'z'), 42);
@@ -394,7 +377,7 @@ TEST(LocalLogSource, PartialRecordWrittenInTwoSteps) {
 }
 
 TEST(LocalLogSource, RecordsLargerThanTheReadBuffer) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   auto a = io::LogAppender::open(dir.log(0));
   ASSERT_TRUE(a.ok());
   const std::string big(3 * io::kDefaultReadBufferBytes + 17, 'b');
@@ -434,7 +417,7 @@ TEST(LocalLogSource, RecordsLargerThanTheReadBuffer) {
 TEST(LocalLogSource, AnyBufferSizeAnyPieceSize) {
   std::mt19937_64 rng(20261125);
   for (const std::size_t buffer : {64u, 100u, 1000u, 4096u}) {
-    TempDir dir;
+    TempDir dir{"ringfeed-local-log"};
     std::string file;
     std::vector<std::string> values;
     for (int i = 0; i < 300; ++i) {
@@ -468,7 +451,7 @@ TEST(LocalLogSource, AnyBufferSizeAnyPieceSize) {
 }
 
 TEST(LocalLogSource, CorruptRecordStopsOnlyItsPartition) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 3);
   const auto w = append_records(dir.log(1), 1, 0, 3);
   ASSERT_EQ(w.size(), 3u);
@@ -509,7 +492,7 @@ TEST(LocalLogSource, CorruptRecordStopsOnlyItsPartition) {
 }
 
 TEST(LocalLogSource, MisplacedRecordIsCorrupt) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_raw(dir.log(0), encoded(0, "", "first"));
   const std::uint64_t at = file_size(dir.log(0));
   append_raw(dir.log(0), encoded(at + 1000, "", "spliced"));  // valid CRC, wrong place
@@ -524,7 +507,7 @@ TEST(LocalLogSource, MisplacedRecordIsCorrupt) {
 }
 
 TEST(LocalLogSource, TruncationBelowTheFetchedPositionIsReported) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 4);
   append_records(dir.log(1), 1, 0, 1);
   const std::uint64_t size = file_size(dir.log(0));
@@ -550,7 +533,7 @@ TEST(LocalLogSource, TruncationBelowTheFetchedPositionIsReported) {
 }
 
 TEST(LocalLogSource, RefusedRecordIsOfferedFirstAfterResume) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 5);
   append_records(dir.log(1), 1, 0, 5);
   auto s = open_ok(dir.uri());
@@ -594,7 +577,7 @@ TEST(LocalLogSource, RefusedRecordIsOfferedFirstAfterResume) {
 }
 
 TEST(LocalLogSource, CommitAndRestartResumeAtTheCommittedRecord) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 10);
   append_records(dir.log(1), 1, 0, 10);
   std::uint64_t pos0 = 0;
@@ -641,7 +624,7 @@ TEST(LocalLogSource, CommitAndRestartResumeAtTheCommittedRecord) {
 }
 
 TEST(LocalLogSource, LinesCheckpointRestart) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_raw(dir.log(0), "one\ntwo\nthree\n");
   {
     auto s = open_ok(dir.uri() + "?format=lines");
@@ -660,7 +643,7 @@ TEST(LocalLogSource, LinesCheckpointRestart) {
 }
 
 TEST(LocalLogSource, DamagedCheckpointIsRefusedAtOpen) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 3);
   const std::string ck = dir.path() + "/0.checkpoint";
   append_raw(ck, "garbage");
@@ -679,7 +662,7 @@ TEST(LocalLogSource, DamagedCheckpointIsRefusedAtOpen) {
 }
 
 TEST(LocalLogSource, CheckpointThatDoesNotFitItsLogIsRefused) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   const auto w = append_records(dir.log(0), 0, 0, 3);
   const std::uint64_t size = file_size(dir.log(0));
   const std::string ck = dir.path() + "/0.checkpoint";
@@ -724,7 +707,7 @@ TEST(LocalLogSource, MissingDirectoryIsNamed) {
   ASSERT_FALSE(s.ok());
   EXPECT_EQ(s.error().code, ENOENT);
   EXPECT_TRUE(contains(s.error().message, "/nonexistent-ringfeed-source")) << s.error().message;
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_raw(dir.log(0), "");
   s = io::open_source("file:" + dir.log(0), {});
   ASSERT_FALSE(s.ok());
@@ -732,7 +715,7 @@ TEST(LocalLogSource, MissingDirectoryIsNamed) {
 }
 
 TEST(LocalLogSource, BadUrisAreRefusedNamingWhatIsWrong) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   const auto refused = [](const std::string& uri, const std::string& why) {
     auto s = io::open_source(uri, {});
     ASSERT_FALSE(s.ok()) << uri;
@@ -751,7 +734,7 @@ TEST(LocalLogSource, BadUrisAreRefusedNamingWhatIsWrong) {
 }
 
 TEST(LocalLogSource, WakeReturnsABlockedPoll) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   auto s = open_ok(dir.uri(), {.partitions = 2});
   ASSERT_TRUE(s);
   std::size_t n = 1;
@@ -774,7 +757,7 @@ TEST(LocalLogSource, WakeReturnsABlockedPoll) {
 }
 
 TEST(LocalLogSource, FileCreatedAfterOpenIsPickedUp) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 1);
   auto s = open_ok(dir.uri(), {.partitions = 3});
   ASSERT_TRUE(s);
@@ -800,7 +783,7 @@ TEST(LocalLogSource, FileCreatedAfterOpenIsPickedUp) {
 }
 
 TEST(LocalLogSource, ReplacedFileStopsItsPartition) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   append_records(dir.log(0), 0, 0, 2);
   auto s = open_ok(dir.uri());
   ASSERT_TRUE(s);
@@ -880,7 +863,7 @@ bool poll_until(io::Source& s, io::BatchSink& sink, const std::function<bool()>&
 // batch by batch; a sink that takes part of a batch pauses the partition at the first
 // record it left, which is offered first after resume.
 TEST(LocalLogSource, BatchesComeInTurnsAndAPartialTakePauses) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   constexpr std::uint32_t kN = 1000;
   const auto w0 = append_records(dir.log(0), 0, 0, kN);
   append_records(dir.log(1), 1, 0, kN);
@@ -941,7 +924,7 @@ std::string decode_error_at(const std::string& path, std::uint64_t offset) {
 // that does not match (partition 0), a record with a good CRC in the wrong place
 // (partition 1). A dead-letter record in a log is a record like any other (partition 2).
 TEST(LocalLogSource, DamageInTheMiddleOfABatchIsReportedAsDecodeReportsIt) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   const auto w0 = append_records(dir.log(0), 0, 0, 40);
   {
     const int fd = ::open(dir.log(0).c_str(), O_WRONLY);
@@ -1000,7 +983,7 @@ TEST(LocalLogSource, DamageInTheMiddleOfABatchIsReportedAsDecodeReportsIt) {
 // A descriptor given to watch_readable() ends a poll while it is readable, until the
 // caller reads it; a descriptor that cannot be watched is refused.
 TEST(LocalLogSource, WatchedDescriptorEndsAPoll) {
-  TempDir dir;
+  TempDir dir{"ringfeed-local-log"};
   auto s = open_ok(dir.uri());
   ASSERT_TRUE(s);
   EXPECT_FALSE(s->watch_readable(-1));

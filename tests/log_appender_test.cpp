@@ -30,26 +30,11 @@ using io::LogAppender;
 using io::RecordKind;
 using io::RecordView;
 
+using ringfeed::test::TempDir;
+
 namespace {
 
 // A fresh directory under the temp dir, removed with everything in it at scope end.
-class TempDir {
- public:
-  TempDir() {
-    std::string templ = (fs::temp_directory_path() / "ringfeed-appender-XXXXXX").string();
-    if (::mkdtemp(templ.data()) == nullptr) std::abort();
-    path_ = templ;
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-
- private:
-  fs::path path_;
-};
-
 std::vector<std::byte> read_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   std::vector<char> chars((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -82,7 +67,7 @@ std::string key_of(std::uint32_t writer, std::uint32_t seq) {
 }  // namespace
 
 TEST(LogAppender, CreatesTheFileWithMode0600) {
-  TempDir dir;
+  TempDir dir{"ringfeed-appender"};
   const mode_t old = ::umask(0);  // so the mode seen is the one the appender asked for
   auto a = LogAppender::open(dir.file("0.log"));
   ::umask(old);
@@ -103,7 +88,7 @@ TEST(LogAppender, OpenErrorNamesThePath) {
 }
 
 TEST(LogAppender, LogRecordsGetTheirPositionDeadLettersKeepTheirOffset) {
-  TempDir dir;
+  TempDir dir{"ringfeed-appender"};
   auto a = LogAppender::open(dir.file("0.log"));
   ASSERT_TRUE(a.ok()) << a.error().message;
   const RecordView batch1[] = {{.upstream_offset = 777, .key = "a", .value = "first"},
@@ -148,7 +133,7 @@ TEST(LogAppender, LogRecordsGetTheirPositionDeadLettersKeepTheirOffset) {
 }
 
 TEST(LogAppender, ARefusedRecordFailsTheBatchAndWritesNothing) {
-  TempDir dir;
+  TempDir dir{"ringfeed-appender"};
   auto a = LogAppender::open(dir.file("1.log"));
   ASSERT_TRUE(a.ok()) << a.error().message;
   const std::string big_key(io::kMaxKeyLength + 1, 'k');
@@ -177,7 +162,7 @@ TEST(LogAppender, AFailingWriteReportsErrnoAndThePath) {
 }
 
 TEST(LogAppender, AMovedFromAppenderRefusesPolitely) {
-  TempDir dir;
+  TempDir dir{"ringfeed-appender"};
   auto a = LogAppender::open(dir.file("2.log"));
   ASSERT_TRUE(a.ok()) << a.error().message;
   LogAppender b = std::move(a.value());
@@ -197,7 +182,7 @@ TEST(LogAppender, AMovedFromAppenderRefusesPolitely) {
 TEST(LogAppender, ConcurrentProcessesNeverInterleave) {
   constexpr std::uint32_t kWriters = 4;
   constexpr std::uint32_t kPerWriter = 400;
-  TempDir dir;
+  TempDir dir{"ringfeed-appender"};
   const std::string path = dir.file("0.log");
 
   int start[2];

@@ -9,8 +9,10 @@
 #include <chrono>
 #include <cstdint>
 #include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <string>
+#include <system_error>
 #include <thread>
 
 namespace ringfeed::test {
@@ -65,5 +67,31 @@ inline int wait_child(pid_t pid, std::chrono::milliseconds timeout = std::chrono
   }
   return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
 }
+
+// A fresh directory under the system's temporary directory, removed with everything in
+// it when the object goes.
+class TempDir {
+ public:
+  explicit TempDir(const std::string& stem = "ringfeed-test") {
+    std::string templ = (std::filesystem::temp_directory_path() / (stem + "-XXXXXX")).string();
+    if (::mkdtemp(templ.data()) == nullptr) std::abort();
+    path_ = templ;
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path_, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+  // The local log of partition p (file:DIR), and the source URI of the directory.
+  std::string log(std::uint32_t p) const { return file(std::to_string(p) + ".log"); }
+  std::string uri() const { return "file:" + path_; }
+
+ private:
+  std::string path_;
+};
 
 }  // namespace ringfeed::test
