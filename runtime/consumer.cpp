@@ -333,11 +333,11 @@ bool Consumer::fenced() const {
 std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
   std::size_t n = 0;
   // Leases of this consumer's own: redeliveries first (nacked, expired), then new ones.
-  // The clock is read only when a pop has something to hand out.
+  // The clock is read only when a pop has something to hand out or leases are held.
   std::uint32_t now = 0;
   bool have_now = false;
   if (!redeliver_.empty() || leases_held_) {
-    now = now_lease_ms();
+    now = local_lease_ms();
     have_now = true;
     if (leases_held_ && shm::deadline_passed(next_expiry_ms_, now)) expire_local(now);
     if (!redeliver_.empty()) {
@@ -363,7 +363,7 @@ std::size_t Consumer::collect(std::size_t max, PopStatus& status) {
       break;
     }
     if (!have_now) {
-      now = now_lease_ms();
+      now = local_lease_ms();
       have_now = true;
     }
     InFlight& slot = in_flight_[next_seq_ & in_flight_mask_];

@@ -182,7 +182,7 @@ AckStatus Consumer::nack_local(const Message& m, std::chrono::milliseconds delay
   }
   e->state = Held::waiting;
   e->generation += 1;
-  e->deadline_ms = now_lease_ms() + std::max(clamp_ms(delay), backoff_.after(e->deliveries));
+  e->deadline_ms = local_lease_ms() + std::max(clamp_ms(delay), backoff_.after(e->deliveries));
   redeliver_.push_back(m.sequence_);
   return AckStatus::ok;
 }
@@ -194,7 +194,7 @@ AckStatus Consumer::release_local(const Message& m) {
   e->state = Held::waiting;
   e->generation += 1;
   e->deliveries = e->deliveries > 0 ? e->deliveries - 1 : 0;
-  e->deadline_ms = now_lease_ms();
+  e->deadline_ms = local_lease_ms();
   redeliver_.push_back(m.sequence_);
   return AckStatus::ok;
 }
@@ -210,7 +210,7 @@ AckStatus Consumer::extend_local(const Message& m, std::chrono::milliseconds by)
   AckStatus why = AckStatus::ok;
   InFlight* e = held_local(m, why);
   if (e == nullptr) return why;
-  e->deadline_ms = now_lease_ms() + clamp_ms(by);
+  e->deadline_ms = local_lease_ms() + clamp_ms(by);
   // A shorter lease may now expire before the earliest one known.
   if (static_cast<std::int32_t>(e->deadline_ms - next_expiry_ms_) < 0) {
     next_expiry_ms_ = e->deadline_ms;

@@ -31,6 +31,20 @@ std::uint32_t Consumer::now_lease_ms() const {
   return shm::LeaseTable::to_lease_ms(now_ns(), epoch_ns_);
 }
 
+// Exclusive and broadcast leases live in this process only, so they need not share the
+// group's clock: they are timed with the coarse clock (milliseconds since boot, the time
+// of the kernel's last tick, a few ns from the vDSO where the precise clock costs some
+// 30 ns on these VMs), which a pop reads to start the deadlines it hands out. Deadlines
+// are thus judged at the tick's resolution (4 ms here): a lease may end a tick early or
+// late. A test clock, when set, times them as it times the group's leases.
+std::uint32_t Consumer::local_lease_ms() const {
+  if (options_.clock) return now_lease_ms();
+  timespec ts{};
+  ::clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+  return shm::LeaseTable::to_lease_ms(
+      static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec, 0);
+}
+
 bool Consumer::has_work() const {
   if (!uses_leases(options_.mode)) return !ring_.is_empty_at(read_pos_);
   if (keyed_) return !keyed_->idle || ring_.published() > keyed_->scanned;

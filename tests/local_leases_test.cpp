@@ -222,4 +222,32 @@ TEST(LocalLeasesBroadcast, ANackRedeliversOnlyToItsOwnConsumer) {
   EXPECT_EQ(again[0].delivery_count(), 2u);
 }
 
+// Without a test clock, local leases are timed by the coarse clock: a fresh group's lease
+// neither ends at once (the coarse clock may lag the group's epoch) nor early by more than
+// a few of its ticks.
+TEST(LocalLeasesRealClock, ALeaseRunsItsLengthOnTheCoarseClock) {
+  const auto ns = ringfeed::test::unique_ns("lrc");
+  auto w = Writer::create({.ns = ns, .partition = 0, .capacity = 1 << 16});
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  auto c = Consumer::attach({.ns = ns, .group = "g", .mode = Mode::exclusive, .lease = 200ms});
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const std::string v = "x";
+  ringfeed::OutMessage m{.value = v};
+  ASSERT_EQ((*w)->publish({&m, 1}, 1s), 1u);
+  ASSERT_EQ((*c)->pop(10, 0ns).size(), 1u);
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_TRUE((*c)->pop(10, 0ns).empty()) << "the lease ended as soon as it began";
+  std::uint32_t deliveries = 0;
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] {
+        const auto& b = (*c)->pop(10, 0ns);
+        if (b.empty()) return false;
+        deliveries = b[0].delivery_count();
+        return true;
+      },
+      5s));
+  EXPECT_EQ(deliveries, 2u);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 100ms);
+}
+
 }  // namespace

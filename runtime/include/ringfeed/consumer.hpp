@@ -48,7 +48,9 @@ struct ConsumerOptions {
   // How long pop busy-polls before it sleeps in the kernel. Longer: lower latency,
   // more CPU. Zero: sleep at once.
   std::chrono::nanoseconds spin = std::chrono::microseconds(50);
-  // Lease length for this consumer; zero: the group's default.
+  // Lease length for this consumer; zero: the group's default. Exclusive and broadcast
+  // consumers keep their leases themselves and time them with the coarse clock: a lease
+  // may end one kernel tick (4 ms here) early or late.
   std::chrono::milliseconds lease{0};
   // Keep this consumer's leases from expiring while it lives and beats: a thread of its
   // own stores a heartbeat every 100 ms, and expired leases of a beating consumer are
@@ -238,6 +240,8 @@ class Consumer {
   }  // advance low_seq and the watermark after acks / dead letters
   std::int64_t now_ns() const;
   std::uint32_t now_lease_ms() const;
+  // The clock of exclusive and broadcast leases (kept in this process only): coarse.
+  std::uint32_t local_lease_ms() const;
   Status join(std::uint64_t start);
   Status resume(std::uint64_t position);
   std::size_t collect(std::size_t max, PopStatus& status);
