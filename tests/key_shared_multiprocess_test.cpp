@@ -11,6 +11,7 @@
 #include <random>
 #include <vector>
 
+#include "group_state.hpp"
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/writer.hpp"
 #include "shm/group_layout.hpp"
@@ -52,12 +53,7 @@ std::uint32_t key_of(std::uint64_t i) {
 }
 
 std::uint64_t group_low_seq(const std::string& ns) {
-  auto seg = ringfeed::shm::Segment::open(ringfeed::shm::group_segment_name(ns, 0, "ordered"),
-                                          ringfeed::shm::Access::read_only);
-  if (!seg) return 0;
-  const std::uint64_t low =
-      reinterpret_cast<const ringfeed::shm::GroupControl*>(seg->base())->low_seq.load();
-  return low == ringfeed::shm::kNotStarted ? 0 : low;
+  return ringfeed::test::group_low_seq(ns, "ordered");
 }
 
 int run_consumer(const std::string& ns, Ledger* ledger, std::uint64_t incarnation) {
