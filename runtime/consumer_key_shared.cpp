@@ -21,8 +21,9 @@ namespace ringfeed {
 
 namespace {
 
-// Most sequences one pop looks at, from the group's low sequence on.
+// Most sequences one pop looks at, from where the last one left off (Scan::from).
 constexpr std::uint64_t kKeyedScan = 8192;
+constexpr std::uint64_t kNoOpen = ~0ull;
 
 }  // namespace
 
@@ -41,8 +42,13 @@ void Consumer::refresh_key_ranges() {
   for (std::uint32_t i = 0; i < shm::kGroupSlots; ++i) {
     if (group_->slots[i].owner.load(std::memory_order_acquire) != 0) live |= 1ull << i;
   }
-  scan.ranges.members = static_cast<std::uint32_t>(std::popcount(live));
-  scan.ranges.rank = static_cast<std::uint32_t>(std::popcount(live & ((1ull << slot_) - 1)));
+  const key_shared::Ranges ranges{
+      .rank = static_cast<std::uint32_t>(std::popcount(live & ((1ull << slot_) - 1))),
+      .members = static_cast<std::uint32_t>(std::popcount(live))};
+  if (ranges.rank != scan.ranges.rank || ranges.members != scan.ranges.members) {
+    scan.ranges = ranges;
+    scan.from = 0;  // messages passed over as another range's may be ours now
+  }
 }
 
 std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
@@ -58,7 +64,11 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
   const std::uint64_t published = ring_.published();
   const std::uint64_t low = leases_.low_seq();
   if (low > published) return 0;  // not started, or garbage: nothing to scan
-  const std::uint64_t end = std::min({published, low + leases_.window(), low + kKeyedScan});
+  // Nothing at or past low + window can be taken: its lease entry is still an earlier
+  // sequence's. The scan starts where the last one left off (Scan::from).
+  const std::uint64_t limit = std::min(published, low + leases_.window());
+  const std::uint64_t start = std::min(std::max(scan.from, low), limit);
+  const std::uint64_t end = std::min(limit, start + kKeyedScan);
 
   scan.blocked.clear();
   std::uint32_t n = 0;
@@ -66,9 +76,12 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
   // reaper looks at leases below dispatch only, and a consumer killed between the two
   // must not leave a lease it cannot see (its slot's next owner would take it for its own).
   std::uint64_t dispatch = leases_.dispatch();
-  bool cut = end != published;  // stopped before the end: more may be takeable
+  bool cut = end != limit;  // stopped before the end: more may be takeable
+  // The first message of our range not acked: the next scan starts there at the latest.
+  std::uint64_t open = kNoOpen;
   shm::RecordView rec;
-  for (std::uint64_t seq = low; seq < end; ++seq) {
+  std::uint64_t seq = start;
+  for (; seq < end; ++seq) {
     if (n >= max || scan.blocked.full()) {
       cut = true;
       break;
@@ -101,8 +114,9 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
       memo.seq = seq;
     }
     const std::uint64_t h = memo.hash;
-    if (memo.keyed && scan.blocked.contains(h)) continue;
     if (!scan.ranges.owns(h)) continue;
+    if (open == kNoOpen) open = seq;
+    if (memo.keyed && scan.blocked.contains(h)) continue;
 
     bool last = false;  // this redelivery is the message's last allowed one
     if (current) {
@@ -142,8 +156,12 @@ std::size_t Consumer::collect_keyed(std::size_t max, PopStatus& status) {
       break;
     }
   }
+  // Everything in [start, seq) was looked at; below `open` none of it is ours to wait for.
+  scan.from = std::min(open, seq);
   scan.scanned = published;
   scan.idle = n == 0 && !cut;
+  scan.window_full = limit != published;
+  scan.low = low;
   if (!dead_.empty()) {
     dead_lettered_ += dead_.size();
     dead_.clear();

@@ -47,7 +47,7 @@ std::uint32_t Consumer::local_lease_ms() const {
 
 bool Consumer::has_work() const {
   if (!uses_leases(options_.mode)) return !ring_.is_empty_at(read_pos_);
-  if (keyed_) return !keyed_->idle || ring_.published() > keyed_->scanned;
+  if (keyed_) return keyed_->may_find(ring_.published(), leases_.low_seq());
   return ring_.published() > group_->dispatch.load(std::memory_order_acquire) ||
          (group_->redeliveries.load(std::memory_order_acquire) != 0 && !redeliveries_waiting_);
 }
@@ -58,7 +58,9 @@ bool Consumer::nothing_published_seq_cst() const {
     return control.write_pos.load(std::memory_order_seq_cst) == read_pos_;
   }
   if (keyed_) {
-    return keyed_->idle && control.published.load(std::memory_order_seq_cst) <= keyed_->scanned;
+    // A move of the low sequence wakes nobody: a consumer whose window is full sees it
+    // at the next publish or sleep slice.
+    return !keyed_->may_find(control.published.load(std::memory_order_seq_cst), leases_.low_seq());
   }
   // Redeliveries whose delay runs do not keep pop awake: it looks again every sleep slice.
   return control.published.load(std::memory_order_seq_cst) <=

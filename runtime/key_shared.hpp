@@ -104,11 +104,32 @@ struct Scan {
     bool keyed = false;
   };
   std::vector<Memo> memo = std::vector<Memo>(8192);
+  // Where the next scan starts (never below the group's low sequence). Every sequence
+  // between the low sequence and `from` was, when a scan passed it, acked or of a hash
+  // outside this consumer's range: none of them can be taken by it or keep one of its
+  // keys waiting. That stays so: an acked entry stays acked until the low sequence passes
+  // it, and `from` goes back to the low sequence whenever the ranges change. A scan
+  // stops moving `from` at the first message of its range not acked (its own leases
+  // included: they may expire, be nacked, or keep their key open to it). Without it
+  // every pop would walk, from the low sequence, over the messages that the group's
+  // other consumers hold or have yet to take.
+  std::uint64_t from = 0;
   // Whether the last scan saw everything up to `scanned` and found nothing it may take:
   // then only newer messages (or a change by another consumer, noticed within a sleep
   // slice) can give it work, and pop may sleep.
   std::uint64_t scanned = 0;
   bool idle = false;
+  // The last scan ended at the lease window (low sequence + window) short of `scanned`:
+  // nothing past it can be taken before the low sequence (`low`, as that scan saw it)
+  // moves, so a move is work too.
+  bool window_full = false;
+  std::uint64_t low = 0;
+
+  // Whether a pop could find something (has_work), given what was published and the
+  // group's low sequence now.
+  bool may_find(std::uint64_t published, std::uint64_t low_now) const {
+    return !idle || published > scanned || (window_full && low_now != low);
+  }
 };
 
 }  // namespace ringfeed::key_shared

@@ -239,4 +239,177 @@ TEST_F(KeyShared, KeylessMessagesAreSpreadAndNeverWaitForEachOther) {
   EXPECT_GT(from_b.size(), 20u);
 }
 
+TEST_F(KeyShared, AConsumerTakesItsKeysFarPastMessagesAnotherHolds) {
+  // A ring and group of their own: a lease window far larger than what one pop looks at
+  // (8192 sequences), so that the consumers' scans, not the window, are what is tested.
+  const std::string ns = ringfeed::test::unique_ns("keyed-far");
+  auto w = Writer::create({.ns = ns, .partition = 0, .capacity = 8u << 20});
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  auto attach = [&] {
+    auto c = Consumer::attach({.ns = ns,
+                               .group = "k",
+                               .mode = Mode::key_shared,
+                               .group_settings = {.lease_window = 1u << 16},
+                               .clock = [this] { return now_.load(); }});
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    return c.ok() ? std::move(c.value()) : nullptr;
+  };
+  auto a = attach();
+  auto b = attach();
+  ASSERT_TRUE(a && b);
+  tick();
+  // Two keys of each consumer's range, in turns; b takes its first message and holds it,
+  // so the group's low sequence stays there while a goes on.
+  const std::string a_keys[] = {key_in_range(0, 2), key_in_range(0, 2, 1)};
+  const std::string b_keys[] = {key_in_range(1, 2), key_in_range(1, 2, 1)};
+  constexpr int kRounds = 12'000;  // 48 000 messages, 24 000 of a's
+  std::vector<ringfeed::OutMessage> batch;
+  std::vector<std::string> values;
+  values.reserve(4 * kRounds);
+  for (int n = 0; n < kRounds; ++n) {
+    for (const std::string* key : {&b_keys[0], &a_keys[0], &b_keys[1], &a_keys[1]}) {
+      values.push_back(*key + "/" + std::to_string(n));
+      batch.push_back({.key = *key, .value = values.back()});
+    }
+  }
+  for (std::size_t i = 0; i < batch.size(); i += 256) {
+    const std::size_t k = std::min<std::size_t>(256, batch.size() - i);
+    ASSERT_EQ((*w)->publish({batch.data() + i, k}, 1s), k);
+  }
+  auto held = take(*b, 1);
+  ASSERT_EQ(held.size(), 1u);
+  EXPECT_EQ(std::string(held[0].value()), b_keys[0] + "/0");
+
+  std::map<std::string, int> next;  // per key, the number of the next message
+  int taken = 0;
+  for (int pops = 0; pops < 1000; ++pops) {
+    const auto got = take(*a, 500);
+    if (got.empty()) break;
+    for (const Message& m : got) {
+      const std::string key = key_of(m);
+      ASSERT_TRUE(key == a_keys[0] || key == a_keys[1]) << key << " is not a's";
+      ASSERT_EQ(number_of(m), next[key]++) << key;
+      ASSERT_EQ(a->ack(m), AckStatus::ok);
+    }
+    taken += static_cast<int>(got.size());
+  }
+  EXPECT_EQ(taken, 2 * kRounds);
+  // b's messages all wait for b: the one it holds, then the rest in order.
+  EXPECT_EQ(b->ack(held[0]), AckStatus::ok);
+  next.clear();
+  taken = 0;
+  for (int pops = 0; pops < 1000; ++pops) {
+    const auto got = take(*b, 500);
+    if (got.empty()) break;
+    for (const Message& m : got) {
+      const std::string key = key_of(m);
+      ASSERT_TRUE(key == b_keys[0] || key == b_keys[1]) << key << " is not b's";
+      ASSERT_EQ(number_of(m), (key == b_keys[0] ? 1 : 0) + next[key]++) << key;
+      ASSERT_EQ(b->ack(m), AckStatus::ok);
+    }
+    taken += static_cast<int>(got.size());
+  }
+  EXPECT_EQ(taken, 2 * kRounds - 1);
+}
+
+TEST_F(KeyShared, MessagesPassedOverAsAnothersAreTakenWhenItsRangeMoves) {
+  auto a = consumer();
+  auto b = consumer();
+  ASSERT_TRUE(a && b);
+  tick();
+  const std::string a_key = key_in_range(0, 2);
+  const std::string b_key = key_in_range(1, 2);
+  for (int n = 0; n < 50; ++n) {
+    publish(b_key, n);
+    publish(a_key, n);
+  }
+  // a takes and acks all of its own, passing over b's fifty (which b never takes).
+  auto mine = take(*a);
+  ASSERT_EQ(mine.size(), 50u);
+  for (const auto& m : mine) EXPECT_EQ(a->ack(m), AckStatus::ok);
+  EXPECT_TRUE(take(*a).empty());
+  b.reset();
+  tick();  // a owns every range now: b's messages, all of them below where a got to
+  auto moved = take(*a);
+  ASSERT_EQ(moved.size(), 50u);
+  for (int n = 0; n < 50; ++n) {
+    EXPECT_EQ(key_of(moved[n]), b_key);
+    EXPECT_EQ(number_of(moved[n]), n);
+  }
+}
+
+TEST_F(KeyShared, AnExpiredLeaseComesBackBeforeItsKeysNextOnceTheConsumerWentPastIt) {
+  auto a = consumer();
+  auto b = consumer();
+  ASSERT_TRUE(a && b);
+  tick();
+  const std::string a_key = key_in_range(0, 2);
+  const std::string a_other = key_in_range(0, 2, 1);
+  const std::string b_key = key_in_range(1, 2);
+  publish(a_key, 0);
+  for (int n = 0; n < 20; ++n) {
+    publish(b_key, n);
+    publish(a_other, n);
+  }
+  auto first = take(*a, 1);  // a_key/0, held until its lease expires
+  ASSERT_EQ(first.size(), 1u);
+  ASSERT_EQ(std::string(first[0].value()), a_key + "/0");
+  auto rest = take(*a);
+  ASSERT_EQ(rest.size(), 20u);
+  for (const auto& m : rest) EXPECT_EQ(a->ack(m), AckStatus::ok);
+  publish(a_key, 1);
+  const auto bs = take(*b);
+  EXPECT_EQ(bs.size(), 20u);
+  for (const auto& m : bs) EXPECT_EQ(b->ack(m), AckStatus::ok);
+  tick(1000ms);  // the lease of a_key/0 expired
+  auto again = take(*a);
+  ASSERT_EQ(again.size(), 2u);
+  EXPECT_EQ(std::string(again[0].value()), a_key + "/0");
+  EXPECT_EQ(again[0].delivery_count(), 2u);
+  EXPECT_EQ(std::string(again[1].value()), a_key + "/1");
+}
+
+TEST_F(KeyShared, AConsumerAtTheEndOfTheWindowGoesOnWhenTheLowSequenceMoves) {
+  auto a = consumer();  // lease window 1024
+  auto b = consumer();
+  ASSERT_TRUE(a && b);
+  tick();
+  const std::string a_key = key_in_range(0, 2);
+  const std::string b_key = key_in_range(1, 2);
+  for (int n = 0; n < 1000; ++n) {
+    publish(b_key, n);
+    publish(a_key, n);
+  }
+  auto held = take(*b, 1);  // b_key/0: the low sequence stays at it
+  ASSERT_EQ(held.size(), 1u);
+  int next = 0;
+  for (int pops = 0; pops < 10; ++pops) {
+    const auto got = take(*a);
+    if (got.empty()) break;
+    for (const auto& m : got) {
+      EXPECT_EQ(number_of(m), next++);
+      EXPECT_EQ(a->ack(m), AckStatus::ok);
+    }
+  }
+  EXPECT_EQ(next, 512);  // the window's half that is a's
+  EXPECT_TRUE(take(*a).empty());
+  EXPECT_EQ(b->ack(held[0]), AckStatus::ok);
+  // b_key/1 holds the low sequence now, one message on: a gets one more.
+  auto one = take(*a);
+  ASSERT_EQ(one.size(), 1u);
+  EXPECT_EQ(number_of(one[0]), 512);
+  EXPECT_EQ(a->ack(one[0]), AckStatus::ok);
+  // b takes and acks its messages: a goes on to its last.
+  for (int pops = 0; pops < 100; ++pops) {
+    const auto got = take(*b);
+    if (got.empty()) break;
+    for (const auto& m : got) EXPECT_EQ(b->ack(m), AckStatus::ok);
+    for (const auto& m : take(*a)) {
+      EXPECT_EQ(number_of(m), ++next);
+      EXPECT_EQ(a->ack(m), AckStatus::ok);
+    }
+  }
+  EXPECT_EQ(next, 999);
+}
+
 }  // namespace
