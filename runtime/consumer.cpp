@@ -453,8 +453,9 @@ const Batch& Consumer::pop_attached(std::size_t max, std::chrono::nanoseconds wa
   }
   const auto start = std::chrono::steady_clock::now();
   const auto deadline = start + wait;
-  // Spin: the record we want next announces itself in its own tag.
-  if (wait.count() > 0 && options_.spin.count() > 0) {
+  // Spin: the record we want next announces itself in its own tag. (Not a failover
+  // standby: it has nothing to take until the consumer before it goes.)
+  if (wait.count() > 0 && options_.spin.count() > 0 && !standby_) {
     const auto spin_until = start + std::min(wait, options_.spin);
     for (unsigned i = 1;; ++i) {
       if (has_work()) {
@@ -477,15 +478,23 @@ const Batch& Consumer::pop_attached(std::size_t max, std::chrono::nanoseconds wa
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) break;
     const std::uint32_t seen = control.wake_word.load(std::memory_order_acquire);
-    group_->sleepers.fetch_add(1, std::memory_order_seq_cst);
     shm::WaitResult slept = shm::WaitResult::value_changed;
-    // Dekker pair with the writer's commit (ring_writer.cpp, wake_sleepers).
-    if (nothing_published_seq_cst() &&
-        control.state.load(std::memory_order_acquire) == shm::kRingOpen) {
+    if (standby_) {
+      // A failover standby sleeps until its next look at the consumers before it
+      // (failover_active), whatever is published: it does not count itself among the
+      // sleepers, whom the writer wakes at every commit.
       slept = shm::futex_wait(control.wake_word, seen,
-                              std::min<std::chrono::nanoseconds>(deadline - now, kSleepSlice));
+                              std::min<std::chrono::nanoseconds>(deadline - now, standby_nap()));
+    } else {
+      group_->sleepers.fetch_add(1, std::memory_order_seq_cst);
+      // Dekker pair with the writer's commit (ring_writer.cpp, wake_sleepers).
+      if (nothing_published_seq_cst() &&
+          control.state.load(std::memory_order_acquire) == shm::kRingOpen) {
+        slept = shm::futex_wait(control.wake_word, seen,
+                                std::min<std::chrono::nanoseconds>(deadline - now, kSleepSlice));
+      }
+      group_->sleepers.fetch_sub(1, std::memory_order_release);
     }
-    group_->sleepers.fetch_sub(1, std::memory_order_release);
     if (take(max, status) > 0) {
       batch_.status_ = PopStatus::ok;
       return batch_;

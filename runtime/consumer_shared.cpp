@@ -17,6 +17,8 @@ namespace {
 
 // Most lease words one pop looks at for redeliveries.
 constexpr std::uint32_t kRedeliveryScan = 4096;
+// How often a failover standby looks whether the consumers before it still live.
+constexpr std::int64_t kFailoverCheckNs = 10'000'000;
 
 }  // namespace
 
@@ -137,9 +139,17 @@ bool Consumer::failover_active() {
   if (before_me == 0) return true;
   const std::int64_t now = now_ns();
   if (now < next_liveness_check_ns_) return false;
-  next_liveness_check_ns_ = now + 10'000'000;
+  next_liveness_check_ns_ = now + kFailoverCheckNs;
   before_me &= ~reap_dead_slots(before_me);
   return before_me == 0;
+}
+
+// A standby's sleep in pop: until its next liveness check (failover_active), so that it
+// takes over from a dead active consumer as soon as it would by polling, or a consumer
+// before it that detached within one check period.
+std::chrono::nanoseconds Consumer::standby_nap() const {
+  const std::int64_t left = next_liveness_check_ns_ - now_ns();
+  return std::chrono::nanoseconds(std::clamp<std::int64_t>(left, 100'000, kFailoverCheckNs));
 }
 
 // Slots in `candidates` (bit i = slot i) whose owner died: their leases come back (or go
@@ -166,7 +176,10 @@ std::uint64_t Consumer::reap_dead_slots(std::uint64_t candidates) {
 }
 
 std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
-  if (options_.mode == Mode::failover && !failover_active()) return 0;
+  if (options_.mode == Mode::failover) {
+    standby_ = !failover_active();
+    if (standby_) return 0;
+  }
   if (unacked_ >= options_.max_unacked) {
     status = PopStatus::in_flight_full;
     return 0;

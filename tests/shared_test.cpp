@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 #include <atomic>
 #include <map>
@@ -394,6 +395,88 @@ TEST_F(Shared, FailoverStandbyTakesOverFromAKilledActive) {
       5s));
   ASSERT_EQ(got.size(), 9u);
   for (std::uint64_t i = 0; i < 9; ++i) EXPECT_EQ(got[i].offset(), 1 + i);
+}
+
+// What a standby in a child process saw (FailoverStandbySleepsWhileTheActiveIsBehind).
+struct StandbyReport {
+  std::atomic<int> stage;  // 1: attached, 2: measured, 3: the active one leaves
+  std::atomic<std::int64_t> cpu_us;
+  std::atomic<std::int64_t> wall_us;
+  std::atomic<std::int64_t> wakes;  // voluntary context switches
+  std::atomic<std::uint64_t> taken_as_standby;
+  std::atomic<std::int64_t> takeover_us;  // stage 3 to its first message
+  std::atomic<std::uint64_t> taken_after;
+  std::atomic<std::uint64_t> first_offset;
+};
+
+TEST_F(Shared, FailoverStandbySleepsWhileTheActiveIsBehind) {
+  auto* r = static_cast<StandbyReport*>(::mmap(
+      nullptr, sizeof(StandbyReport), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  ASSERT_NE(r, MAP_FAILED);
+  new (r) StandbyReport{};
+  auto active = Consumer::attach({.ns = ns_, .group = "f", .mode = Mode::failover});
+  ASSERT_TRUE(active.ok()) << active.error().message;
+  // The active consumer takes none of them: the group has work all along, for a standby
+  // too, as far as the ring and the group's dispatch tell.
+  publish(0, 10);
+  const std::string ns = ns_;
+  const pid_t child = ringfeed::test::fork_child([&] {
+    auto c = Consumer::attach({.ns = ns, .group = "f", .mode = Mode::failover});
+    if (!c) return 2;
+    r->stage.store(1);
+    auto usage = [] {
+      rusage u{};
+      ::getrusage(RUSAGE_SELF, &u);
+      return u;
+    };
+    auto cpu_us = [](const rusage& u) {
+      return (u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1'000'000ll + u.ru_utime.tv_usec +
+             u.ru_stime.tv_usec;
+    };
+    const rusage before = usage();
+    const auto t0 = std::chrono::steady_clock::now();
+    std::uint64_t taken = 0;
+    for (int i = 0; i < 20; ++i) taken += (*c)->pop(64, 25ms).size();
+    const auto t1 = std::chrono::steady_clock::now();
+    const rusage after = usage();
+    r->cpu_us.store(cpu_us(after) - cpu_us(before));
+    r->wall_us.store(std::chrono::duration_cast<std::chrono::microseconds>(t1 - t0).count());
+    r->wakes.store(after.ru_nvcsw - before.ru_nvcsw);
+    r->taken_as_standby.store(taken);
+    r->stage.store(2);
+    // Then it takes over once the active consumer detaches (right after stage 3).
+    if (!ringfeed::test::wait_until([&] { return r->stage.load() == 3; })) return 3;
+    const auto left = std::chrono::steady_clock::now();
+    const auto deadline = left + 10s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const auto& b = (*c)->pop(64, 20ms);
+      if (b.empty()) continue;
+      r->takeover_us.store(std::chrono::duration_cast<std::chrono::microseconds>(
+                               std::chrono::steady_clock::now() - left)
+                               .count());
+      r->taken_after.store(b.size());
+      r->first_offset.store(b[0].offset());
+      return 0;
+    }
+    return 4;
+  });
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return r->stage.load() == 2; }))
+      << "the standby never finished its pops";
+  r->stage.store(3);
+  active->reset();  // detaches: the standby is next
+  EXPECT_EQ(ringfeed::test::wait_child(child, 30s), 0);
+  EXPECT_EQ(r->taken_as_standby.load(), 0u);
+  // Twenty pops of 25 ms: a standby that spins uses the cpu all along; one that sleeps
+  // until its next liveness check (every 10 ms) a small fraction of it.
+  EXPECT_GE(r->wall_us.load(), 20 * 25'000);
+  EXPECT_LT(r->cpu_us.load(), r->wall_us.load() / 4)
+      << r->cpu_us.load() << " us of cpu in " << r->wall_us.load() << " us, " << r->wakes.load()
+      << " wake-ups";
+  // It notices within a liveness check period; 2 s is generous.
+  EXPECT_EQ(r->taken_after.load(), 10u);
+  EXPECT_EQ(r->first_offset.load(), 0u);
+  EXPECT_LT(r->takeover_us.load(), 2'000'000);
+  ::munmap(r, sizeof(StandbyReport));
 }
 
 }  // namespace

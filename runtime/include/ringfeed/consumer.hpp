@@ -231,6 +231,7 @@ class Consumer {
   std::size_t deliver_taken(std::uint32_t n, std::uint32_t now_ms, PopStatus& status);
   bool shared_has_work() const;
   bool failover_active();
+  std::chrono::nanoseconds standby_nap() const;
   void after_settled();
   // A lease this consumer counted as unacked is gone (expired and moved): it no longer
   // counts against max_unacked. (A handle settled twice is refused the same way and
@@ -297,6 +298,10 @@ class Consumer {
   std::uint64_t dead_lettered_ = 0;
   std::uint64_t pops_ = 0;
   std::uint64_t ticket_ = 0;  // failover: attach time, orders the standbys
+  // Failover: the last pop found a live consumer before this one. Pop then neither spins
+  // nor counts itself among the sleepers the writer wakes: it sleeps until its next
+  // liveness check (standby_nap).
+  bool standby_ = false;
   std::atomic<bool> stop_{false};
   std::int64_t next_liveness_check_ns_ = 0;
   std::vector<shm::TakenLease> taken_;
