@@ -62,6 +62,7 @@
 #include "io/checkpoint.hpp"
 #include "io/crc32c.hpp"
 #include "io/framed_record.hpp"
+#include "io/unique_fd.hpp"
 #include "io/uring.hpp"
 
 namespace ringfeed::io {
@@ -128,44 +129,6 @@ constexpr std::uint32_t kRecordMarker = static_cast<std::uint32_t>(kRecordMagic[
                                         static_cast<std::uint32_t>(kRecordMagic[1]) << 8 |
                                         static_cast<std::uint32_t>(kRecordMagic[2]) << 16 |
                                         static_cast<std::uint32_t>(kRecordVersion) << 24;
-
-// Hands a batch to a RecordSink one record at a time (poll() with a RecordSink).
-class OneAtATime final : public BatchSink {
- public:
-  explicit OneAtATime(const RecordSink& sink) : sink_(sink) {}
-  std::size_t take(std::uint32_t, std::span<const SourceRecord> records) override {
-    std::size_t n = 0;
-    while (n < records.size() && sink_(records[n])) ++n;
-    return n;
-  }
-
- private:
-  const RecordSink& sink_;
-};
-
-// A file descriptor, closed with its owner.
-class UniqueFd {
- public:
-  UniqueFd() = default;
-  explicit UniqueFd(int fd) : fd_(fd) {}
-  ~UniqueFd() { reset(); }
-  UniqueFd(UniqueFd&& o) noexcept : fd_(std::exchange(o.fd_, -1)) {}
-  UniqueFd& operator=(UniqueFd&& o) noexcept {
-    if (this != &o) {
-      reset();
-      fd_ = std::exchange(o.fd_, -1);
-    }
-    return *this;
-  }
-  int get() const { return fd_; }
-  void reset(int fd = -1) {
-    if (fd_ >= 0) ::close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_ = -1;
-};
 
 // Anonymous memory for the registered buffers, unmapped with its owner.
 class Mapping {

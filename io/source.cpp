@@ -1,12 +1,13 @@
 // open_source: reads the scheme of a source URI and hands the rest to that source; and
 // Source::poll_batches for sources that hand records over one at a time.
-// Only `file:` exists so far; its parameters are parsed here, strictly: a typo in a
-// parameter must not silently fall back to a default.
+// `file:` parameters are parsed here, `redis:` ones in redis_source.cpp, strictly: a typo
+// in a parameter must not silently fall back to a default.
 #include <cerrno>
 #include <string>
 #include <utility>
 
 #include "io/local_log_source.hpp"
+#include "io/redis_source.hpp"
 #include "io/source.hpp"
 
 namespace ringfeed::io {
@@ -74,9 +75,18 @@ Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOp
   }
   const std::string_view scheme = uri.substr(0, colon);
   if (scheme == "file") return open_file_source(uri, uri.substr(colon + 1), options);
+  if (scheme == "redis") {
+    auto parsed = parse_redis_uri(uri);
+    if (!parsed) return parsed.error();
+    if (options.partitions != 0 && options.partitions != parsed->streams.size()) {
+      return bad_uri(uri, std::to_string(parsed->streams.size()) + " streams for " +
+                              std::to_string(options.partitions) + " partitions");
+    }
+    return open_redis(*parsed, std::string(uri));
+  }
   return bad_uri(uri, "unknown scheme '" + std::string(scheme) +
-                          "' (this build reads file:DIR; redis:// and kafka:// are not "
-                          "available yet)");
+                          "' (this build reads file:DIR and redis://HOST:PORT?streams=...; "
+                          "kafka:// is not available yet)");
 }
 
 }  // namespace ringfeed::io

@@ -50,6 +50,21 @@ class BatchSink {
   ~BatchSink() = default;
 };
 
+// Hands a batch to a RecordSink one record at a time: poll() of a source whose own
+// interface is poll_batches().
+class OneAtATime final : public BatchSink {
+ public:
+  explicit OneAtATime(const RecordSink& sink) : sink_(sink) {}
+  std::size_t take(std::uint32_t, std::span<const SourceRecord> records) override {
+    std::size_t n = 0;
+    while (n < records.size() && sink_(records[n])) ++n;
+    return n;
+  }
+
+ private:
+  const RecordSink& sink_;
+};
+
 struct PartitionStatus {
   std::uint64_t committed = 0;  // the last committed position (where a restart resumes)
   std::uint64_t fetched = 0;    // next_offset of the last record handed out
@@ -107,9 +122,9 @@ struct SourceOptions {
   std::uint32_t partitions = 0;
 };
 
-// Opens a source by URI: `file:DIR` (optionally `file:DIR?format=lines`); later
-// `redis://...` and `kafka://...`. A URI of an unknown scheme or with bad parameters is
-// refused with a message naming what is wrong.
+// Opens a source by URI: `file:DIR` (optionally `file:DIR?format=lines`) or
+// `redis://HOST:PORT?streams=...&group=...` (redis_source.hpp); later `kafka://...`. A URI of an
+// unknown scheme or with bad parameters is refused with a message naming what is wrong.
 Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOptions& options);
 
 }  // namespace ringfeed::io

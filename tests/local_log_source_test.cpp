@@ -726,7 +726,8 @@ TEST(LocalLogSource, BadUrisAreRefusedNamingWhatIsWrong) {
   refused(dir.uri() + "?format=lines&partitions=3", "unknown parameter 'partitions'");
   refused(dir.uri() + "?format=lines&format=framed", "given twice");
   refused(dir.uri() + "?", "empty parameter");
-  refused("redis://localhost:6379?streams=a", "unknown scheme 'redis'");
+  refused("kafka://localhost:9092?topic=a", "unknown scheme 'kafka'");
+  refused("redis://localhost:6379?streams=a", "no group");
   refused("/var/log/orders", "no scheme");
   refused("file:", "no directory");
   refused("file:?format=lines", "no directory");
