@@ -9,6 +9,8 @@ packages=(
   liburing-dev          # io_uring
   libgtest-dev libgmock-dev
   libbenchmark-dev
+  redis-server          # the real server the Redis Streams tests and bench run against
+  libhiredis-dev        # hiredis: the direct-client baseline of ringfeed-bench redis
 )
 
 missing=()
