@@ -13,6 +13,7 @@ int shared_main(ArgReader& args);
 int ingest_main(ArgReader& args);
 int failover_main(ArgReader& args);
 int idle_main(ArgReader& args);
+int redis_main(ArgReader& args);
 
 // The takeover of `shared`, once, on a ring of namespace `ns`: nanoseconds from the
 // SIGKILL of a consumer holding `leases` leases to the last of them popped again by a

@@ -31,6 +31,9 @@ commands:
                standby's first message, against the shared-group lease takeover
   idle         CPU used by a fetcher with nothing to fetch, against a process that
                wakes as often
+  redis        consumers of a Redis stream: workers through ringfeed against workers
+               reading it directly with hiredis (XREADGROUP COUNT c + XACK per batch):
+               messages/s, XADD-to-worker latency, redis-server CPU per message
 
 Every figure comes with same-run baselines, per run and as the median of --runs runs.
 'ringfeed-bench <command> --help' lists a command's flags.
@@ -67,8 +70,8 @@ int main(int argc, char** argv) {
   if (args.empty()) {
     std::fprintf(
         stderr,
-        "ringfeed-bench: missing command: latency, throughput, jitter, shared, ingest, failover "
-        "or idle (see --help)\n");
+        "ringfeed-bench: missing command: latency, throughput, jitter, shared, ingest, failover, "
+        "idle or redis (see --help)\n");
     return 2;
   }
   const std::string_view command = args.front();
@@ -85,9 +88,10 @@ int main(int argc, char** argv) {
     if (command == "ingest") return ingest_main(rest);
     if (command == "failover") return failover_main(rest);
     if (command == "idle") return idle_main(rest);
+    if (command == "redis") return redis_main(rest);
     throw UsageError("unknown command '" + std::string(command) +
-                     "': expected latency, throughput, jitter, shared, ingest, failover or idle "
-                     "(see --help)");
+                     "': expected latency, throughput, jitter, shared, ingest, failover, idle or "
+                     "redis (see --help)");
   } catch (const UsageError& e) {
     std::fprintf(stderr, "ringfeed-bench: %s\n", e.what());
     return 2;
