@@ -508,7 +508,15 @@ void RedisSource::on_reply(Link& l, Pending& p, const RespValue& v) {
                          EACCES};
           return;
         }
-        stop_stream(p.stream, "XGROUP CREATE " + options_.group + ": " + v.str);
+        // A key of another type, or a command the server refuses: this stream cannot be
+        // read. Anything else (LOADING while a restarted server reads its data, BUSY,
+        // READONLY of a replica that is being failed over) passes: try again.
+        if (v.str.rfind("WRONGTYPE", 0) == 0 || v.str.rfind("ERR", 0) == 0) {
+          stop_stream(p.stream, "XGROUP CREATE " + options_.group + ": " + v.str);
+          return;
+        }
+        l.conn.fail("XGROUP CREATE: " + v.str, now_ns());
+        on_link_failed(l);
         return;
       }
       streams_[p.stream].group_ready = true;
