@@ -36,25 +36,7 @@ namespace fs = std::filesystem;
 // (empty: /dev/null).
 pid_t spawn(const std::vector<std::string>& args, const std::string& in = "",
             const std::string& out = "", const std::string& err = "") {
-  const pid_t pid = ::fork();
-  if (pid == 0) {
-    auto redirect = [](const std::string& path, int fd, int flags) {
-      const int f = ::open(path.empty() ? "/dev/null" : path.c_str(), flags, 0600);
-      if (f < 0) std::_Exit(120);
-      ::dup2(f, fd);
-      ::close(f);
-    };
-    redirect(in, STDIN_FILENO, O_RDONLY);
-    redirect(out, STDOUT_FILENO, O_WRONLY | O_CREAT | O_TRUNC);
-    redirect(err, STDERR_FILENO, O_WRONLY | O_CREAT | O_TRUNC);
-    std::vector<char*> argv;
-    argv.push_back(const_cast<char*>(RINGFEED_BIN));
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    ::execv(RINGFEED_BIN, argv.data());
-    std::_Exit(127);
-  }
-  return pid;
+  return ringfeed::test::spawn_program(RINGFEED_BIN, args, in, out, err);
 }
 
 std::string slurp(const fs::path& p) {

@@ -2,7 +2,9 @@
 // conditions with deadlines (never bare sleeps).
 #pragma once
 
+#include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -14,6 +16,7 @@
 #include <string>
 #include <system_error>
 #include <thread>
+#include <vector>
 
 namespace ringfeed::test {
 
@@ -46,6 +49,33 @@ inline pid_t fork_child(const std::function<int()>& body) {
       rc = 99;
     }
     std::_Exit(rc);
+  }
+  return pid;
+}
+
+// Starts `binary` with `args` in a child process (which dies with the test process);
+// stdin, stdout and stderr from/to files (empty: /dev/null).
+inline pid_t spawn_program(const std::string& binary, const std::vector<std::string>& args,
+                           const std::string& in = "", const std::string& out = "",
+                           const std::string& err = "") {
+  const pid_t pid = ::fork();
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    auto redirect = [](const std::string& path, int fd, int flags) {
+      const int f = ::open(path.empty() ? "/dev/null" : path.c_str(), flags, 0600);
+      if (f < 0) std::_Exit(120);
+      ::dup2(f, fd);
+      ::close(f);
+    };
+    redirect(in, STDIN_FILENO, O_RDONLY);
+    redirect(out, STDOUT_FILENO, O_WRONLY | O_CREAT | O_TRUNC);
+    redirect(err, STDERR_FILENO, O_WRONLY | O_CREAT | O_TRUNC);
+    std::vector<char*> argv;
+    argv.push_back(const_cast<char*>(binary.c_str()));
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    std::_Exit(127);
   }
   return pid;
 }
