@@ -116,11 +116,10 @@ std::string hostname() {
   return buf;
 }
 
-// A record read from Redis, not yet handed out.
+// A record read from Redis, not yet handed out. Its id is its offset (redis_offset_to_id).
 struct Entry {
   std::uint64_t offset = 0;
   std::int64_t timestamp_ns = 0;
-  std::string id;
   std::string key;
   std::string value;
 };
@@ -128,16 +127,18 @@ struct Entry {
 // Handed out, not yet acknowledged upstream.
 struct Held {
   std::uint64_t next_offset = 0;  // the position that covers it
-  std::uint64_t offset = 0;
-  std::string id;
+  std::uint64_t offset = 0;       // its entry id
 };
 
 struct Stream {
   std::string name;
   std::deque<Entry> ready;
   std::deque<Held> held;
-  std::unordered_set<std::uint64_t> known;  // offsets in ready or held: a re-read skips them
-  std::uint64_t handed_out = 0;             // records handed out since open
+  // Offsets in ready or held, while a reply that may repeat some (own pending entries,
+  // claims) is read: built for that reply only, as ordinary reads bring new ids only.
+  std::unordered_set<std::uint64_t> known;
+  bool known_built = false;
+  std::uint64_t handed_out = 0;  // records handed out since open
   // Reading this consumer's own pending entries (after every connect), from this id on.
   bool pending_phase = true;
   std::string pending_from = "0";
@@ -207,10 +208,11 @@ class RedisSource final : public Source {
   void on_link_event(Link& l, UringConnection::Event e);
   void on_connected(Link& l);
   void on_link_failed(Link& l);
-  void on_reply(Link& l, Pending& p, const RespValue& v);
-  void on_read_reply(const Pending& p, const RespValue& v);
-  void on_claim_reply(std::uint32_t s, const RespValue& v);
-  void accept(std::uint32_t s, std::string_view id, const RespValue& fields);
+  void on_reply(Link& l, Pending& p, RespValue& v);
+  void on_read_reply(const Pending& p, RespValue& v);
+  void on_claim_reply(std::uint32_t s, RespValue& v);
+  void accept(std::uint32_t s, std::string_view id, RespValue& fields, bool may_repeat);
+  void build_known(Stream& st);
   void stop_stream(std::uint32_t s, std::string why);
   void maintain();
   void issue_reads();
@@ -241,6 +243,7 @@ class RedisSource final : public Source {
   std::optional<Error> ack_error_;
   std::optional<Error> fatal_;
   std::vector<SourceRecord> records_;
+  std::string ack_ids_;  // commit(): the ids of one XACK round
   // Last members: the links are destroyed first (after the destructor drained the ring),
   // then the ring.
   Uring ring_;
@@ -490,7 +493,7 @@ void RedisSource::stop_stream(std::uint32_t s, std::string why) {
   news_ = true;
 }
 
-void RedisSource::on_reply(Link& l, Pending& p, const RespValue& v) {
+void RedisSource::on_reply(Link& l, Pending& p, RespValue& v) {
   const bool error = v.type == RespType::error;
   switch (p.what) {
     case Expect::auth:
@@ -566,11 +569,11 @@ void RedisSource::on_reply(Link& l, Pending& p, const RespValue& v) {
 }
 
 // [[stream, [[id, [field, value, ...]], ...]], ...] or a null array (nothing new).
-void RedisSource::on_read_reply(const Pending& p, const RespValue& v) {
+void RedisSource::on_read_reply(const Pending& p, RespValue& v) {
   std::vector<bool> seen(streams_.size(), false);
   std::size_t entries = 0;
   if (v.type == RespType::array) {
-    for (const RespValue& per_stream : v.elements) {
+    for (RespValue& per_stream : v.elements) {
       auto pair = as_array(per_stream, 2, "XREADGROUP reply: stream");
       if (!pair) {
         read_.conn.fail(pair.error().message, now_ns());
@@ -589,7 +592,10 @@ void RedisSource::on_read_reply(const Pending& p, const RespValue& v) {
       const std::uint32_t s = it->second;
       seen[s] = true;
       std::string last;
-      for (const RespValue& e : *list) {
+      Stream& st = streams_[s];
+      // Own pending entries may be in the ring already (read before a reconnect).
+      const bool may_repeat = st.pending_phase;
+      for (RespValue& e : per_stream.elements[1].elements) {
         auto entry = as_array(e, 2, "XREADGROUP reply: entry");
         auto id = entry ? as_string((*entry)[0], "XREADGROUP reply: entry id")
                         : Result<std::string_view>(entry.error());
@@ -598,11 +604,12 @@ void RedisSource::on_read_reply(const Pending& p, const RespValue& v) {
           on_link_failed(read_);
           return;
         }
-        last = std::string(*id);
-        accept(s, *id, (*entry)[1]);
+        if (may_repeat) last = std::string(*id);
+        accept(s, *id, e.elements[1], may_repeat);
         ++entries;
       }
-      Stream& st = streams_[s];
+      st.known.clear();
+      st.known_built = false;
       if (st.pending_phase && std::find(p.streams.begin(), p.streams.end(), s) != p.streams.end()) {
         if (list->empty()) {
           st.pending_phase = false;
@@ -622,7 +629,7 @@ void RedisSource::on_read_reply(const Pending& p, const RespValue& v) {
 }
 
 // [next cursor, [[id, [field, value, ...]], ...], [deleted ids]]
-void RedisSource::on_claim_reply(std::uint32_t s, const RespValue& v) {
+void RedisSource::on_claim_reply(std::uint32_t s, RespValue& v) {
   Stream& st = streams_[s];
   auto parts = as_array(v, "XAUTOCLAIM reply");
   if (!parts || parts->size() < 2) {
@@ -632,12 +639,14 @@ void RedisSource::on_claim_reply(std::uint32_t s, const RespValue& v) {
   auto cursor = as_string((*parts)[0], "XAUTOCLAIM reply: cursor");
   auto list = as_array((*parts)[1], "XAUTOCLAIM reply: entries");
   if (!cursor || !list) return;
-  for (const RespValue& e : *list) {
+  for (RespValue& e : v.elements[1].elements) {
     auto entry = as_array(e, 2, "XAUTOCLAIM reply: entry");
     if (!entry) continue;
     auto id = as_string((*entry)[0], "XAUTOCLAIM reply: entry id");
-    if (id) accept(s, *id, (*entry)[1]);
+    if (id) accept(s, *id, e.elements[1], true);  // may be ours, idle in the ring
   }
+  st.known.clear();
+  st.known_built = false;
   st.claim_cursor = std::string(*cursor);
   // A whole pass over the pending entries: the next one after the idle time.
   st.next_claim_ns = st.claim_cursor == "0-0"
@@ -645,7 +654,16 @@ void RedisSource::on_claim_reply(std::uint32_t s, const RespValue& v) {
                          : now_ns();
 }
 
-void RedisSource::accept(std::uint32_t s, std::string_view id, const RespValue& fields) {
+void RedisSource::build_known(Stream& st) {
+  st.known.clear();
+  st.known.reserve(st.held.size() + st.ready.size());
+  for (const Held& h : st.held) st.known.insert(h.offset);
+  for (const Entry& e : st.ready) st.known.insert(e.offset);
+  st.known_built = true;
+}
+
+// Takes an entry for delivery: its fields are moved out of the reply.
+void RedisSource::accept(std::uint32_t s, std::string_view id, RespValue& fields, bool may_repeat) {
   Stream& st = streams_[s];
   if (st.st.stopped) return;
   auto offset = redis_id_to_offset(id);
@@ -653,7 +671,10 @@ void RedisSource::accept(std::uint32_t s, std::string_view id, const RespValue& 
     stop_stream(s, offset.error().message);
     return;
   }
-  if (st.known.contains(*offset)) return;  // read again: handed out or about to be
+  if (may_repeat) {
+    if (!st.known_built) build_known(st);
+    if (!st.known.insert(*offset).second) return;  // read again: handed out or about to be
+  }
   if (fields.type != RespType::array || fields.elements.empty()) {
     // Deleted while pending: nothing to deliver; acknowledged so it leaves the list.
     if (control_.conn.up()) {
@@ -661,10 +682,9 @@ void RedisSource::accept(std::uint32_t s, std::string_view id, const RespValue& 
     }
     return;
   }
-  const auto& f = fields.elements;
+  auto& f = fields.elements;
   Entry e;
   e.offset = *offset;
-  e.id = std::string(id);
   e.timestamp_ns = static_cast<std::int64_t>(*offset >> kSeqBits) * 1'000'000;
   const std::string_view* key = nullptr;
   const std::string_view* value = nullptr;
@@ -685,8 +705,9 @@ void RedisSource::accept(std::uint32_t s, std::string_view id, const RespValue& 
     }
   }
   if (plain && value != nullptr) {
-    if (key != nullptr) e.key = std::string(*key);
-    e.value = std::string(*value);
+    for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
+      (f[i].str == "key" ? e.key : e.value) = std::move(f[i + 1].str);
+    }
   } else {
     e.value = "{";
     for (std::size_t i = 0; i + 1 < f.size(); i += 2) {
@@ -698,7 +719,6 @@ void RedisSource::accept(std::uint32_t s, std::string_view id, const RespValue& 
     }
     e.value += '}';
   }
-  st.known.insert(e.offset);
   st.ready.push_back(std::move(e));
 }
 
@@ -817,7 +837,7 @@ std::size_t RedisSource::deliver(std::uint32_t s, BatchSink& sink) {
   const std::size_t taken = std::min(sink.take(s, records_), records_.size());
   for (std::size_t i = 0; i < taken; ++i) {
     Entry& e = st.ready.front();
-    st.held.push_back({st.handed_out + 1, e.offset, std::move(e.id)});
+    st.held.push_back({st.handed_out + 1, e.offset});
     ++st.handed_out;
     st.ready.pop_front();
   }
@@ -902,10 +922,26 @@ Status RedisSource::commit(std::uint32_t partition, std::uint64_t position) {
   acks_answered_ = 0;
   ack_error_.reset();
   std::size_t commands = 0;
+  // The ids, written one after another; the command's arguments are views into them.
+  std::string& ids = ack_ids_;
+  ids.clear();
+  std::vector<std::pair<std::size_t, std::size_t>> at;
+  at.reserve(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    char buf[48];
+    const std::uint64_t off = st.held[i].offset;
+    char* end = std::to_chars(buf, buf + 24, off >> kSeqBits).ptr;
+    *end++ = '-';
+    end = std::to_chars(end, buf + sizeof buf, off & ((std::uint64_t{1} << kSeqBits) - 1)).ptr;
+    at.emplace_back(ids.size(), static_cast<std::size_t>(end - buf));
+    ids.append(buf, end);
+  }
+  std::vector<std::string_view> args;
   for (std::size_t from = 0; from < n; from += kAckChunk) {
-    std::vector<std::string_view> args = {"XACK", st.name, options_.group};
-    for (std::size_t i = from; i < std::min(n, from + kAckChunk); ++i)
-      args.push_back(st.held[i].id);
+    args = {"XACK", st.name, options_.group};
+    for (std::size_t i = from; i < std::min(n, from + kAckChunk); ++i) {
+      args.emplace_back(ids.data() + at[i].first, at[i].second);
+    }
     send(control_, args, {.what = Expect::ack, .stream = partition, .commit_id = id});
     ++commands;
   }
@@ -920,10 +956,7 @@ Status RedisSource::commit(std::uint32_t partition, std::uint64_t position) {
   if (acks_answered_ < commands) {
     return Error{"XACK on Redis at " + where() + ": no reply in time", ETIMEDOUT};
   }
-  for (std::size_t i = 0; i < n; ++i) {
-    st.known.erase(st.held.front().offset);
-    st.held.pop_front();
-  }
+  st.held.erase(st.held.begin(), st.held.begin() + static_cast<std::ptrdiff_t>(n));
   st.st.committed = std::max(st.st.committed, position);
   return Ok{};
 }
