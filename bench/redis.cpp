@@ -83,7 +83,11 @@ flags:
   --block-ms MS         direct: XREADGROUP BLOCK (default 100)
   --pop-batch B         ringfeed: most messages per pop (default 64)
   --ring-mb MB          ringfeed: ring size in MiB, a power of two (default 64)
-  --spin-us U           ringfeed: ConsumerOptions::spin of the workers (default 50)
+  --spin-us U           ringfeed, latency part: ConsumerOptions::spin of the workers
+                        (default 50)
+  --throughput-spin-us U  ringfeed, throughput part: the same (default 0: N workers
+                        that spin take the cpu the fetcher needs on a small machine; the
+                        direct workers wait in the kernel too)
   --source-params P     ringfeed: more URI parameters, e.g. 'batch=500&block-ms=10'
   --rate R              latency: messages per second (default 5000)
   --latency-seconds S   latency: seconds of recorded messages per variant (default 2)
@@ -112,6 +116,7 @@ struct Options {
   std::uint64_t pop_batch = 64;
   std::uint64_t ring_mb = 64;
   std::uint64_t spin_us = 50;
+  std::uint64_t throughput_spin_us = 0;
   std::string source_params;
   std::uint64_t rate = 5'000;
   std::uint64_t latency_seconds = 2;
@@ -369,11 +374,12 @@ int fetcher_process(Control& ctl, const Options& o, const std::string& ns, const
 int ringfeed_worker(Control& ctl, const Options& o, const std::string& ns, int index,
                     bool latency) {
   const std::string who = "ringfeed worker " + std::to_string(index);
-  const ConsumerOptions options{.ns = ns,
-                                .partition = 0,
-                                .group = kGroup,
-                                .mode = Mode::shared,
-                                .spin = std::chrono::microseconds(o.spin_us)};
+  const ConsumerOptions options{
+      .ns = ns,
+      .partition = 0,
+      .group = kGroup,
+      .mode = Mode::shared,
+      .spin = std::chrono::microseconds(latency ? o.spin_us : o.throughput_spin_us)};
   std::unique_ptr<Consumer> c;
   const std::int64_t deadline = now_ns() + 30'000'000'000;
   for (;;) {
@@ -758,6 +764,7 @@ Options parse(ArgReader& args) {
                args.number("--pop-batch", 1, 1000, o.pop_batch) ||
                args.number("--ring-mb", 1, 1 << 16, o.ring_mb) ||
                args.number("--spin-us", 0, 10'000'000, o.spin_us) ||
+               args.number("--throughput-spin-us", 0, 10'000'000, o.throughput_spin_us) ||
                args.number("--rate", 1, 1'000'000, o.rate) ||
                args.number("--latency-seconds", 1, 600, o.latency_seconds) ||
                args.number("--warmup", 0, kBig, o.warmup) ||
@@ -814,10 +821,12 @@ int redis_main(ArgReader& args) {
   std::printf(
       "direct: XREADGROUP COUNT c BLOCK %llu + one XACK per batch; ringfeed: fetcher on "
       "redis://127.0.0.1:PORT?streams=S&group=G%s, shared group, pop(%llu) + ack, %llu MiB "
-      "ring\n",
+      "ring, workers spin %llu us (throughput) / %llu us (latency)\n",
       static_cast<unsigned long long>(o.block_ms),
       o.source_params.empty() ? "" : ("&" + o.source_params).c_str(),
-      static_cast<unsigned long long>(o.pop_batch), static_cast<unsigned long long>(o.ring_mb));
+      static_cast<unsigned long long>(o.pop_batch), static_cast<unsigned long long>(o.ring_mb),
+      static_cast<unsigned long long>(o.throughput_spin_us),
+      static_cast<unsigned long long>(o.spin_us));
   std::fflush(stdout);
 
   std::string skipped;  // why the ringfeed variant cannot run, once known
