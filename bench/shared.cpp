@@ -68,6 +68,8 @@ flags:
   --leases N          messages the killed consumer holds (default 64)
   --takeovers T       kills per run (default 20)
   --wait-idle S       before each run, wait up to S seconds for a second of idle cpus
+  --only TEXT         only the variants whose name contains TEXT (and their baselines),
+                      e.g. --only 'key_shared, 2' to profile one
   --no-pin            do not pin
   --help
 )";
@@ -82,6 +84,7 @@ struct Options {
   std::uint64_t leases = 64;
   std::uint64_t takeovers = 20;
   std::uint64_t wait_idle = 0;
+  std::string only;  // empty: every variant
   bool pin = true;
 };
 
@@ -524,8 +527,11 @@ Options parse(ArgReader& args) {
       std::fputs(kHelp, stdout);
       std::exit(0);
     }
+    std::string_view only;
     if (args.flag("--no-pin")) {
       o.pin = false;
+    } else if (args.text("--only", only)) {
+      o.only = only;
     } else if (args.number("--runs", 1, 1000, o.runs) || args.number("--count", 1, kBig, o.count) ||
                args.number("--publish-batch", 1, 4096, o.publish_batch) ||
                args.number("--ring-mb", 1, 1 << 20, o.ring_mb) ||
@@ -593,6 +599,26 @@ int shared_main(ArgReader& args) {
       variants.push_back(
           {"key_shared, " + consumers(n) + bs, Mode::key_shared, n, b, true, keyed_base});
     }
+  }
+  if (!o.only.empty()) {
+    // The variants named, with their baselines; `base` indices follow them.
+    std::vector<bool> keep(variants.size(), false);
+    for (std::size_t i = 0; i < variants.size(); ++i) {
+      if (variants[i].name.find(o.only) == std::string::npos) continue;
+      keep[i] = true;
+      keep[variants[i].base] = true;
+      keep[variants[variants[i].base].base] = true;
+    }
+    std::vector<std::size_t> index(variants.size(), 0);
+    std::vector<Variant> kept;
+    for (std::size_t i = 0; i < variants.size(); ++i) {
+      if (!keep[i]) continue;
+      index[i] = kept.size();
+      kept.push_back(variants[i]);
+    }
+    if (kept.empty()) throw UsageError("--only '" + o.only + "' names no variant");
+    for (Variant& v : kept) v.base = index[v.base];
+    variants = std::move(kept);
   }
   // Generous: a variant that moves fewer than 0.1 M messages a second has hung.
   const auto watchdog = static_cast<unsigned>(
