@@ -202,7 +202,7 @@ class FetcherImpl final : public Fetcher, private io::BatchSink {
     bool stopped = false;
     bool live_groups = false;  // some group is known and not fenced
   };
-  enum Warning { kCommitWarning, kDeadLetterWarning, kWarnings };
+  enum Warning { kSourceWarning, kCommitWarning, kDeadLetterWarning, kWarnings };
 
   std::size_t take(std::uint32_t index, std::span<const io::SourceRecord> records) override;
   void refuse_too_large(std::uint32_t index, const io::SourceRecord& r);
@@ -515,7 +515,12 @@ void FetcherImpl::settle_acked(Partition& p, bool reap_dead) {
 void FetcherImpl::check_stopped(std::uint32_t index) {
   if (parts_[index].stopped) return;
   io::PartitionStatus s = source_->status(index);
-  if (s.stopped) stop_partition(index, s.error.empty() ? "the source stopped it" : s.error);
+  if (s.stopped) {
+    stop_partition(index, s.error.empty() ? "the source stopped it" : s.error);
+    return;
+  }
+  // A source that waits without stopping (an upstream server down) says why.
+  set_warning(index, kSourceWarning, std::move(s.error));
 }
 
 void FetcherImpl::stop_partition(std::uint32_t index, const std::string& why) {

@@ -17,9 +17,11 @@
 #include <iterator>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/fetcher.hpp"
 #include "support/redis_server.hpp"
 #include "test_support.hpp"
 
@@ -246,6 +248,33 @@ TEST(RedisFetcher, ASurvivingHostClaimsTheEntriesOfOneThatDied) {
   ringfeed::test::wait_child(worker_b);
   ::kill(fetcher_b, SIGTERM);
   EXPECT_EQ(ringfeed::test::wait_child(fetcher_b, 30s), 0);
+}
+
+TEST(RedisFetcher, StatsSayWhyAPartitionWaitsWhileTheServerIsDown) {
+  SKIP_WITHOUT_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  ASSERT_TRUE(server.stop().ok());
+  const std::string ns = ringfeed::test::unique_ns("rfw");
+  auto f = ringfeed::Fetcher::start(
+      {.ns = ns,
+       .source = "redis://127.0.0.1:" + std::to_string(server.port()) + "?streams=s&group=g",
+       .ring_bytes = 1 << 20});
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  std::atomic<bool> stop{false};
+  ringfeed::Status result = ringfeed::Ok{};
+  std::thread runner([&] { result = (*f)->run(stop); });
+  EXPECT_TRUE(ringfeed::test::wait_until(
+      [&] { return (*f)->stats()[0].warning.find("waiting for Redis") != std::string::npos; }, 30s))
+      << (*f)->stats()[0].warning;
+  EXPECT_FALSE((*f)->stats()[0].stopped);
+  ASSERT_TRUE(server.restart().ok());
+  EXPECT_TRUE(ringfeed::test::wait_until([&] { return (*f)->stats()[0].warning.empty(); }, 30s))
+      << (*f)->stats()[0].warning;
+  stop.store(true);
+  (*f)->wake();
+  runner.join();
+  EXPECT_TRUE(result.ok()) << result.error().message;
 }
 
 }  // namespace

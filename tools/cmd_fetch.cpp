@@ -6,11 +6,17 @@
 
 #include <atomic>
 #include <bit>
+#include <chrono>
+#include <condition_variable>
 #include <cstdio>
 #include <memory>
+#include <mutex>
 #include <span>
+#include <stop_token>
 #include <string>
 #include <string_view>
+#include <thread>
+#include <vector>
 
 #include "cli_args.hpp"
 #include "shm/fetcher_layout.hpp"
@@ -125,12 +131,41 @@ int fetch_main(std::span<char* const> argv) {
   ::pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   auto fetcher = Fetcher::start(options);
   if (fetcher) g_fetcher.store(fetcher->get(), std::memory_order_release);
+  // Says on stderr when a partition is held back (an upstream that is down, a commit
+  // that fails) and when it goes on again; started here so that it blocks the signals.
+  std::jthread reporter;
+  if (fetcher) {
+    reporter = std::jthread([f = fetcher->get()](std::stop_token stop) {
+      std::mutex m;
+      std::condition_variable_any cv;
+      std::vector<std::string> said;
+      for (;;) {
+        const auto stats = f->stats();
+        said.resize(stats.size());
+        for (const auto& s : stats) {
+          if (s.stopped || s.warning == said[s.partition]) continue;
+          if (s.warning.empty()) {
+            std::fprintf(stderr, "ringfeed fetch: partition %u goes on\n", s.partition);
+          } else {
+            std::fprintf(stderr, "ringfeed fetch: partition %u held back: %s\n", s.partition,
+                         s.warning.c_str());
+          }
+          said[s.partition] = s.warning;
+        }
+        std::unique_lock lock(m);
+        cv.wait_for(lock, stop, std::chrono::seconds(1), [&] { return stop.stop_requested(); });
+        if (stop.stop_requested()) break;
+      }
+    });
+  }
   ::pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   if (!fetcher) return runtime_error(kCommand, fetcher.error().message);
   std::fprintf(stderr, "ringfeed fetch: namespace %s, source %s, %zu partitions, pid %d\n",
                ns.c_str(), source.c_str(), (*fetcher)->stats().size(),
                static_cast<int>(::getpid()));
   const Status st = (*fetcher)->run(g_stop);
+  reporter.request_stop();
+  reporter.join();
   // The handler must not see the fetcher once it is destroyed.
   g_fetcher.store(nullptr, std::memory_order_release);
   if (!st) return runtime_error(kCommand, st.error().message);
