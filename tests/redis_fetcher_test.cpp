@@ -22,6 +22,7 @@
 
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/fetcher.hpp"
+#include "shm/segment.hpp"
 #include "support/redis_server.hpp"
 #include "test_support.hpp"
 
@@ -236,6 +237,10 @@ TEST(RedisFetcher, ASurvivingHostClaimsTheEntriesOfOneThatDied) {
   const std::int64_t held_by_a = pending(*c, "s0", "g");
   ::kill(fetcher_a, SIGKILL);
   ringfeed::test::wait_child(fetcher_a);
+  // A killed fetcher leaves its segments for a successor to take over; none comes here.
+  for (const auto& name : ringfeed::shm::Segment::list("ringfeed." + ns_a + ".")) {
+    ringfeed::shm::Segment::remove(name);
+  }
   ASSERT_TRUE(ringfeed::test::wait_until(
       [&] { return consumed(ledger) == kPerStream && pending(*c, "s0", "g") == 0; }, 60s))
       << consumed(ledger) << " of " << kPerStream << " consumed; pending " << pending(*c, "s0", "g")
