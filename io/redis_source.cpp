@@ -997,7 +997,7 @@ std::string redis_offset_to_id(std::uint64_t offset) {
          std::to_string(offset & ((std::uint64_t{1} << kSeqBits) - 1));
 }
 
-Result<RedisSourceOptions> parse_redis_uri(std::string_view uri) {
+Result<RedisSourceOptions> parse_redis_uri(std::string_view uri, bool for_source) {
   constexpr std::string_view kScheme = "redis://";
   if (uri.substr(0, kScheme.size()) != kScheme) return bad_uri(uri, "does not start with redis://");
   std::string_view rest = uri.substr(kScheme.size());
@@ -1096,7 +1096,7 @@ Result<RedisSourceOptions> parse_redis_uri(std::string_view uri) {
     if (!ok) return ok.error();
   }
   if (o.streams.empty()) return bad_uri(uri, "no streams (add ?streams=S0,S1,...)");
-  if (o.group.empty()) return bad_uri(uri, "no group (add &group=G)");
+  if (o.group.empty() && for_source) return bad_uri(uri, "no group (add &group=G)");
   if (o.consumer.empty()) o.consumer = "ringfeed-" + hostname();
   if (o.password.empty()) {
     if (const char* p = std::getenv("RINGFEED_REDIS_PASSWORD"); p != nullptr) o.password = p;

@@ -58,8 +58,9 @@ struct RedisSourceOptions {
 };
 
 // Parses a redis:// URI (strictly: an unknown parameter or a bad number is an error that
-// names it). The password, when the URI has none, comes from the environment.
-Result<RedisSourceOptions> parse_redis_uri(std::string_view uri);
+// names it). The password, when the URI has none, comes from the environment. `group=`
+// is required unless `for_source` is false (a producer writes to streams without one).
+Result<RedisSourceOptions> parse_redis_uri(std::string_view uri, bool for_source = true);
 
 // The entry id `MS-SEQ` as an upstream offset, or an error for one that does not fit.
 Result<std::uint64_t> redis_id_to_offset(std::string_view id);

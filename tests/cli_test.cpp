@@ -352,6 +352,14 @@ TEST(CliUsage, WrongCommandLinesExitTwoWithOneLineNamingTheProblem) {
       "flag --key");
   expect_usage_error(cli, {"produce", "--source", "not-a-uri", "--partition", "0"},
                      "flag --source: 'not-a-uri' is not a URI");
+  const std::string redis = "redis://127.0.0.1:1?streams=a,b&group=g";
+  expect_usage_error(cli,
+                     {"produce", "--source", "redis://127.0.0.1:1?group=g", "--partition", "0"},
+                     "no streams");
+  expect_usage_error(cli, {"produce", "--source", redis, "--partition", "2"},
+                     "flag --partition: 2 of a source with 2 streams");
+  expect_usage_error(cli, {"produce", "--source", redis, "--partition", "0", "--format", "lines"},
+                     "flag --format: only for file: sources");
   expect_usage_error(cli, {"produce", "--source", src, "--partition"},
                      "flag --partition needs a value");
   expect_usage_error(cli, {"produce", "--source", src, "--partition", "0", "--size", "8"},
@@ -407,8 +415,11 @@ TEST(CliErrors, RuntimeErrorsExitOneSayingWhatAndWhere) {
   expect_runtime_error(cli, {"produce", "--source", "file:" + missing, "--partition", "0"}, missing,
                        "x\n");
   expect_runtime_error(
-      cli, {"produce", "--source", "redis://localhost:6379?streams=a&group=g", "--partition", "0"},
-      "scheme 'redis' is not supported yet by produce", "x\n");
+      cli, {"produce", "--source", "kafka://localhost:9092?topic=t&group=g", "--partition", "0"},
+      "scheme 'kafka' is not supported yet by produce", "x\n");
+  expect_runtime_error(
+      cli, {"produce", "--source", "redis://127.0.0.1:1?streams=a&group=g", "--partition", "0"},
+      "cannot connect to Redis at 127.0.0.1:1", "x\n");
   const std::string ns = ringfeed::test::unique_ns("cli-missing");
   expect_runtime_error(cli, {"stat", "--namespace", ns},
                        "namespace '" + ns + "' has no fetcher and no rings");

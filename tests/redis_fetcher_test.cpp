@@ -10,6 +10,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -280,6 +281,54 @@ TEST(RedisFetcher, StatsSayWhyAPartitionWaitsWhileTheServerIsDown) {
   (*f)->wake();
   runner.join();
   EXPECT_TRUE(result.ok()) << result.error().message;
+}
+
+TEST(RedisFetcher, ProduceFetchAndConsumeThroughTheBinaries) {
+  SKIP_WITHOUT_REDIS();
+  ringfeed::test::TempDir dir{"ringfeed-redis-cli"};
+  RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  auto c = server.client();
+  ASSERT_TRUE(c.ok()) << c.error().message;
+  const std::string uri =
+      "redis://127.0.0.1:" + std::to_string(server.port()) + "?streams=s0,s1&group=g";
+  {
+    std::ofstream lines(dir.file("lines"));
+    lines << "first\nsecond\nthird";  // the last line without its newline
+  }
+  // A producer needs no group.
+  const std::string streams =
+      "redis://127.0.0.1:" + std::to_string(server.port()) + "?streams=s0,s1";
+  const pid_t gen = ringfeed::test::spawn_program(
+      RINGFEED_BIN,
+      {"produce", "--source", streams, "--partition", "0", "--count", "500", "--size", "3"}, "", "",
+      dir.file("gen.err"));
+  ASSERT_EQ(ringfeed::test::wait_child(gen, 30s), 0) << slurp(dir.file("gen.err"));
+  const pid_t stdin_producer = ringfeed::test::spawn_program(
+      RINGFEED_BIN, {"produce", "--source", uri, "--partition", "1", "--key", "k7"},
+      dir.file("lines"), "", dir.file("lines.err"));
+  ASSERT_EQ(ringfeed::test::wait_child(stdin_producer, 30s), 0) << slurp(dir.file("lines.err"));
+
+  const std::string ns = ringfeed::test::unique_ns("rfc");
+  const pid_t fetcher = fetch(ns, uri, dir.file("fetch.err"));
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] { return ringfeed::shm::Segment::list("ringfeed." + ns + ".p1.ring").size() == 1; },
+      30s));
+  const pid_t consumer = ringfeed::test::spawn_program(
+      RINGFEED_BIN,
+      {"consume", "--namespace", ns, "--partition", "all", "--group", "w", "--mode", "shared",
+       "--count", "503", "--output", "json", "--timeout-ms", "20000"},
+      "", dir.file("out"), dir.file("consume.err"));
+  ASSERT_EQ(ringfeed::test::wait_child(consumer, 60s), 0) << slurp(dir.file("consume.err"));
+  const std::string out = slurp(dir.file("out"));
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 503);
+  EXPECT_NE(out.find(R"("key":"k7","value":"third")"), std::string::npos) << out.substr(0, 300);
+  EXPECT_NE(out.find(R"("partition":0,)"), std::string::npos);
+  EXPECT_NE(out.find(R"("value":"499")"), std::string::npos);
+  EXPECT_TRUE(ringfeed::test::wait_until(
+      [&] { return pending(*c, "s0", "g") == 0 && pending(*c, "s1", "g") == 0; }, 30s));
+  ::kill(fetcher, SIGTERM);
+  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(dir.file("fetch.err"));
 }
 
 }  // namespace

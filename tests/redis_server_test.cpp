@@ -307,7 +307,7 @@ TEST(RedisServer, KilledServerGivesAClearError) {
   auto fresh = RedisClient::connect(port);
   ASSERT_FALSE(fresh);
   EXPECT_EQ(fresh.error().code, ECONNREFUSED);
-  EXPECT_NE(fresh.error().message.find("cannot connect to redis-server at 127.0.0.1:" +
+  EXPECT_NE(fresh.error().message.find("cannot connect to Redis at 127.0.0.1:" +
                                        std::to_string(port)),
             std::string::npos)
       << fresh.error().message;

@@ -2,8 +2,9 @@
 // partition P of a source. For file:DIR that is the log file DIR/P.log, framed (with a
 // key and a timestamp) or plain lines. Messages are appended in batches (one write per
 // batch, under the appender's lock) and fsynced once at the end: a host crash may lose
-// the tail of an unfinished run, never leave a torn batch for a live reader. --rate
-// paces the appends with absolute deadlines.
+// the tail of an unfinished run, never leave a torn batch for a live reader. For
+// redis://... it is stream SP: one XADD per message, a batch pipelined. --rate paces the
+// appends with absolute deadlines.
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -14,6 +15,8 @@
 #include <cstdint>
 #include <cstring>
 #include <iterator>
+#include <memory>
+#include <optional>
 #include <span>
 #include <string>
 #include <string_view>
@@ -22,6 +25,8 @@
 #include "cli_args.hpp"
 #include "io/framed_record.hpp"
 #include "io/log_appender.hpp"
+#include "io/redis_client.hpp"
+#include "io/redis_source.hpp"
 #include "shm/fetcher_layout.hpp"
 
 namespace ringfeed::cli {
@@ -31,7 +36,9 @@ namespace {
 constexpr std::string_view kCommand = "produce";
 
 constexpr Flag kFlags[] = {
-    {"source", "URI", true, "where to append: file:DIR (partition P is the log file DIR/P.log)"},
+    {"source", "URI", true,
+     "where to append: file:DIR (partition P is the log file DIR/P.log) or "
+     "redis://HOST:PORT?streams=S0,S1,... (partition P is stream SP)"},
     {"partition", "P", true, "partition number"},
     {"format", "framed|lines", false,
      "framed records with key and timestamp (default), or plain lines"},
@@ -46,7 +53,8 @@ constexpr std::string_view kDescription =
     "partition P. A last line without a newline is a message too. With --count N it\n"
     "reads nothing and appends N messages of --size bytes: 00..00, 00..01, and so on.\n"
     "DIR must exist; the log file is created if missing. The file is fsynced before\n"
-    "produce exits 0.\n"
+    "produce exits 0. To a redis:// source each message is one XADD (field value, and\n"
+    "key with --key), a batch pipelined; produce exits 0 once Redis took them all.\n"
     "\n"
     "A framed record's timestamp is the time it was appended (CLOCK_REALTIME), which\n"
     "consume --latency measures from. --rate R appends message i when i/R seconds have\n"
@@ -66,11 +74,13 @@ constexpr std::uint64_t kDefaultSize = 64;
 
 struct FileTarget {
   std::string dir;
-  std::string format;  // from ?format=..., empty if not given
+  std::string format;                           // from ?format=..., empty if not given
+  std::optional<io::RedisSourceOptions> redis;  // a redis:// source instead
 };
 
-// Parses a `file:DIR[?format=framed|lines]` URI. Other schemes are a runtime error (the
-// URI is fine, produce cannot write there yet); malformed URIs are usage errors.
+// Parses a `file:DIR[?format=framed|lines]` or `redis://...` URI. Other schemes are a
+// runtime error (the URI is fine, produce cannot write there yet); malformed URIs are
+// usage errors.
 int parse_source(std::string_view uri, FileTarget& out) {
   const std::size_t colon = uri.find(':');
   const std::string_view scheme = uri.substr(0, colon);
@@ -81,10 +91,17 @@ int parse_source(std::string_view uri, FileTarget& out) {
     return usage_error(
         kCommand, "flag --source: '" + std::string(uri) + "' is not a URI (expected file:DIR)");
   }
+  if (scheme == "redis") {
+    auto redis = io::parse_redis_uri(uri, /*for_source=*/false);
+    if (!redis) return usage_error(kCommand, "flag --source: " + redis.error().message);
+    out.redis = std::move(redis.value());
+    return kExitOk;
+  }
   if (scheme != "file") {
     return runtime_error(kCommand, "source scheme '" + std::string(scheme) +
                                        "' is not supported yet by produce (source '" +
-                                       std::string(uri) + "'; supported: file:DIR)");
+                                       std::string(uri) +
+                                       "'; supported: file:DIR, redis://HOST:PORT?streams=...)");
   }
   std::string_view rest = uri.substr(colon + 1);
   const std::size_t q = rest.find('?');
@@ -156,14 +173,97 @@ class Pacer {
   bool started_ = false;
 };
 
-// Collects messages and appends them in batches: one write per batch, under the
-// appender's lock. A framed record is stamped when its batch is appended, so its
-// timestamp is when it became readable. Paced, a message is appended as soon as it is
-// due, and batches form only from messages that are all due already (catching up).
+// Where a batch goes: the log file of a file: source, or a Redis stream.
+class Target {
+ public:
+  virtual ~Target() = default;
+  // `bytes` holds the batch's values at `at` (offset, size); `now` is their timestamp.
+  virtual Status append(const std::string& bytes,
+                        std::span<const std::pair<std::size_t, std::size_t>> at,
+                        std::int64_t now) = 0;
+  // Makes what was appended durable (the log file is fsynced; Redis replied already).
+  virtual Status sync() = 0;
+};
+
+// DIR/P.log: framed records (one write per batch, under the appender's lock), or the
+// lines as they are.
+class LogTarget final : public Target {
+ public:
+  LogTarget(io::LogAppender appender, bool framed, std::string key)
+      : appender_(std::move(appender)), framed_(framed), key_(std::move(key)) {}
+  Status append(const std::string& bytes, std::span<const std::pair<std::size_t, std::size_t>> at,
+                std::int64_t now) override {
+    if (!framed_) {
+      auto r = appender_.append_encoded(std::as_bytes(std::span(bytes.data(), bytes.size())));
+      if (!r) return r.error();
+      return Ok{};
+    }
+    records_.clear();
+    for (const auto& [offset, size] : at) {
+      records_.push_back({.kind = io::RecordKind::log,
+                          .timestamp_ns = now,
+                          .upstream_offset = 0,
+                          .key = key_,
+                          .value = std::string_view(bytes).substr(offset, size)});
+    }
+    auto r = appender_.append(records_);
+    if (!r) return r.error();
+    return Ok{};
+  }
+  Status sync() override { return appender_.sync(); }
+
+ private:
+  io::LogAppender appender_;
+  bool framed_;
+  std::string key_;
+  std::vector<io::RecordView> records_;
+};
+
+// A Redis stream: one XADD STREAM * [key KEY] value V per message, a batch pipelined in
+// one write; every reply is checked. Redis stamps each entry (its id's time).
+class RedisTarget final : public Target {
+ public:
+  RedisTarget(io::RedisClient client, std::string stream, std::string key)
+      : client_(std::move(client)), stream_(std::move(stream)), key_(std::move(key)) {}
+  Status append(const std::string& bytes, std::span<const std::pair<std::size_t, std::size_t>> at,
+                std::int64_t) override {
+    commands_.clear();
+    for (const auto& [offset, size] : at) {
+      std::vector<std::string> c = {"XADD", stream_, "*"};
+      if (!key_.empty()) {
+        c.emplace_back("key");
+        c.push_back(key_);
+      }
+      c.emplace_back("value");
+      c.emplace_back(bytes, offset, size);
+      commands_.push_back(std::move(c));
+    }
+    auto replies = client_.pipeline(commands_);
+    if (!replies) return replies.error();
+    for (const io::RespValue& r : *replies) {
+      if (r.type == io::RespType::error) {
+        return Error{"XADD " + stream_ + ": " + r.str, EREMOTEIO};
+      }
+    }
+    return Ok{};
+  }
+  Status sync() override { return Ok{}; }
+
+ private:
+  io::RedisClient client_;
+  std::string stream_;
+  std::string key_;
+  std::vector<std::vector<std::string>> commands_;
+};
+
+// Collects messages and appends them in batches. A framed record is stamped when its
+// batch is appended, so its timestamp is when it became readable. Paced, a message is
+// appended as soon as it is due, and batches form only from messages that are all due
+// already (catching up).
 class Producer {
  public:
-  Producer(io::LogAppender appender, bool framed, std::string key, std::uint64_t rate)
-      : appender_(std::move(appender)), framed_(framed), key_(std::move(key)), pacer_(rate) {
+  Producer(std::unique_ptr<Target> target, bool newlines, std::uint64_t rate)
+      : target_(std::move(target)), newlines_(newlines), pacer_(rate) {
     pending_.reserve(kBatchLines);
   }
 
@@ -177,7 +277,7 @@ class Producer {
     }
     pending_.emplace_back(bytes_.size(), value.size());
     bytes_.append(value);
-    if (!framed_) bytes_ += '\n';
+    if (newlines_) bytes_ += '\n';
     ++messages_;
     const std::size_t most = pacer_.paced() ? kPacedBatchLines : kBatchLines;
     if (pending_.size() >= most || bytes_.size() >= kBatchBytes || !pacer_.due(messages_)) {
@@ -189,25 +289,12 @@ class Producer {
   // Appends what was collected.
   Status flush() {
     if (pending_.empty()) return Ok{};
-    records_.clear();
     const std::int64_t now = clock_ns(CLOCK_REALTIME);
     if (!pacer_.started()) pacer_.start();  // after the stamp: message 1 is due 1/rate later
-    if (framed_) {
-      for (const auto& [at, size] : pending_) {
-        records_.push_back({.kind = io::RecordKind::log,
-                            .timestamp_ns = now,
-                            .upstream_offset = 0,
-                            .key = key_,
-                            .value = std::string_view(bytes_).substr(at, size)});
-      }
-    }
-    auto r = framed_
-                 ? appender_.append(records_)
-                 : appender_.append_encoded(std::as_bytes(std::span(bytes_.data(), bytes_.size())));
+    Status r = target_->append(bytes_, pending_, now);
     pending_.clear();
     bytes_.clear();
-    if (!r) return r.error();
-    return Ok{};
+    return r;
   }
 
   static Status too_long(std::uint64_t line, std::size_t size) {
@@ -218,18 +305,16 @@ class Producer {
                  EMSGSIZE};
   }
 
-  Status sync() { return appender_.sync(); }
+  Status sync() { return target_->sync(); }
   std::uint64_t messages() const { return messages_; }
 
  private:
-  io::LogAppender appender_;
-  bool framed_;
-  std::string key_;
+  std::unique_ptr<Target> target_;
+  bool newlines_;
   Pacer pacer_;
   // The batch: values (each followed by '\n' in the lines format) and where each is.
   std::string bytes_;
   std::vector<std::pair<std::size_t, std::size_t>> pending_;
-  std::vector<io::RecordView> records_;
   std::uint64_t messages_ = 0;
 };
 
@@ -288,6 +373,25 @@ std::size_t decimal_digits(std::uint64_t n) {
   return d;
 }
 
+// The log file DIR/P.log of a file: source, opened for appending (created if missing).
+int open_log(const FileTarget& target, std::string_view source, std::uint64_t partition,
+             bool framed, const std::string& key, std::unique_ptr<Target>& out) {
+  struct stat st {};
+  if (::stat(target.dir.c_str(), &st) != 0) {
+    return runtime_error(kCommand, "directory '" + target.dir + "' of source '" +
+                                       std::string(source) + "': " + std::strerror(errno));
+  }
+  if (!S_ISDIR(st.st_mode)) {
+    return runtime_error(kCommand, "'" + target.dir + "' of source '" + std::string(source) +
+                                       "' is not a directory");
+  }
+  const std::string path = target.dir + "/" + std::to_string(partition) + ".log";
+  auto appender = io::LogAppender::open(path);
+  if (!appender) return runtime_error(kCommand, appender.error().message);
+  out = std::make_unique<LogTarget>(std::move(appender.value()), framed, key);
+  return kExitOk;
+}
+
 }  // namespace
 
 int produce_main(std::span<char* const> argv) {
@@ -306,6 +410,17 @@ int produce_main(std::span<char* const> argv) {
   if (!partition) return usage_error(kCommand, partition.error().message);
   FileTarget target;
   if (const int rc = parse_source(args->get("source"), target); rc != kExitOk) return rc;
+  if (target.redis && args->has("format")) {
+    return usage_error(kCommand,
+                       "flag --format: only for file: sources (a Redis entry has "
+                       "a value field, and a key field with --key)");
+  }
+  if (target.redis && partition.value() >= target.redis->streams.size()) {
+    return usage_error(kCommand, "flag --partition: " + std::to_string(partition.value()) +
+                                     " of a source with " +
+                                     std::to_string(target.redis->streams.size()) +
+                                     " streams (partition P is the P-th of streams=)");
+  }
   if (!target.format.empty() && args->has("format") && args->get("format") != target.format) {
     return usage_error(kCommand, "flag --format " + std::string(args->get("format")) +
                                      " contradicts format=" + target.format + " in --source");
@@ -315,7 +430,7 @@ int produce_main(std::span<char* const> argv) {
       target.format.empty() ? std::string_view("framed") : std::string_view(target.format);
   auto format = args->choice("format", default_format, kFormats);
   if (!format) return usage_error(kCommand, format.error().message);
-  const bool framed = format.value() == "framed";
+  const bool framed = target.redis || format.value() == "framed";
   if (!framed && args->has("key")) {
     return usage_error(kCommand, "flag --key: the lines format has no keys (use --format framed)");
   }
@@ -342,20 +457,19 @@ int produce_main(std::span<char* const> argv) {
                                      std::to_string(io::kMaxKeyLength) + ")");
   }
 
-  struct stat st {};
-  if (::stat(target.dir.c_str(), &st) != 0) {
-    return runtime_error(kCommand, "directory '" + target.dir + "' of source '" +
-                                       std::string(args->get("source")) +
-                                       "': " + std::strerror(errno));
+  std::unique_ptr<Target> sink;
+  if (target.redis) {
+    const io::RedisSourceOptions& r = *target.redis;
+    auto client =
+        io::RedisClient::connect(r.port, {.host = r.host, .user = r.user, .password = r.password});
+    if (!client) return runtime_error(kCommand, client.error().message);
+    sink =
+        std::make_unique<RedisTarget>(std::move(client.value()), r.streams[partition.value()], key);
+  } else if (auto rc = open_log(target, args->get("source"), partition.value(), framed, key, sink);
+             rc != kExitOk) {
+    return rc;
   }
-  if (!S_ISDIR(st.st_mode)) {
-    return runtime_error(kCommand, "'" + target.dir + "' of source '" +
-                                       std::string(args->get("source")) + "' is not a directory");
-  }
-  const std::string path = target.dir + "/" + std::to_string(partition.value()) + ".log";
-  auto appender = io::LogAppender::open(path);
-  if (!appender) return runtime_error(kCommand, appender.error().message);
-  Producer producer(std::move(appender.value()), framed, key, rate.value());
+  Producer producer(std::move(sink), !framed, rate.value());
   const Status produced = args->has("count")
                               ? produce_generated(producer, count.value(), size.value())
                               : produce_stdin(producer);

@@ -1,4 +1,4 @@
-// A real redis-server for the tests and the bench, and a tiny blocking client to drive it.
+// A real redis-server for the tests and the bench, and the blocking client that drives it.
 //
 //   ringfeed::test::RedisServer server;
 //   if (auto ok = server.start(); !ok) FAIL() << ok.error().message;
@@ -16,11 +16,7 @@
 // The server dies with the process that started it (PR_SET_PDEATHSIG), so a crashed test
 // or bench leaves no server behind; only its directory may remain.
 //
-// RedisClient speaks RESP2 through io/resp.hpp over a blocking TCP socket, one command at
-// a time or a pipeline; every wait has a timeout. An error reply, a broken connection, a
-// timeout or a malformed reply comes back as an Error whose message names the server,
-// the command and what happened. After a timeout or a broken reply the connection is
-// closed (its replies would no longer match its commands); later commands say so.
+// RedisClient is io::RedisClient (io/redis_client.hpp), which `ringfeed produce` uses too.
 #pragma once
 
 #include <sys/types.h>
@@ -33,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "io/redis_client.hpp"
 #include "io/resp.hpp"
 #include "shm/result.hpp"
 
@@ -43,61 +40,10 @@ inline constexpr const char* kRedisServerBinary = "/usr/bin/redis-server";
 // Whether `binary` exists and is executable (tests that need a server skip without it).
 bool redis_server_available(const std::string& binary = kRedisServerBinary);
 
-// --- client --------------------------------------------------------------------------
+// --- client: io::RedisClient, a blocking RESP2 client (io/redis_client.hpp) ------------
 
-struct RedisClientOptions {
-  std::string host = "127.0.0.1";
-  // AUTH after connecting: `AUTH password`, or `AUTH user password` with a user.
-  std::string user;
-  std::string password;
-  // The longest wait for the connection, for sending a command and for each reply.
-  std::chrono::milliseconds timeout{5000};
-};
-
-class RedisClient {
- public:
-  // Connects (and authenticates if options.password is set).
-  static Result<RedisClient> connect(std::uint16_t port, const RedisClientOptions& options = {});
-
-  RedisClient() = default;
-  RedisClient(RedisClient&& other) noexcept;
-  RedisClient& operator=(RedisClient&& other) noexcept;
-  RedisClient(const RedisClient&) = delete;
-  RedisClient& operator=(const RedisClient&) = delete;
-  ~RedisClient();
-
-  // Sends one command and waits for its reply. An error reply becomes an Error with code
-  // EREMOTEIO and the server's text ("XADD: ERR ..."); a null reply (XREADGROUP ... BLOCK
-  // that timed out) is a value.
-  Result<io::RespValue> command(std::initializer_list<std::string_view> args);
-  Result<io::RespValue> command(std::span<const std::string_view> args);
-  Result<io::RespValue> command(const std::vector<std::string>& args);
-
-  // Sends every command in one write, then reads one reply per command, in order. Error
-  // replies stay values here (io::RespType::error), one per failed command; an Error is
-  // returned only for a failure of the connection.
-  Result<std::vector<io::RespValue>> pipeline(
-      const std::vector<std::vector<std::string>>& commands);
-
-  // The timeout of later commands (a blocking XREADGROUP needs more than its BLOCK).
-  void set_timeout(std::chrono::milliseconds timeout) { options_.timeout = timeout; }
-  bool connected() const { return fd_ >= 0; }
-  void close();
-  std::uint16_t port() const { return port_; }
-
- private:
-  Status send_all(std::string_view bytes, std::string_view what);
-  Result<io::RespValue> read_reply(std::string_view what);
-  Error fail(std::string message, int code);
-  std::string where() const;
-
-  int fd_ = -1;
-  std::uint16_t port_ = 0;
-  RedisClientOptions options_;
-  std::string in_;  // received, not parsed yet
-  io::RespParser parser_;
-  std::string why_closed_;  // set when a failure closed the connection
-};
+using RedisClient = io::RedisClient;
+using RedisClientOptions = io::RedisClientOptions;
 
 // --- server --------------------------------------------------------------------------
 
