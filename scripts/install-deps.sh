@@ -9,6 +9,7 @@ packages=(
   liburing-dev          # io_uring
   libgtest-dev libgmock-dev
   libbenchmark-dev
+  clang libclang-rt-14-dev  # libFuzzer (scripts/fuzz.sh)
   redis-server          # the real server the Redis Streams tests and bench run against
   libhiredis-dev        # hiredis: the direct-client baseline of ringfeed-bench redis
 )

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds the release tree, the debug tree
 # (AddressSanitizer + UndefinedBehaviorSanitizer) and the tsan tree (ThreadSanitizer), all
-# with warnings as errors, and runs every test in each. RINGFEED_PRESETS overrides the
-# list (e.g. "release").
+# with warnings as errors, and runs every test in each; then the fuzz targets for 20 s
+# (clang). RINGFEED_PRESETS overrides the list of trees (e.g. "release") and skips the
+# fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -19,4 +20,11 @@ for preset in $presets; do
   echo "=== $preset: test"
   ctest --preset "$preset" --timeout 900
 done
-echo "=== all tests passed in: $presets"
+fuzzed=""
+if [ -z "${RINGFEED_PRESETS:-}" ]; then
+  # The fuzz targets, briefly (longer on demand: bash scripts/fuzz.sh SECONDS).
+  echo "=== fuzz: the RESP2 reply parser, 20 s"
+  bash scripts/fuzz.sh 20
+  fuzzed=", and the fuzz targets for 20 s"
+fi
+echo "=== all tests passed in: $presets$fuzzed"
