@@ -90,17 +90,32 @@ std::uint64_t Consumer::first_seq_at_or_after(std::uint64_t position) const {
 
 // The group's creator finds where it starts: at the oldest data the ring holds (the
 // joining protocol of ring_writer.hpp on the group's watermark), then the sequence of
-// the first message there. Others wait for it; if the creator died first, they do it.
+// the first message there. Others wait for it; if the creator died first, they do it;
+// if the one starting it dies (its slot in `dispatch`), they start it again (a second
+// start only redoes what the first did: nothing was handed out yet).
 Status Consumer::start_shared(bool created) {
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   for (;;) {
     std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
-    if (d != shm::kNotStarted && d != shm::kStarting) break;
+    if (shm::group_started(d)) break;
+    if (d != shm::kNotStarted) {
+      // Being started by the consumer of slot s: gone, or the slot is ours now (we are
+      // not starting it), so that consumer died.
+      const std::uint64_t s = d - shm::kStarting;
+      const bool starter_gone =
+          s >= shm::kGroupSlots || s == slot_ ||
+          !shm::owner_alive(group_->slots[s].owner.load(std::memory_order_acquire));
+      if (starter_gone) {
+        group_->dispatch.compare_exchange_strong(d, shm::kNotStarted, std::memory_order_acq_rel);
+        continue;
+      }
+    }
     const bool creator_gone = !shm::owner_alive(
         shm::pack_owner({group_->header.creator_pid, group_->header.creator_start_time}));
     // One process starts the group: the creator, or anyone once the creator is gone.
     if (d == shm::kNotStarted && (created || creator_gone) &&
-        group_->dispatch.compare_exchange_strong(d, shm::kStarting, std::memory_order_acq_rel)) {
+        group_->dispatch.compare_exchange_strong(d, shm::kStarting + slot_,
+                                                 std::memory_order_acq_rel)) {
       watermark_ = &group_->low_watermark;
       if (auto ok = join(ring_.control().tail.load(std::memory_order_acquire)); !ok) return ok;
       const std::uint64_t seq = first_seq_at_or_after(read_pos_);

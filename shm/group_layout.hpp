@@ -106,7 +106,8 @@ struct GroupControl {
   alignas(kCacheLine) std::atomic<std::uint32_t> fenced;
 
   // [448, 512): shared mode: sequence of the next message never handed out. Consumers:
-  // CAS to take a batch of new messages (acq_rel), after they load `published`.
+  // CAS to take a batch of new messages (acq_rel), after they load `published`. Before
+  // the group started: kNotStarted, or kStarting + the starter's slot (lease_table.hpp).
   alignas(kCacheLine) std::atomic<std::uint64_t> dispatch;
 
   // [512, 576): shared mode: every message below this sequence is acked or dead.

@@ -168,8 +168,13 @@ class LeaseTable {
 void raise_low_watermark(GroupControl* group, std::uint64_t position);
 
 // Values of `dispatch` (and `low_seq`) in a shared group that has not yet found where it
-// starts in the ring, and while one consumer is finding it.
+// starts in the ring (kNotStarted), and while the consumer of registry slot s is finding
+// it (`dispatch` = kStarting + s): a consumer that dies there is seen dead through its
+// slot, and another starts the group. Every value from kStarting up means "not started".
 inline constexpr std::uint64_t kNotStarted = ~0ull;
-inline constexpr std::uint64_t kStarting = ~0ull - 1;
+inline constexpr std::uint64_t kStarting = kNotStarted - 1 - kMaxConsumerSlots;
+inline constexpr bool group_started(std::uint64_t dispatch) {
+  return dispatch < kStarting;
+}
 
 }  // namespace ringfeed::shm

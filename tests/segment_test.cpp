@@ -52,7 +52,7 @@ namespace {
 
 // Byte offsets and sizes of layout version 2, spelled out as numbers: a reader in another
 // build (or another language) finds the fields here, so these are the contract.
-constexpr std::uint32_t kLayout = 3;
+constexpr std::uint32_t kLayout = 4;
 // Segment header (both kinds).
 constexpr off_t kOffMagic = 0;
 constexpr off_t kOffLayoutVersion = 8;
@@ -812,10 +812,10 @@ TEST(SegmentAttach, CorruptRingSegmentIsRefusedByReaderAndConsumer) {
        {"magic", "0x1122334455667788"}},
       {"layout version 1 (a build without the message index)",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 1); },
-       {"layout version 1", "this build speaks 3"}},
+       {"layout version 1", "this build speaks 4"}},
       {"a newer layout version",
-       [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 4); },
-       {"layout version 4", "this build speaks 3"}},
+       [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 5); },
+       {"layout version 5", "this build speaks 4"}},
       {"wrong kind",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffKind, 2); },
        {"kind 2", "ring"}},
@@ -921,7 +921,7 @@ std::vector<GroupCorruption> group_corruptions(const GroupKind& kind) {
       {"bad magic", [](const std::string& n) { poke<std::uint64_t>(n, kOffMagic, 42); }, {"magic"}},
       {"layout version 1 (a build with 16 slots and no lease table)",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 1); },
-       {"layout version 1", "this build speaks 3"}},
+       {"layout version 1", "this build speaks 4"}},
       {"wrong kind",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffKind, 1); },
        {"kind 1", "group"}},

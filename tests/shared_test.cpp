@@ -661,6 +661,30 @@ TEST_F(Shared, AReclaimedSlotKeepsItsNewOwnersLeases) {
   EXPECT_EQ(a->ack(next[0]), AckStatus::lease_lost);
 }
 
+// A consumer that dies while it starts the group (between claiming the start and
+// storing where the group begins) leaves `dispatch` at kStarting + its slot: the next
+// consumer sees that slot's owner dead and starts the group itself.
+TEST_F(Shared, AGroupWhoseStarterDiedIsStartedByTheNextConsumer) {
+  publish(0, 3);
+  { ASSERT_TRUE(consumer()); }  // creates the group, then leaves
+  auto seg = ringfeed::shm::Segment::open(ringfeed::shm::group_segment_name(ns_, 0, "s"),
+                                          ringfeed::shm::Access::read_write);
+  ASSERT_TRUE(seg.ok());
+  auto* g = reinterpret_cast<ringfeed::shm::GroupControl*>(seg->base());
+  const auto dead = ringfeed::shm::pack_owner({1, 12345});  // not pid 1's start time
+  g->header.creator_pid = 1;
+  g->header.creator_start_time = 12345;
+  g->slots[7].owner.store(dead);
+  g->low_seq.store(ringfeed::shm::kNotStarted);
+  g->dispatch.store(ringfeed::shm::kStarting + 7);
+  const auto t0 = std::chrono::steady_clock::now();
+  auto b = consumer();
+  ASSERT_TRUE(b);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s) << "did not wait for the dead starter";
+  EXPECT_TRUE(ringfeed::shm::group_started(g->dispatch.load()));
+  EXPECT_EQ(take(*b, 10).size(), 3u);
+}
+
 TEST_F(Shared, RunInExclusiveModeRedeliversANackToTheSameConsumer) {
   auto a = Consumer::attach({.ns = ns_, .group = "x", .mode = Mode::exclusive});
   ASSERT_TRUE(a.ok());

@@ -218,8 +218,7 @@ GroupStat read_group(const std::string& segment_name, std::string name, std::uin
     g.lag_in_messages = true;
     const std::uint64_t low = control->low_seq.load(std::memory_order_acquire);
     const std::uint64_t dispatch = control->dispatch.load(std::memory_order_acquire);
-    if (low == shm::kNotStarted || low == shm::kStarting || dispatch == shm::kNotStarted ||
-        dispatch == shm::kStarting) {
+    if (!shm::group_started(low) || !shm::group_started(dispatch)) {
       g.started = false;
       return g;
     }
