@@ -27,7 +27,8 @@ pid_t owner_pid(std::uint64_t owner);
 
 // True when the process named by the owner word is running (not dead, not a zombie,
 // and not a newer process that reuses the pid). A word that cannot name a real process
-// (pid <= 0 or out of range) is reported dead.
+// (pid <= 0 or out of range) is reported dead. Dead needs evidence: when /proc cannot be
+// read for another reason (no descriptor left, say), the owner counts as alive.
 bool owner_alive(std::uint64_t owner);
 
 }  // namespace ringfeed::shm

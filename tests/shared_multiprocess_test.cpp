@@ -4,6 +4,7 @@
 // exactly once or dead-lettered exactly where max_deliveries was reached, and
 // duplicates never exceed what the killed consumers held.
 #include <gtest/gtest.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
 
@@ -14,6 +15,7 @@
 #include <random>
 #include <set>
 #include <span>
+#include <thread>
 
 #include "group_state.hpp"
 #include "io/framed_record.hpp"
@@ -285,6 +287,64 @@ TEST(SharedMultiProcess, ConsumersKilledAtRandomMomentsLoseNothing) {
               kills, static_cast<unsigned long long>(held_at_kills),
               static_cast<unsigned long long>(duplicates),
               static_cast<unsigned long long>(std::count(logged.begin(), logged.end(), 1u)));
+}
+
+// Four consumers share one cpu (as on a 2-cpu host under load), pop one message at a time
+// from a small lease window (1024: the window laps every 1024 messages, so stale-lap and
+// abandoned-entry judgements run constantly), and ack at once: with 30 s leases and no
+// consumer dying, no ack may ever be refused, and every message is acked exactly once.
+TEST(SharedMultiProcess, ConsumersSharingACpuNeverLoseALeaseTheyJustTook) {
+  const auto ns = ringfeed::test::unique_ns("sone");
+  auto w = Writer::create({.ns = ns, .partition = 0, .capacity = 1u << 20});
+  ASSERT_TRUE(w.ok()) << w.error().message;
+  Ledger* ledger = make_ledger();
+  constexpr std::uint64_t kCount = kMessages / 5;
+  std::vector<pid_t> kids;
+  for (int i = 0; i < 4; ++i) {
+    kids.push_back(ringfeed::test::fork_child([&, i] {
+      cpu_set_t one;
+      CPU_ZERO(&one);
+      CPU_SET(static_cast<int>(std::thread::hardware_concurrency()) - 1, &one);
+      ::sched_setaffinity(0, sizeof one, &one);  // best effort
+      auto c = Consumer::attach({.ns = ns,
+                                 .group = "workers",
+                                 .mode = Mode::shared,
+                                 .group_settings = {.lease_window = 1024}});
+      if (!c) return 2;
+      ledger->attached.fetch_add(1);
+      for (int polls = 0;; ++polls) {
+        if ((polls & 63) == 0 && group_low_seq(ns) >= kCount) return 0;
+        const auto& b = (*c)->pop(1, 10ms);
+        if (b.status() == PopStatus::timed_out) continue;
+        if (b.status() != PopStatus::ok) {
+          std::fprintf(stderr, "consumer %d: pop %s\n", i, ringfeed::to_string(b.status()));
+          return 3;
+        }
+        for (const auto& m : b) {
+          if (m.offset() >= kCount) return 4;
+          ledger->acked[m.offset()].fetch_add(1);
+        }
+        if (const auto st = (*c)->ack(b); st != AckStatus::ok) {
+          std::fprintf(stderr, "consumer %d: ack of offset %llu (delivery %u) refused: %s\n", i,
+                       static_cast<unsigned long long>(b[0].offset()), b[0].delivery_count(),
+                       ringfeed::to_string(st));
+          return 5;
+        }
+      }
+    }));
+  }
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return ledger->attached.load() == 4; }));
+  publish_all(**w, kCount);
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] {
+        (*w)->service();
+        return group_low_seq(ns) >= kCount;
+      },
+      300s));
+  for (pid_t p : kids) EXPECT_EQ(ringfeed::test::wait_child(p, 30s), 0);
+  std::uint64_t wrong = 0;
+  for (std::uint64_t i = 0; i < kCount; ++i) wrong += ledger->acked[i].load() != 1;
+  EXPECT_EQ(wrong, 0u) << "messages not acked exactly once";
 }
 
 }  // namespace
