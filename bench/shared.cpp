@@ -259,8 +259,11 @@ int consume(Control& ctl, int index, const std::string& ns, Mode mode, std::size
         next.store(seq + 1, std::memory_order_relaxed);
       }
     }
-    if (c->ack(b) != AckStatus::ok) {
-      ctl.rv.fail(ns + ": ack refused a batch just popped");
+    if (const AckStatus st = c->ack(b); st != AckStatus::ok) {
+      ctl.rv.fail(ns + ": ack refused a batch just popped (" + to_string(st) + ", " +
+                  std::to_string(b.size()) + " messages from offset " +
+                  std::to_string(b[0].offset()) + ", delivery " +
+                  std::to_string(b[0].delivery_count()) + ")");
       return 1;
     }
     taken += b.size();
