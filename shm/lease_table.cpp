@@ -48,11 +48,15 @@ std::uint32_t LeaseTable::take_new(std::uint64_t published, std::uint32_t max, s
   for (std::uint64_t i = 0; i < n; ++i) {
     const std::uint64_t seq = d + i;
     // The entry's previous occupant (seq - window) is below low_seq: acked or dead. If
-    // the reaper already took the entry over (we were stalled for long), leave it.
+    // the reaper already took the entry over (we were stalled for long), leave it. If
+    // we were stalled longer still, the group may have gone past `seq` (the reaper's
+    // taker acked it) and the entry may hold seq + window's lease, whose parity is not
+    // ours either: then low_seq is past `seq` when we look after the load (that lease's
+    // taker saw it there before it took seq + window), and the entry is not ours.
     auto& e = entry(seq);
     std::uint64_t before = e.load(std::memory_order_acquire);
     const Lease old = Lease::unpack(before);
-    if (old.parity == parity(seq)) continue;
+    if (old.parity == parity(seq) || passed(seq)) continue;
     Lease l;
     l.state = LeaseState::leased;
     l.parity = parity(seq);
