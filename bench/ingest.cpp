@@ -279,19 +279,7 @@ int fetcher_process(IngestControl& ctl, const std::string& ns, const std::string
     return 1;
   }
   ctl.started_ns.store(now_ns(), std::memory_order_release);
-  const Status done = (*f)->run(ctl.stop);
-  std::uint64_t messages = 0;
-  for (const PartitionStats& s : (*f)->stats()) {
-    messages += s.messages;
-    if (s.stopped)
-      ctl.rv.fail("the fetcher stopped partition " + std::to_string(s.partition) + ": " + s.error);
-  }
-  ctl.fetched.store(messages, std::memory_order_release);
-  if (!done) {
-    ctl.rv.fail("Fetcher::run: " + done.error().message);
-    return 1;
-  }
-  return 0;
+  return run_fetcher(ctl.rv, **f, ctl.stop, ctl.fetched);
 }
 
 // One consumer of the throughput part: takes every record of partition p, checking that

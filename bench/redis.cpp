@@ -354,19 +354,7 @@ int fetcher_process(Control& ctl, const Options& o, const std::string& ns, const
   }
   ctl.start_ns.store(now_ns(), std::memory_order_release);
   ctl.fetcher_started.store(1, std::memory_order_release);
-  const Status done = (*f)->run(ctl.stop_fetcher);
-  std::uint64_t messages = 0;
-  for (const PartitionStats& s : (*f)->stats()) {
-    messages += s.messages;
-    if (s.stopped)
-      ctl.rv.fail("the fetcher stopped partition " + std::to_string(s.partition) + ": " + s.error);
-  }
-  ctl.fetched.store(messages, std::memory_order_release);
-  if (!done) {
-    ctl.rv.fail("Fetcher::run: " + done.error().message);
-    return 1;
-  }
-  return 0;
+  return run_fetcher(ctl.rv, **f, ctl.stop_fetcher, ctl.fetched);
 }
 
 // One ringfeed worker: attaches to the ring once the fetcher created it, then pops and

@@ -73,4 +73,22 @@ bool publish_lap(Rendezvous& rv, Writer& w) {
   return true;
 }
 
+int run_fetcher(Rendezvous& rv, Fetcher& f, const std::atomic<bool>& stop,
+                std::atomic<std::uint64_t>& fetched) {
+  const Status done = f.run(stop);
+  std::uint64_t messages = 0;
+  for (const PartitionStats& s : f.stats()) {
+    messages += s.messages;
+    if (s.stopped) {
+      rv.fail("the fetcher stopped partition " + std::to_string(s.partition) + ": " + s.error);
+    }
+  }
+  fetched.store(messages, std::memory_order_release);
+  if (!done) {
+    rv.fail("Fetcher::run: " + done.error().message);
+    return 1;
+  }
+  return 0;
+}
+
 }  // namespace ringfeed::bench

@@ -11,6 +11,7 @@
 
 #include "harness.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/fetcher.hpp"
 #include "ringfeed/writer.hpp"
 
 namespace ringfeed::bench {
@@ -27,6 +28,12 @@ std::unique_ptr<Writer> create_ring(Rendezvous& rv, const std::string& ns, std::
 bool wait_for_group(Rendezvous& rv, Writer& w);
 std::unique_ptr<Consumer> attach_reader(Rendezvous& rv, const std::string& ns,
                                         std::uint32_t partition, std::chrono::nanoseconds spin);
+
+// Runs a started fetcher until `stop`, then stores how many messages it published in
+// `fetched` and reports a stopped partition or a failed run to the Rendezvous. Returns
+// the child's exit status (0, or 1 after a failure).
+int run_fetcher(Rendezvous& rv, Fetcher& f, const std::atomic<bool>& stop,
+                std::atomic<std::uint64_t>& fetched);
 
 // Messages of kValueBytes that cover the ring once.
 std::uint64_t lap_messages(std::uint64_t capacity);

@@ -48,14 +48,6 @@ constexpr std::uint32_t kPerStream = 20000;
 #endif
 constexpr std::uint32_t kStreams = 2;
 
-#define SKIP_WITHOUT_REDIS()                                                             \
-  do {                                                                                   \
-    if (!ringfeed::test::redis_server_available()) {                                     \
-      GTEST_SKIP() << ringfeed::test::kRedisServerBinary << " is not installed (Debian " \
-                   << "package redis-server; scripts/install-deps.sh installs it)";      \
-    }                                                                                    \
-  } while (0)
-
 // Per entry: how many times a worker took it; in memory every process of the test shares.
 struct Ledger {
   std::atomic<std::uint32_t> seen[kStreams][kPerStream];
@@ -146,7 +138,7 @@ pid_t fetch(const std::string& ns, const std::string& uri, const std::string& er
 }
 
 TEST(RedisFetcher, WorkersTheFetcherAndTheServerKilledMidStreamLoseNothing) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   ringfeed::test::TempDir dir{"ringfeed-redis-fetch"};
   RedisServer server;
   ASSERT_TRUE(server.start({.persistent = true}).ok());
@@ -210,7 +202,7 @@ TEST(RedisFetcher, WorkersTheFetcherAndTheServerKilledMidStreamLoseNothing) {
 }
 
 TEST(RedisFetcher, ASurvivingHostClaimsTheEntriesOfOneThatDied) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   ringfeed::test::TempDir dir{"ringfeed-redis-hosts"};
   RedisServer server;
   ASSERT_TRUE(server.start().ok());
@@ -257,7 +249,7 @@ TEST(RedisFetcher, ASurvivingHostClaimsTheEntriesOfOneThatDied) {
 }
 
 TEST(RedisFetcher, StatsSayWhyAPartitionWaitsWhileTheServerIsDown) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start().ok());
   ASSERT_TRUE(server.stop().ok());
@@ -284,7 +276,7 @@ TEST(RedisFetcher, StatsSayWhyAPartitionWaitsWhileTheServerIsDown) {
 }
 
 TEST(RedisFetcher, ProduceFetchAndConsumeThroughTheBinaries) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   ringfeed::test::TempDir dir{"ringfeed-redis-cli"};
   RedisServer server;
   ASSERT_TRUE(server.start().ok());

@@ -26,15 +26,6 @@ using ringfeed::test::RedisClient;
 using ringfeed::test::RedisServer;
 using ringfeed::test::RedisServerOptions;
 
-#define SKIP_WITHOUT_REDIS()                                             \
-  do {                                                                   \
-    if (!ringfeed::test::redis_server_available()) {                     \
-      GTEST_SKIP() << ringfeed::test::kRedisServerBinary                 \
-                   << " is not installed (Debian package redis-server; " \
-                      "scripts/install-deps.sh installs it)";            \
-    }                                                                    \
-  } while (0)
-
 // The entry ids and `value` fields of an XRANGE reply, in order.
 std::vector<std::pair<std::string, std::string>> entries(const RespValue& reply) {
   std::vector<std::pair<std::string, std::string>> out;
@@ -68,7 +59,7 @@ std::int64_t integer_of(const ringfeed::Result<RespValue>& r) {
 }
 
 TEST(RedisServer, StartsOnAFreePortAndAnswersAsItself) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   auto started = server.start();
   ASSERT_TRUE(started) << started.error().message;
@@ -113,7 +104,7 @@ TEST(RedisServer, StartsOnAFreePortAndAnswersAsItself) {
 }
 
 TEST(RedisServer, DestructorStopsTheServerAndRemovesItsDirectory) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   pid_t pid = 0;
   std::string dir;
   {
@@ -129,7 +120,7 @@ TEST(RedisServer, DestructorStopsTheServerAndRemovesItsDirectory) {
 }
 
 TEST(RedisServer, XaddAndXrangeRoundTrip) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start());
   auto c = RedisClient::connect(server.port());
@@ -171,7 +162,7 @@ TEST(RedisServer, XaddAndXrangeRoundTrip) {
 }
 
 TEST(RedisServer, ErrorRepliesAndBlockingReads) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start());
   auto c = server.client();
@@ -211,7 +202,7 @@ TEST(RedisServer, ErrorRepliesAndBlockingReads) {
 }
 
 TEST(RedisServer, PersistentRestartKeepsStreamsGroupsAndPendingEntries) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start({.persistent = true}));
   const std::uint16_t port = server.port();
@@ -269,7 +260,7 @@ TEST(RedisServer, PersistentRestartKeepsStreamsGroupsAndPendingEntries) {
 }
 
 TEST(RedisServer, WithoutPersistenceARestartStartsEmpty) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start());
   {
@@ -284,7 +275,7 @@ TEST(RedisServer, WithoutPersistenceARestartStartsEmpty) {
 }
 
 TEST(RedisServer, KilledServerGivesAClearError) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start());
   auto c = server.client();
@@ -307,16 +298,16 @@ TEST(RedisServer, KilledServerGivesAClearError) {
   auto fresh = RedisClient::connect(port);
   ASSERT_FALSE(fresh);
   EXPECT_EQ(fresh.error().code, ECONNREFUSED);
-  EXPECT_NE(fresh.error().message.find("cannot connect to Redis at 127.0.0.1:" +
-                                       std::to_string(port)),
-            std::string::npos)
+  EXPECT_NE(
+      fresh.error().message.find("cannot connect to Redis at 127.0.0.1:" + std::to_string(port)),
+      std::string::npos)
       << fresh.error().message;
   // stop() after kill() has nothing left to do.
   EXPECT_TRUE(server.stop());
 }
 
 TEST(RedisServer, ServerThatDiedByItselfIsReportedByStop) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start());
   ASSERT_EQ(::kill(server.pid(), SIGKILL), 0);  // not through kill(): an unexpected death
@@ -330,7 +321,7 @@ TEST(RedisServer, ServerThatDiedByItselfIsReportedByStop) {
 }
 
 TEST(RedisServer, RequirepassNeedsAuth) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start({.requirepass = "s3cret"}));
   auto anonymous = RedisClient::connect(server.port());
@@ -373,7 +364,7 @@ TEST(RedisServer, MissingBinaryGivesAClearError) {
 }
 
 TEST(RedisServer, BadConfigurationIsReportedWithTheServersLog) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   auto started = server.start({.extra_args = {"--no-such-directive", "1"}});
   ASSERT_FALSE(started);

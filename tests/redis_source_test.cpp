@@ -27,14 +27,6 @@ namespace io = ringfeed::io;
 
 namespace {
 
-#define SKIP_WITHOUT_REDIS()                                                             \
-  do {                                                                                   \
-    if (!ringfeed::test::redis_server_available()) {                                     \
-      GTEST_SKIP() << ringfeed::test::kRedisServerBinary << " is not installed (Debian " \
-                   << "package redis-server; scripts/install-deps.sh installs it)";      \
-    }                                                                                    \
-  } while (0)
-
 bool contains(const std::string& s, const std::string& part) {
   return s.find(part) != std::string::npos;
 }
@@ -178,7 +170,7 @@ TEST(RedisId, PacksIntoOffsetsThatGrowWithIds) {
 }
 
 TEST(RedisSource, DeliversEveryShapeInOrderAndAcksExactlyWhatIsCommitted) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start().ok());
   RedisClient c = client_of(server);
@@ -227,7 +219,7 @@ TEST(RedisSource, DeliversEveryShapeInOrderAndAcksExactlyWhatIsCommitted) {
 }
 
 TEST(RedisSource, ARefusedRecordComesFirstAfterResume) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start().ok());
   RedisClient c = client_of(server);
@@ -248,7 +240,7 @@ TEST(RedisSource, ARefusedRecordComesFirstAfterResume) {
 }
 
 TEST(RedisSource, ANewSourceOfTheSameConsumerReadsBackWhatWasNotAcknowledged) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start().ok());
   RedisClient c = client_of(server);
@@ -273,7 +265,7 @@ TEST(RedisSource, ANewSourceOfTheSameConsumerReadsBackWhatWasNotAcknowledged) {
 }
 
 TEST(RedisSource, EntriesOfADeadConsumerAreClaimedAfterTheIdleTime) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start().ok());
   RedisClient c = client_of(server);
@@ -300,7 +292,7 @@ TEST(RedisSource, EntriesOfADeadConsumerAreClaimedAfterTheIdleTime) {
 }
 
 TEST(RedisSource, ReconnectsToAServerThatWasDownOrRestartedAndLosesNothing) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start({.persistent = true}).ok());
   ASSERT_TRUE(server.stop().ok());
@@ -343,7 +335,7 @@ TEST(RedisSource, ReconnectsToAServerThatWasDownOrRestartedAndLosesNothing) {
 }
 
 TEST(RedisSource, AuthWithThePasswordAndAClearErrorWithoutIt) {
-  SKIP_WITHOUT_REDIS();
+  RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
   ASSERT_TRUE(server.start({.requirepass = "hunter2"}).ok());
   RedisClient c = client_of(server);

@@ -40,6 +40,15 @@ inline constexpr const char* kRedisServerBinary = "/usr/bin/redis-server";
 // Whether `binary` exists and is executable (tests that need a server skip without it).
 bool redis_server_available(const std::string& binary = kRedisServerBinary);
 
+// In a GoogleTest test: skip it, saying why, where redis-server is not installed.
+#define RINGFEED_SKIP_WITHOUT_REDIS()                                                      \
+  do {                                                                                     \
+    if (!::ringfeed::test::redis_server_available()) {                                     \
+      GTEST_SKIP() << ::ringfeed::test::kRedisServerBinary << " is not installed (Debian " \
+                   << "package redis-server; scripts/install-deps.sh installs it)";        \
+    }                                                                                      \
+  } while (0)
+
 // --- client: io::RedisClient, a blocking RESP2 client (io/redis_client.hpp) ------------
 
 using RedisClient = io::RedisClient;
