@@ -433,7 +433,9 @@ Status LocalLogSource::check_checkpoint_fits(Partition& q) {
     if (prev != std::byte{'\n'}) return Error{not_boundary + " (no newline before it)", EINVAL};
     return Ok{};
   }
-  if (pos == size) return Ok{};
+  // Position 0 is a boundary whatever the file holds: a damaged first record is the
+  // reading's to report, stopping its partition only, not a reason to refuse the source.
+  if (pos == 0 || pos == size) return Ok{};
   // The record there must start with the magic and say that it sits at `pos`; its CRC
   // is checked when it is read.
   std::byte head[kLogHeaderSize];

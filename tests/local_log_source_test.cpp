@@ -920,6 +920,25 @@ std::string decode_error_at(const std::string& path, std::uint64_t offset) {
   return d.error;
 }
 
+// Damage at byte 0 of a log without a checkpoint is not a checkpoint off a boundary: the
+// source opens, the other partitions go on, and the damaged one stops with decode()'s
+// error for its first record.
+TEST(LocalLogSource, DamagedFirstRecordStopsOnlyItsPartition) {
+  TempDir dir{"ringfeed-local-log"};
+  append_raw(dir.log(0), "garbage that is not a record at all, 40 bytes or more\n");
+  append_records(dir.log(1), 1, 0, 3);
+  auto s = open_ok(dir.uri());
+  ASSERT_TRUE(s);
+  const auto got = collect(*s, 3);
+  expect_in_order(of_partition(got, 1), 1, 0, 3, 0);
+  EXPECT_TRUE(of_partition(got, 0).empty());
+  const auto st = s->status(0);
+  EXPECT_TRUE(st.stopped);
+  EXPECT_EQ(st.fetched, 0u);
+  EXPECT_EQ(st.error, dir.log(0) + ": " + decode_error_at(dir.log(0), 0));
+  EXPECT_FALSE(s->status(1).stopped);
+}
+
 // Damage in the middle of what one read brings in: the records before it are handed
 // out, and the partition stops with the error decode() gives for that record: a CRC
 // that does not match (partition 0), a record with a good CRC in the wrong place
