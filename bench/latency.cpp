@@ -1,121 +1,214 @@
 // ringfeed-bench latency: one-way latency between two processes, from the writer's
-// stamp to the reader's observation, for ringfeed and its baselines in the same run.
-#include <array>
-#include <cstdio>
-#include <memory>
-#include <string>
+// stamp to the reader's observation, for ringfeed in each consumer mode and for its
+// baselines (a cache-line floor, message_queue, a Unix socket, a pipe) in the same run.
+#include <signal.h>
 
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "byte_stream.hpp"
 #include "commands.hpp"
 #include "harness.hpp"
 #include "mq.hpp"
 #include "ringfeed/histogram.hpp"
 #include "ringfeed_steps.hpp"
 #include "stamp_line.hpp"
+#include "wait.hpp"
 
 namespace ringfeed::bench {
 namespace {
 
 constexpr const char* kHelp = R"(usage: ringfeed-bench latency [flags]
 
-One-way latency between two processes: the writer (this process) stamps
-CLOCK_MONOTONIC into each message at a paced rate; the reader (a forked child) takes
-its own CLOCK_MONOTONIC stamp as soon as it holds the message. Latency = reader stamp
-- writer stamp (stamp to observe, one clock, no round trip halved). Each run forks
-fresh processes and measures, between the same two:
-  floor               64-byte lines in a shared mapping, one per message (a circle of
+One-way latency between two processes: the writer (this process) sends messages on a
+schedule and stamps each with CLOCK_MONOTONIC; the reader (a forked child) takes its own
+CLOCK_MONOTONIC stamp as soon as it holds the message. Latency = reader stamp - writer
+stamp (one clock, no round trip halved). Each run forks fresh processes and measures,
+between the same two, with messages of --size bytes sent --batch at a time:
+  floor (cache line)  64-byte lines in a shared mapping, one per message (a circle of
                       4096): the writer stores stamp and sequence number, the reader
-                      spins on the sequence number (no pause); one line transfer each
-  ringfeed spinning   Writer::publish of one 64-byte message; Consumer::pop (exclusive
-                      group, spin 1 s) and ack
-  message_queue       Boost.Interprocess message_queue of 64-byte messages, same pacing
-  ringfeed sleeping   as ringfeed spinning with spin 0: the reader sleeps in the futex
-                      before every message
-  message_queue slow  message_queue at the sleeping variant's pacing
+                      spins on the sequence number (no pause): one line transfer each;
+                      always spins, whatever --wait says
+  ringfeed MODE       Writer::publish of the batch into a bare ring (one per mode);
+                      Consumer::pop in a group of that mode, then ack
+  message_queue       Boost.Interprocess message_queue (depth 1024), one send each
+  unix socket         a Unix domain stream socket pair, one write per batch
+  pipe                a pipe, one write per batch
+The reader of every variant but the floor waits as --wait says:
+  spin        polls without sleeping (ringfeed: ConsumerOptions::spin 1 s; message_queue:
+              try_receive; socket, pipe: FIONREAD, then read)
+  spin-sleep  polls for --spin-us, then sleeps in the kernel
+  sleep       sleeps in the kernel at once (ringfeed: the futex; message_queue: receive;
+              socket, pipe: a blocking read)
+Load (--loop):
+  open    fixed rate: send k of a slice is due at start + k * --interval-ns, whatever
+          happened to the ones before; a writer that falls behind sends at once but
+          stamps the time the send was due, so a stall's wait counts for every message
+          it delayed (no coordinated omission)
+  closed  the writer sends the next batch only after the reader holds the previous one
+          (and at least --interval-ns after the previous send) and stamps the actual
+          send: what a request-response client sees, blind to queueing
 The variants take turns: each run is --rounds rounds, and every round sends a slice of
-each variant's messages, so all of them sample the same stretch of time (on a virtual
-machine the cost of a cache-line transfer moves as the host places the two cpus). Each
-slice starts with --warmup unrecorded messages; the ringfeed rings get one unmeasured
-lap first (page faults).
+each variant's messages, so all of them sample the same stretch of time. Each slice
+starts with --warmup unrecorded messages; each ring gets one unmeasured lap first.
+Percentiles come from a log-linear histogram: exact below 64 ns, else at most 1/64
+(1.6 %) above the true value, up to any length.
 
 flags:
   --runs K                runs (default 5); medians are taken over them
   --rounds R              turns per run (default 20)
-  --count N               recorded messages per run, spinning variants (default 200000)
-  --interval-ns NS        pacing of the spinning variants (default 3000)
-  --sleep-count N         recorded messages per run, sleeping variants (default 50000)
-  --sleep-interval-ns NS  pacing of the sleeping variants (default 50000)
+  --modes M,...           ringfeed consumer modes, each a variant of its own: exclusive,
+                          shared, broadcast, key_shared, failover (default exclusive)
+  --size BYTES            message size, 16 to 65536 (default 64): ringfeed's value and
+                          every baseline's message (key_shared messages also carry an
+                          8-byte key, one of 16)
+  --batch B               messages per send, 1 to 512 (default 1), all stamped alike
+  --wait W                spin, spin-sleep or sleep (default spin)
+  --spin-us US            spin-sleep: how long the reader polls (default 20)
+  --loop L                open or closed (default open)
+  --count N               recorded messages per variant and run (default 200000 with
+                          --wait spin, else 20000)
+  --interval-ns NS        time between sends (default 3000 with --wait spin, else 50000)
   --warmup N              unrecorded messages at the start of each slice (default 100)
   --ring-mb MB            ringfeed ring size in MiB, a power of two (default 64)
+  --csv FILE              write the percentile distribution of every variant (all runs
+                          merged) as CSV: quantile, nines, one column per variant, in ns
+                          (bench/plot_latency.sh plots it)
   --wait-idle S           before each run, wait up to S seconds for a second of idle
                           cpus (default 0: do not wait)
   --no-pin                do not pin the writer to cpu 0 and the reader to cpu 1
   --help
 )";
 
+enum class Loop { open, closed };
+
 struct Options {
   std::uint64_t runs = 5;
   std::uint64_t rounds = 20;
-  std::uint64_t count = 200'000;
-  std::uint64_t interval_ns = 3'000;
-  std::uint64_t sleep_count = 50'000;
-  std::uint64_t sleep_interval_ns = 50'000;
+  std::vector<Mode> modes{Mode::exclusive};
+  std::uint64_t size = 64;
+  std::uint64_t batch = 1;
+  Wait wait = Wait::spin;
+  std::uint64_t spin_us = 20;
+  bool spin_us_given = false;
+  Loop loop = Loop::open;
+  std::uint64_t count = 0;        // 0: by --wait
+  std::uint64_t interval_ns = 0;  // 0: by --wait
   std::uint64_t warmup = 100;
   std::uint64_t ring_mb = 64;
+  std::string csv;
   std::uint64_t wait_idle = 0;
   bool pin = true;
 };
 
-enum Variant : int { kFloor, kSpin, kMqFast, kSleep, kMqSlow, kVariants };
-constexpr const char* kVariantNames[kVariants] = {"floor (cache line)", "ringfeed spinning",
-                                                  "message_queue", "ringfeed sleeping",
-                                                  "message_queue slow"};
-constexpr std::uint32_t kSpinPartition = 0;
-constexpr std::uint32_t kSleepPartition = 1;
+enum class Kind { floor, ringfeed, mq, unix_socket, pipe };
+
+struct Variant {
+  Kind kind;
+  Mode mode = Mode::exclusive;  // ringfeed
+  std::uint32_t partition = 0;  // ringfeed: its own ring
+  std::string name;
+};
+
+std::vector<Variant> variants_of(const Options& o) {
+  std::vector<Variant> v{{Kind::floor, Mode::exclusive, 0, "floor (cache line)"}};
+  std::uint32_t partition = 0;
+  for (Mode m : o.modes) {
+    v.push_back({Kind::ringfeed, m, partition++, "ringfeed " + std::string(to_string(m))});
+  }
+  v.push_back({Kind::mq, Mode::exclusive, 0, "message_queue"});
+  v.push_back({Kind::unix_socket, Mode::exclusive, 0, "unix socket"});
+  v.push_back({Kind::pipe, Mode::exclusive, 0, "pipe"});
+  return v;
+}
+
+constexpr std::size_t kMaxVariants = 9;  // floor, 5 modes, 3 baselines
 constexpr std::size_t kMqDepth = 1024;
+constexpr std::uint64_t kKeys = 16;  // key_shared: distinct keys, round robin
+
+// Closed loop: how many messages of a variant the reader holds, for the writer to wait
+// on. Written by the reader only, each on its own line.
+struct alignas(kLine) Progress {
+  std::atomic<std::uint64_t> received;
+};
 
 struct Shared {
   Rendezvous rv;
   StampLine lines[kStampLines];
-  ringfeed::Histogram hist[kVariants];
-  std::uint64_t missed[kVariants];  // floor: lines overwritten before the reader saw them
+  Histogram hist[kMaxVariants];
+  Progress progress[kMaxVariants];
+  std::uint64_t missed[kMaxVariants];  // floor: lines overwritten before the reader saw them
   // Observed before the stamp (the two cpus' clocks can differ by a few ns); recorded as 0.
-  std::uint64_t negative[kVariants];
+  std::uint64_t negative[kMaxVariants];
+  // Open loop: sends made more than one interval after they were due (writer side).
+  std::uint64_t late_sends[kMaxVariants];
 };
 
-// Sends at a fixed interval. A writer that falls behind (preempted) resumes the schedule
-// from now rather than sending a burst that would measure queueing.
-class Pacer {
+// A message on the wire (every variant but the floor): sequence number, stamp, padding
+// up to --size. ringfeed carries the stamp in the record's timestamp too.
+void put_header(std::byte* p, std::uint64_t seq, std::int64_t stamp) {
+  std::memcpy(p, &seq, sizeof seq);
+  std::memcpy(p + sizeof seq, &stamp, sizeof stamp);
+}
+void get_header(const std::byte* p, std::uint64_t& seq, std::int64_t& stamp) {
+  std::memcpy(&seq, p, sizeof seq);
+  std::memcpy(&stamp, p + sizeof seq, sizeof stamp);
+}
+constexpr std::size_t kHeaderBytes = 16;
+
+// When the writer sends. Open loop: send k is due at start + k * interval; returns the
+// due time after waiting for it, even when it is already past (a late writer catches up
+// and the delay counts). Closed loop: waits until `interval` after the previous send, or
+// not at all if that passed, and returns the actual time.
+class Schedule {
  public:
-  explicit Pacer(std::uint64_t interval)
-      : interval_(static_cast<std::int64_t>(interval)), next_(now_ns() + interval_) {}
-  // Returns the time it let the caller go: the stamp of the message sent next.
-  std::int64_t wait() {
+  Schedule(Loop loop, std::uint64_t interval)
+      : loop_(loop), interval_(static_cast<std::int64_t>(interval)), due_(now_ns() + interval_) {}
+
+  std::int64_t next(std::uint64_t& late) {
     std::int64_t t = now_ns();
-    while (t < next_) t = now_ns();
-    next_ += interval_;
-    if (next_ < t) next_ = t + interval_;
-    return t;
+    while (t < due_) t = now_ns();
+    const std::int64_t due = due_;
+    if (loop_ == Loop::closed) {
+      due_ = t + interval_;
+      return t;
+    }
+    if (t - due > interval_) ++late;
+    due_ += interval_;
+    return due;
   }
 
  private:
+  Loop loop_;
   std::int64_t interval_;
-  std::int64_t next_;
+  std::int64_t due_;
 };
 
-// One variant's slice of a round: how many messages, how far apart.
-struct Slice {
-  std::uint64_t interval;
-  std::uint64_t recorded;
-  std::uint64_t total;  // warm-up included
+struct Plan {
+  std::uint64_t count;     // recorded per variant and run
+  std::uint64_t interval;  // between sends
+  std::uint64_t recorded;  // per slice
+  std::uint64_t total;     // per slice, warm-up included
 };
 
-Slice slice_of(const Options& o, Variant v) {
-  const bool sleeping = v == kSleep || v == kMqSlow;
-  const std::uint64_t recorded = (sleeping ? o.sleep_count : o.count) / o.rounds;
-  return {sleeping ? o.sleep_interval_ns : o.interval_ns, recorded, o.warmup + recorded};
+Plan plan_of(const Options& o) {
+  const bool spin = o.wait == Wait::spin;
+  Plan p{};
+  p.count = o.count != 0 ? o.count : (spin ? 200'000 : 20'000);
+  p.interval = o.interval_ns != 0 ? o.interval_ns : (spin ? 3'000 : 50'000);
+  p.recorded = p.count / o.rounds;
+  p.total = o.warmup + p.recorded;
+  return p;
 }
 
-void record(Shared& s, Variant v, std::int64_t observed, std::int64_t stamp) {
+void record(Shared& s, std::size_t v, std::int64_t observed, std::int64_t stamp) {
   if (observed < stamp) {
     ++s.negative[v];
     s.hist[v].record(0);
@@ -124,26 +217,37 @@ void record(Shared& s, Variant v, std::int64_t observed, std::int64_t stamp) {
   }
 }
 
-std::uint32_t partition_of(Variant v) {
-  return v == kSpin ? kSpinPartition : kSleepPartition;
+std::string key_of(std::uint64_t seq) {
+  char k[9];
+  std::snprintf(k, sizeof k, "key%05llu", static_cast<unsigned long long>(seq % kKeys));
+  return k;
 }
+
+// The transports both sides share, made before the fork.
+struct Channels {
+  std::string ns;
+  std::string mq;
+  ByteStream socket{ByteStream::Kind::unix_socket};
+  ByteStream pipe{ByteStream::Kind::pipe};
+};
 
 // Both sides make the same sync calls, in the same order: three while setting up, then
 // two per slice (start, done).
 class WriterSide {
  public:
-  WriterSide(Shared& s, const Options& o, std::string ns, std::string mq)
-      : s_(s), o_(o), ns_(std::move(ns)), mq_(std::move(mq)) {}
+  WriterSide(Shared& s, const Options& o, const std::vector<Variant>& variants, Channels& ch)
+      : s_(s), o_(o), plan_(plan_of(o)), variants_(variants), ch_(ch) {}
 
   int run() {
+    ch_.socket.keep_write_end();
+    ch_.pipe.keep_write_end();
     if (!setup()) return 1;
     for (std::uint64_t r = 0; r < o_.rounds; ++r) {
-      for (int v = 0; v < kVariants; ++v) {
-        if (!sync() || !send(static_cast<Variant>(v)) || !sync()) return 1;
+      for (std::size_t v = 0; v < variants_.size(); ++v) {
+        if (!sync() || !send_slice(v) || !sync()) return 1;
       }
     }
-    rings_[0].reset();
-    rings_[1].reset();
+    rings_.clear();
     unwatch_segments();
     return 0;
   }
@@ -152,85 +256,121 @@ class WriterSide {
   bool sync() { return s_.rv.sync(0, step_); }
 
   bool setup() {
-    for (Variant v : {kSpin, kSleep}) {
-      auto& w = rings_[partition_of(v)];
-      w = create_ring(s_.rv, ns_, partition_of(v), o_.ring_mb << 20);
+    for (const Variant& v : variants_) {
+      if (v.kind != Kind::ringfeed) continue;
+      auto w = create_ring(s_.rv, ch_.ns, v.partition, o_.ring_mb << 20);
       if (!w) return false;
+      rings_.push_back(std::move(w));
     }
-    queues_[0] = std::make_unique<OwnedQueue>(mq_ + "f", kMqDepth);
-    queues_[1] = std::make_unique<OwnedQueue>(mq_ + "s", kMqDepth);
-    if (!sync()) return false;  // rings and queues exist
+    queue_ = std::make_unique<OwnedQueue>(ch_.mq, kMqDepth, o_.size);
+    payload_.resize(o_.batch * o_.size);
+    keys_.resize(o_.batch);
+    out_.resize(o_.batch);
+    if (!sync()) return false;  // rings and queue exist
     if (!sync()) return false;  // the reader attached and opened them
     for (auto& w : rings_) {
       if (!wait_for_group(s_.rv, *w) || !publish_lap(s_.rv, *w)) return false;
     }
-    return sync();  // the reader took both laps
+    return sync();  // the reader took the laps
   }
 
-  bool send(Variant v) {
-    const Slice sl = slice_of(o_, v);
-    Pacer pacer(sl.interval);
-    switch (v) {
-      case kFloor:
-        for (std::uint64_t i = 0; i < sl.total; ++i, ++floor_sent_) {
-          StampLine& line = s_.lines[floor_sent_ % kStampLines];
-          const std::int64_t t = pacer.wait();
-          line.stamp.store(t, std::memory_order_relaxed);
-          line.seq.store(floor_sent_ + 1, std::memory_order_release);
-        }
-        return true;
-      case kSpin:
-      case kSleep: {
-        Writer& w = *rings_[partition_of(v)];
-        std::array<char, kValueBytes> value{};
-        OutMessage m{.value = {value.data(), value.size()}};
-        for (std::uint64_t i = 0; i < sl.total; ++i) {
-          m.upstream_offset = i;
-          m.timestamp_ns = pacer.wait();
-          if (w.publish({&m, 1}, std::chrono::seconds(1)) != 1) {
-            s_.rv.fail("publish on " + w.segment_name() + ": ring full for 1 s");
-            return false;
-          }
-        }
-        return true;
+  bool send_slice(std::size_t v) {
+    Schedule schedule(o_.loop, plan_.interval);
+    for (std::uint64_t i = 0; i < plan_.total; i += o_.batch) {
+      const std::size_t n = static_cast<std::size_t>(std::min(o_.batch, plan_.total - i));
+      if (o_.loop == Loop::closed && !wait_received(v)) return false;
+      const std::int64_t stamp = schedule.next(s_.late_sends[v]);
+      if (!send(v, n, stamp)) return false;
+      sent_[v] += n;
+    }
+    return true;
+  }
+
+  // Closed loop: until the reader holds everything sent so far.
+  bool wait_received(std::size_t v) {
+    while (s_.progress[v].received.load(std::memory_order_acquire) < sent_[v]) {
+      if (s_.rv.failed.load(std::memory_order_relaxed) != 0) return false;
+    }
+    return true;
+  }
+
+  bool send(std::size_t v, std::size_t n, std::int64_t stamp) {
+    const Variant& var = variants_[v];
+    const std::uint64_t first = sent_[v];
+    if (var.kind == Kind::floor) {
+      for (std::uint64_t seq = first; seq < first + n; ++seq) {
+        StampLine& line = s_.lines[seq % kStampLines];
+        line.stamp.store(stamp, std::memory_order_relaxed);
+        line.seq.store(seq + 1, std::memory_order_release);
       }
-      case kMqFast:
-      case kMqSlow: {
-        auto& q = queues_[v == kMqFast ? 0 : 1]->queue();
-        MqMessage m{};
-        for (std::uint64_t i = 0; i < sl.total; ++i) {
-          m.seq = i;
-          m.timestamp_ns = pacer.wait();
-          q.send(&m, sizeof m, 0);
-        }
+      return true;
+    }
+    for (std::size_t j = 0; j < n; ++j) put_header(&payload_[j * o_.size], first + j, stamp);
+    switch (var.kind) {
+      case Kind::ringfeed:
+        return publish(*rings_[var.partition], var.mode, first, n, stamp);
+      case Kind::mq:
+        for (std::size_t j = 0; j < n; ++j)
+          queue_->queue().send(&payload_[j * o_.size], o_.size, 0);
         return true;
-      }
-      case kVariants:
+      case Kind::unix_socket:
+        return ch_.socket.write_all(s_.rv, payload_.data(), n * o_.size);
+      case Kind::pipe:
+        return ch_.pipe.write_all(s_.rv, payload_.data(), n * o_.size);
+      case Kind::floor:
         break;
     }
     return false;
   }
 
+  bool publish(Writer& w, Mode mode, std::uint64_t first, std::size_t n, std::int64_t stamp) {
+    for (std::size_t j = 0; j < n; ++j) {
+      OutMessage& m = out_[j];
+      m.value = {reinterpret_cast<const char*>(&payload_[j * o_.size]), o_.size};
+      m.upstream_offset = first + j;
+      m.timestamp_ns = stamp;
+      if (mode == Mode::key_shared) {
+        keys_[j] = key_of(first + j);
+        m.key = keys_[j];
+      }
+    }
+    for (std::size_t done = 0; done < n;) {
+      const std::size_t k = w.publish({out_.data() + done, n - done}, std::chrono::seconds(1));
+      if (k == 0) {
+        s_.rv.fail("publish on " + w.segment_name() + ": ring full for 1 s");
+        return false;
+      }
+      done += k;
+    }
+    return true;
+  }
+
   Shared& s_;
   const Options& o_;
-  std::string ns_;
-  std::string mq_;  // prefix of the two message_queues' names
-  std::unique_ptr<Writer> rings_[2];
-  std::unique_ptr<OwnedQueue> queues_[2];
-  std::uint64_t floor_sent_ = 0;
+  const Plan plan_;
+  const std::vector<Variant>& variants_;
+  Channels& ch_;
+  std::vector<std::unique_ptr<Writer>> rings_;  // by partition
+  std::unique_ptr<OwnedQueue> queue_;
+  std::vector<std::byte> payload_;  // one batch of messages
+  std::vector<std::string> keys_;
+  std::vector<OutMessage> out_;
+  std::uint64_t sent_[kMaxVariants] = {};
   std::uint32_t step_ = 0;
 };
 
 class ReaderSide {
  public:
-  ReaderSide(Shared& s, const Options& o, std::string ns, std::string mq)
-      : s_(s), o_(o), ns_(std::move(ns)), mq_(std::move(mq)) {}
+  ReaderSide(Shared& s, const Options& o, const std::vector<Variant>& variants, Channels& ch)
+      : s_(s), o_(o), plan_(plan_of(o)), variants_(variants), ch_(ch) {}
 
   int run() {
+    ch_.socket.keep_read_end();
+    ch_.pipe.keep_read_end();
     if (!setup()) return 1;
     for (std::uint64_t r = 0; r < o_.rounds; ++r) {
-      for (int v = 0; v < kVariants; ++v) {
-        if (!sync() || !receive(static_cast<Variant>(v)) || !sync()) return 1;
+      for (std::size_t v = 0; v < variants_.size(); ++v) {
+        if (!sync() || !receive_slice(v) || !sync()) return 1;
       }
     }
     return 0;
@@ -239,18 +379,23 @@ class ReaderSide {
  private:
   bool sync() { return s_.rv.sync(1, step_); }
 
+  std::chrono::nanoseconds spin() const {
+    return spin_time(o_.wait, std::chrono::microseconds(o_.spin_us));
+  }
+
   bool setup() {
     if (!sync()) return false;
-    for (Variant v : {kSpin, kSleep}) {
-      const auto spin = v == kSpin ? std::chrono::nanoseconds(std::chrono::seconds(1))
-                                   : std::chrono::nanoseconds(0);
-      auto& c = consumers_[partition_of(v)];
-      c = attach_reader(s_.rv, ns_, partition_of(v), spin);
+    for (const Variant& v : variants_) {
+      if (v.kind != Kind::ringfeed) continue;
+      auto c = attach_reader(s_.rv, ch_.ns, v.partition, spin(), v.mode);
       if (!c) return false;
+      consumers_.push_back(std::move(c));
     }
-    queues_[0] = open_queue(s_.rv, mq_ + "f");
-    queues_[1] = open_queue(s_.rv, mq_ + "s");
-    if (!queues_[0] || !queues_[1]) return false;
+    queue_ = open_queue(s_.rv, ch_.mq);
+    if (!queue_) return false;
+    socket_.emplace(ch_.socket.read_fd(), o_.size, o_.wait, spin());
+    pipe_.emplace(ch_.pipe.read_fd(), o_.size, o_.wait, spin());
+    message_.resize(o_.size);
     if (!sync()) return false;
     auto ignore = [](const Batch&, std::int64_t) { return true; };
     for (auto& c : consumers_) {
@@ -259,45 +404,85 @@ class ReaderSide {
     return sync();
   }
 
-  bool receive(Variant v) {
-    const Slice sl = slice_of(o_, v);
-    switch (v) {
-      case kFloor:
-        return receive_floor(sl);
-      case kSpin:
-      case kSleep: {
-        std::uint64_t k = 0;  // index in the slice
-        auto observe = [&](const Batch& b, std::int64_t t) {
+  // Checks the order, records after the warm-up.
+  bool observe(std::size_t v, std::uint64_t seq, std::int64_t stamp, std::int64_t t) {
+    if (seq != expected_[v]) {
+      s_.rv.fail(variants_[v].name + ": message " + std::to_string(seq) + " arrived where " +
+                 std::to_string(expected_[v]) + " was due");
+      return false;
+    }
+    ++expected_[v];
+    if (in_slice_++ >= o_.warmup) record(s_, v, t, stamp);
+    return true;
+  }
+
+  void report_progress(std::size_t v) {
+    if (o_.loop == Loop::closed)
+      s_.progress[v].received.store(expected_[v], std::memory_order_release);
+  }
+
+  bool receive_slice(std::size_t v) {
+    in_slice_ = 0;
+    const Variant& var = variants_[v];
+    switch (var.kind) {
+      case Kind::floor:
+        return receive_floor(v);
+      case Kind::ringfeed: {
+        auto on_batch = [&](const Batch& b, std::int64_t t) {
           for (const Message& m : b) {
-            if (k++ >= o_.warmup) record(s_, v, t, m.timestamp_ns());
+            std::uint64_t seq;
+            std::int64_t stamp;
+            if (m.value().size() != o_.size) {
+              s_.rv.fail(var.name + ": a value of " + std::to_string(m.value().size()) + " bytes");
+              return false;
+            }
+            get_header(reinterpret_cast<const std::byte*>(m.value().data()), seq, stamp);
+            if (!observe(v, seq, m.timestamp_ns(), t)) return false;
           }
+          report_progress(v);
           return true;
         };
-        return pop_messages(s_.rv, *consumers_[partition_of(v)], 64, sl.total, observe);
+        return pop_messages(s_.rv, *consumers_[var.partition], std::max<std::size_t>(64, o_.batch),
+                            plan_.total, on_batch);
       }
-      case kMqFast:
-      case kMqSlow: {
-        auto& q = *queues_[v == kMqFast ? 0 : 1];
-        MqMessage m{};
-        for (std::uint64_t i = 0; i < sl.total; ++i) {
-          if (!mq_receive(q, m) || m.seq != i) {
-            s_.rv.fail("message_queue: message " + std::to_string(i) + " is short or out of order");
+      case Kind::mq:
+        for (std::uint64_t i = 0; i < plan_.total; ++i) {
+          if (!mq_receive_bytes(*queue_, message_.data(), o_.size, spin())) {
+            s_.rv.fail("message_queue: a short message");
             return false;
           }
           const std::int64_t t = now_ns();
-          if (i >= o_.warmup) record(s_, v, t, m.timestamp_ns);
+          if (!observe_bytes(v, message_.data(), t)) return false;
+          report_progress(v);
+        }
+        return true;
+      case Kind::unix_socket:
+      case Kind::pipe: {
+        StreamReader& r = var.kind == Kind::pipe ? *pipe_ : *socket_;
+        const std::uint64_t end = expected_[v] + plan_.total;
+        while (expected_[v] < end) {
+          if (!r.next(s_.rv,
+                      [&](const std::byte* p, std::int64_t t) { return observe_bytes(v, p, t); })) {
+            return false;
+          }
+          report_progress(v);
         }
         return true;
       }
-      case kVariants:
-        break;
     }
     return false;
   }
 
-  bool receive_floor(const Slice& sl) {
-    const std::uint64_t first = floor_seen_;
-    const std::uint64_t end = first + sl.total;
+  bool observe_bytes(std::size_t v, const std::byte* p, std::int64_t t) {
+    std::uint64_t seq;
+    std::int64_t stamp;
+    get_header(p, seq, stamp);
+    return observe(v, seq, stamp, t);
+  }
+
+  bool receive_floor(std::size_t v) {
+    const std::uint64_t first = expected_[v];
+    const std::uint64_t end = first + plan_.total;
     for (std::uint64_t i = first; i < end;) {
       const StampLine& line = s_.lines[i % kStampLines];
       std::uint64_t seq;
@@ -307,26 +492,53 @@ class ReaderSide {
       const std::int64_t stamp = line.stamp.load(std::memory_order_relaxed);
       if (seq != i + 1 || line.seq.load(std::memory_order_acquire) != seq) {
         // Lapped: the writer went round the circle while this reader was away.
-        s_.missed[kFloor] += seq - i;
+        s_.missed[v] += seq - i;
         i = seq;
         continue;
       }
-      if (i - first >= o_.warmup) record(s_, kFloor, t, stamp);
+      if (i - first >= o_.warmup) record(s_, v, t, stamp);
       ++i;
+      expected_[v] = i;
+      report_progress(v);
     }
-    floor_seen_ = end;
+    expected_[v] = end;
     return true;
   }
 
   Shared& s_;
   const Options& o_;
-  std::string ns_;
-  std::string mq_;
-  std::unique_ptr<Consumer> consumers_[2];
-  std::unique_ptr<boost::interprocess::message_queue> queues_[2];
-  std::uint64_t floor_seen_ = 0;
+  const Plan plan_;
+  const std::vector<Variant>& variants_;
+  Channels& ch_;
+  std::vector<std::unique_ptr<Consumer>> consumers_;  // by partition
+  std::unique_ptr<boost::interprocess::message_queue> queue_;
+  std::optional<StreamReader> socket_;
+  std::optional<StreamReader> pipe_;
+  std::vector<std::byte> message_;
+  std::uint64_t expected_[kMaxVariants] = {};  // next sequence number, over the whole run
+  std::uint64_t in_slice_ = 0;
   std::uint32_t step_ = 0;
 };
+
+std::vector<Mode> parse_modes(std::string_view text) {
+  std::vector<Mode> modes;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    const std::string_view name = text.substr(0, comma);
+    const auto m = parse_mode(name);
+    if (!m) {
+      throw UsageError("--modes: '" + std::string(name) +
+                       "' is not exclusive, shared, broadcast, key_shared or failover");
+    }
+    if (std::find(modes.begin(), modes.end(), *m) != modes.end()) {
+      throw UsageError("--modes: '" + std::string(name) + "' is given twice");
+    }
+    modes.push_back(*m);
+    text = comma == std::string_view::npos ? std::string_view() : text.substr(comma + 1);
+  }
+  if (modes.empty()) throw UsageError("--modes needs at least one mode");
+  return modes;
+}
 
 Options parse(ArgReader& args) {
   Options o;
@@ -336,14 +548,27 @@ Options parse(ArgReader& args) {
       std::fputs(kHelp, stdout);
       std::exit(0);
     }
+    std::string_view text;
     if (args.flag("--no-pin")) {
       o.pin = false;
+    } else if (args.text("--modes", text)) {
+      o.modes = parse_modes(text);
+    } else if (args.text("--wait", text)) {
+      o.wait = parse_wait(text);
+    } else if (args.text("--loop", text)) {
+      if (text != "open" && text != "closed") {
+        throw UsageError("--loop: '" + std::string(text) + "' is not open or closed");
+      }
+      o.loop = text == "open" ? Loop::open : Loop::closed;
+    } else if (args.text("--csv", text)) {
+      o.csv = text;
     } else if (args.number("--runs", 1, 1000, o.runs) ||
                args.number("--rounds", 1, 10'000, o.rounds) ||
+               args.number("--size", kHeaderBytes, 65536, o.size) ||
+               args.number("--batch", 1, 512, o.batch) ||
+               (args.number("--spin-us", 0, 1'000'000, o.spin_us) && (o.spin_us_given = true)) ||
                args.number("--count", 1, kBig, o.count) ||
-               args.number("--interval-ns", 1000, 1'000'000'000, o.interval_ns) ||
-               args.number("--sleep-count", 1, kBig, o.sleep_count) ||
-               args.number("--sleep-interval-ns", 1000, 1'000'000'000, o.sleep_interval_ns) ||
+               args.number("--interval-ns", 100, 1'000'000'000, o.interval_ns) ||
                args.number("--warmup", 0, kBig, o.warmup) ||
                args.number("--ring-mb", 1, 1 << 20, o.ring_mb) ||
                args.number("--wait-idle", 0, 3600, o.wait_idle)) {
@@ -351,69 +576,101 @@ Options parse(ArgReader& args) {
       args.unknown();
     }
   }
+  if (!o.csv.empty() && !std::ofstream(o.csv, std::ios::trunc)) {
+    throw UsageError("--csv: cannot write " + o.csv + ": " + std::strerror(errno));
+  }
   if ((o.ring_mb & (o.ring_mb - 1)) != 0) {
     throw UsageError("--ring-mb " + std::to_string(o.ring_mb) + " is not a power of two");
   }
-  if (o.count < o.rounds || o.sleep_count < o.rounds) {
-    throw UsageError("--count and --sleep-count must be at least --rounds (" +
-                     std::to_string(o.rounds) + ")");
+  if (plan_of(o).count < o.rounds) {
+    throw UsageError("--count must be at least --rounds (" + std::to_string(o.rounds) + ")");
+  }
+  if (o.spin_us_given && o.wait != Wait::spin_sleep) {
+    throw UsageError("--spin-us is for --wait spin-sleep only");
   }
   return o;
 }
 
-constexpr double kQuantiles[] = {0.5, 0.9, 0.99, 0.999};
-constexpr const char* kFigureNames[] = {"p50", "p90", "p99", "p99.9", "max"};
-constexpr int kFigures = 5;
+constexpr double kQuantiles[] = {0.5, 0.9, 0.99, 0.999, 0.9999};
+constexpr const char* kFigureNames[] = {"p50", "p90", "p99", "p99.9", "p99.99", "max"};
+constexpr int kFigures = 6;
+constexpr int kP999 = 3;
 
-std::string figure(Variant v, int f) {
-  return std::string(kVariantNames[v]) + " " + kFigureNames[f];
+std::string figure(const Variant& v, int f) {
+  return v.name + " " + kFigureNames[f];
 }
 
 double value_of(const ringfeed::Histogram& h, int f) {
-  return static_cast<double>(f < 4 ? h.percentile(kQuantiles[f]) : h.max());
+  return static_cast<double>(f < kFigures - 1 ? h.percentile(kQuantiles[f]) : h.max());
 }
 
-void print_ratio(const Figures& fig, Variant a, Variant b, const char* label) {
-  std::printf("  %-42s", label);
-  for (int f = 0; f < kFigures; ++f) {
-    const double den = fig.median(figure(b, f));
-    std::printf(" %9.3f", den > 0 ? fig.median(figure(a, f)) / den : 0.0);
-  }
+double ratio(const Figures& fig, const Variant& a, const Variant& b, int f) {
+  const double den = fig.median(figure(b, f));
+  return den > 0 ? fig.median(figure(a, f)) / den : 0.0;
+}
+
+void print_header(const char* title) {
+  std::printf("\n%-44s", title);
+  for (const char* name : kFigureNames) std::printf(" %9s", name);
   std::printf("\n");
 }
 
-void print_target(const char* what, const std::string& value, bool met) {
-  std::printf("  %-52s %-10s %s\n", what, value.c_str(), met ? "met" : "NOT met");
+void print_target(const std::string& what, double value, bool met) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.3gx", value);
+  std::printf("  %-64s %-9s %s\n", what.c_str(), buf, met ? "met" : "NOT met");
+}
+
+bool write_csv(const std::string& path, const std::vector<Variant>& variants,
+               const std::vector<ringfeed::Histogram>& merged) {
+  std::vector<ringfeed::NamedHistogram> columns;
+  for (std::size_t v = 0; v < variants.size(); ++v)
+    columns.push_back({variants[v].name, &merged[v]});
+  std::ofstream out(path, std::ios::trunc);
+  ringfeed::write_distribution_csv(out, columns);
+  out.close();
+  return static_cast<bool>(out);
 }
 
 }  // namespace
 
 int latency_main(ArgReader& args) {
   const Options o = parse(args);
+  const Plan plan = plan_of(o);
+  const std::vector<Variant> variants = variants_of(o);
+  // A pipe whose reader died must fail the writer's write, not kill the process.
+  ::signal(SIGPIPE, SIG_IGN);
+
   std::printf("ringfeed-bench latency on %s\n", machine_description().c_str());
   std::printf(
       "one-way latency = reader's CLOCK_MONOTONIC stamp when it holds the message - writer's\n"
-      "stamp just before sending it (stamp to observe, same clock; not a round trip / 2)\n");
+      "stamp (%s); same clock, not a round trip / 2\n",
+      o.loop == Loop::open ? "open loop: the time the send was due, fixed rate"
+                           : "closed loop: the actual send, after the reader held the previous");
   std::printf(
-      "spinning variants: one message every %llu ns, %llu recorded per run; sleeping "
-      "variants: every %llu ns, %llu recorded; %llu rounds, %llu warm-up messages per "
-      "slice; ring %llu MiB\n",
-      static_cast<unsigned long long>(o.interval_ns), static_cast<unsigned long long>(o.count),
-      static_cast<unsigned long long>(o.sleep_interval_ns),
-      static_cast<unsigned long long>(o.sleep_count), static_cast<unsigned long long>(o.rounds),
-      static_cast<unsigned long long>(o.warmup), static_cast<unsigned long long>(o.ring_mb));
+      "%llu-byte messages, %llu per send, one send every %llu ns; %llu recorded per variant and "
+      "run; reader waits: %s%s; %llu rounds, %llu warm-up messages per slice; rings %llu MiB\n",
+      static_cast<unsigned long long>(o.size), static_cast<unsigned long long>(o.batch),
+      static_cast<unsigned long long>(plan.interval), static_cast<unsigned long long>(plan.count),
+      to_string(o.wait),
+      o.wait == Wait::spin_sleep ? (" (" + std::to_string(o.spin_us) + " us, then sleeps)").c_str()
+                                 : "",
+      static_cast<unsigned long long>(o.rounds), static_cast<unsigned long long>(o.warmup),
+      static_cast<unsigned long long>(o.ring_mb));
+  const double sends =
+      static_cast<double>(o.warmup * o.rounds + plan.count) / static_cast<double>(o.batch);
   const double paced_seconds =
-      3.0 * static_cast<double>((o.warmup * o.rounds + o.count) * o.interval_ns) / 1e9 +
-      2.0 * static_cast<double>((o.warmup * o.rounds + o.sleep_count) * o.sleep_interval_ns) / 1e9;
-  const auto watchdog = static_cast<unsigned>(120 + 2 * paced_seconds + o.ring_mb / 4);
+      static_cast<double>(variants.size()) * sends * static_cast<double>(plan.interval) / 1e9;
+  const auto watchdog =
+      static_cast<unsigned>(120 + 4 * paced_seconds + o.ring_mb / 4 * o.modes.size());
 
   Figures fig;
+  std::vector<ringfeed::Histogram> merged(variants.size());
   for (std::uint64_t run = 1; run <= o.runs; ++run) {
     SharedObject<Shared> s;
-    const std::string ns = run_namespace("lat", run);
-    const std::string mq = mq_name("lat", run);
-    WriterSide writer(*s, o, ns, mq);
-    ReaderSide reader(*s, o, ns, mq);
+    Channels ch{.ns = run_namespace("lat", run), .mq = mq_name("lat", run)};
+    WriterSide writer(*s, o, variants, ch);
+    ReaderSide reader(*s, o, variants, ch);
     PinReport pin;
     const std::string idle =
         o.wait_idle > 0 ? wait_for_idle(static_cast<unsigned>(o.wait_idle)) : "";
@@ -430,50 +687,74 @@ int latency_main(ArgReader& args) {
     }
     std::printf("\nrun %llu/%llu (%s)\n", static_cast<unsigned long long>(run),
                 static_cast<unsigned long long>(o.runs), run_note(pin.text, idle, others).c_str());
-    for (int v = 0; v < kVariants; ++v) {
+    for (std::size_t v = 0; v < variants.size(); ++v) {
       const auto& h = s->hist[v];
-      std::printf("  %-20s %s", kVariantNames[v], h.summary().c_str());
+      std::printf("  %-20s", variants[v].name.c_str());
+      for (int f = 0; f < kFigures; ++f) {
+        std::printf("  %s %s", kFigureNames[f], format_ns(value_of(h, f)).c_str());
+      }
+      std::printf("  (n=%llu)", static_cast<unsigned long long>(h.count()));
       if (s->missed[v] != 0)
         std::printf("  missed %llu", static_cast<unsigned long long>(s->missed[v]));
       if (s->negative[v] != 0) {
         std::printf("  negative %llu", static_cast<unsigned long long>(s->negative[v]));
       }
+      if (s->late_sends[v] != 0) {
+        std::printf("  sends late by over an interval %llu",
+                    static_cast<unsigned long long>(s->late_sends[v]));
+      }
       std::printf("\n");
-      for (int f = 0; f < kFigures; ++f)
-        fig.add(figure(static_cast<Variant>(v), f), value_of(h, f));
+      for (int f = 0; f < kFigures; ++f) fig.add(figure(variants[v], f), value_of(h, f));
+      merged[v].merge(h);
     }
     std::fflush(stdout);
   }
 
-  std::printf("\nmedians of %llu runs %24s", static_cast<unsigned long long>(o.runs), "");
-  for (const char* name : kFigureNames) std::printf(" %9s", name);
-  std::printf("\n");
-  for (int v = 0; v < kVariants; ++v) {
-    std::printf("  %-42s", kVariantNames[v]);
-    for (int f = 0; f < kFigures; ++f) {
-      std::printf(" %9s", format_ns(fig.median(figure(static_cast<Variant>(v), f))).c_str());
-    }
+  char title[64];
+  std::snprintf(title, sizeof title, "medians of %llu runs",
+                static_cast<unsigned long long>(o.runs));
+  print_header(title);
+  for (const Variant& v : variants) {
+    std::printf("  %-42s", v.name.c_str());
+    for (int f = 0; f < kFigures; ++f)
+      std::printf(" %9s", format_ns(fig.median(figure(v, f))).c_str());
     std::printf("\n");
   }
-  std::printf("\nratios of the medians %21s", "");
-  for (const char* name : kFigureNames) std::printf(" %9s", name);
-  std::printf("\n");
-  print_ratio(fig, kSpin, kFloor, "ringfeed spinning / floor");
-  print_ratio(fig, kSpin, kMqFast, "ringfeed spinning / message_queue");
-  print_ratio(fig, kSleep, kFloor, "ringfeed sleeping / floor");
-  print_ratio(fig, kSleep, kMqSlow, "ringfeed sleeping / message_queue slow");
+  print_header("ringfeed / baseline, ratios of the medians");
+  for (const Variant& a : variants) {
+    if (a.kind != Kind::ringfeed) continue;
+    for (const Variant& b : variants) {
+      if (b.kind == Kind::ringfeed) continue;
+      std::printf("  %-42s", (a.name + " / " + b.name).c_str());
+      for (int f = 0; f < kFigures; ++f) std::printf(" %9.3f", ratio(fig, a, b, f));
+      std::printf("\n");
+    }
+  }
 
-  const double spin_p50 = fig.median(figure(kSpin, 0));
-  const double floor_p50 = fig.median(figure(kFloor, 0));
-  const double spin_p999 = fig.median(figure(kSpin, 3));
-  const double sleep_p99 = fig.median(figure(kSleep, 2));
-  char ratio[32];
-  std::snprintf(ratio, sizeof ratio, "%.2fx", floor_p50 > 0 ? spin_p50 / floor_p50 : 0.0);
-  std::printf("\ntargets (medians)\n");
-  print_target("ringfeed spinning p50 within 2x of the floor p50", ratio,
-               spin_p50 <= 2 * floor_p50);
-  print_target("ringfeed spinning p99.9 under 10 us", format_ns(spin_p999), spin_p999 < 10'000);
-  print_target("ringfeed sleeping p99 under 50 us", format_ns(sleep_p99), sleep_p99 < 50'000);
+  std::printf("\ntargets (ratios of the medians)\n");
+  const Variant* floor = &variants.front();
+  auto find = [&](Kind k) {
+    return &*std::find_if(variants.begin(), variants.end(),
+                          [&](const Variant& v) { return v.kind == k; });
+  };
+  for (const Variant& a : variants) {
+    if (a.kind != Kind::ringfeed) continue;
+    const double to_floor = ratio(fig, a, *floor, 0);
+    print_target(a.name + " p50 within 2x of the floor's", to_floor, to_floor <= 2.0);
+    for (Kind k : {Kind::mq, Kind::unix_socket}) {
+      const Variant& b = *find(k);
+      const double r = ratio(fig, a, b, kP999);
+      print_target(a.name + " p99.9 at most 0.1x " + b.name + "'s", r, r > 0 && r <= 0.1);
+    }
+  }
+  if (!o.csv.empty()) {
+    if (!write_csv(o.csv, variants, merged)) {
+      std::fprintf(stderr, "ringfeed-bench latency: cannot write %s\n", o.csv.c_str());
+      return 1;
+    }
+    std::printf("\npercentile distribution of every variant, all %llu runs merged: %s\n",
+                static_cast<unsigned long long>(o.runs), o.csv.c_str());
+  }
   return 0;
 }
 

@@ -6,6 +6,8 @@
 #include <boost/interprocess/ipc/message_queue.hpp>
 
 #include <unistd.h>
+
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -32,9 +34,10 @@ inline std::string mq_name(const char* tag, std::uint64_t run) {
 // removes its name when done; the reader opens it by name.
 class OwnedQueue {
  public:
-  OwnedQueue(const std::string& name, std::size_t depth)
+  OwnedQueue(const std::string& name, std::size_t depth,
+             std::size_t message_size = sizeof(MqMessage))
       : name_(fresh(name)),
-        queue_(boost::interprocess::create_only, name_.c_str(), depth, sizeof(MqMessage)) {
+        queue_(boost::interprocess::create_only, name_.c_str(), depth, message_size) {
     watch_segment(name_);
   }
   ~OwnedQueue() { boost::interprocess::message_queue::remove(name_.c_str()); }
@@ -69,6 +72,22 @@ inline bool mq_receive(boost::interprocess::message_queue& q, MqMessage& m) {
   unsigned int priority = 0;
   q.receive(&m, sizeof m, got, priority);
   return got == sizeof m;
+}
+
+// Receives one message of exactly `size` bytes, waiting as `spin` says: polls with
+// try_receive for that long, then sleeps in receive. False if the message was shorter.
+inline bool mq_receive_bytes(boost::interprocess::message_queue& q, std::byte* data,
+                             std::size_t size, std::chrono::nanoseconds spin) {
+  std::size_t got = 0;
+  unsigned int priority = 0;
+  if (spin.count() > 0) {
+    const std::int64_t deadline = now_ns() + spin.count();
+    do {
+      if (q.try_receive(data, size, got, priority)) return got == size;
+    } while (now_ns() < deadline);
+  }
+  q.receive(data, size, got, priority);
+  return got == size;
 }
 
 }  // namespace ringfeed::bench

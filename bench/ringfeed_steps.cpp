@@ -41,9 +41,10 @@ bool wait_for_group(Rendezvous& rv, Writer& w) {
 }
 
 std::unique_ptr<Consumer> attach_reader(Rendezvous& rv, const std::string& ns,
-                                        std::uint32_t partition, std::chrono::nanoseconds spin) {
+                                        std::uint32_t partition, std::chrono::nanoseconds spin,
+                                        Mode mode) {
   auto c = Consumer::attach(
-      {.ns = ns, .partition = partition, .group = kGroup, .mode = Mode::exclusive, .spin = spin});
+      {.ns = ns, .partition = partition, .group = kGroup, .mode = mode, .spin = spin});
   if (!c) {
     rv.fail("attaching the reader: " + c.error().message);
     return nullptr;

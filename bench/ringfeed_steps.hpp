@@ -27,7 +27,8 @@ std::unique_ptr<Writer> create_ring(Rendezvous& rv, const std::string& ns, std::
 // After the reader said it attached: makes sure the writer tracks its group.
 bool wait_for_group(Rendezvous& rv, Writer& w);
 std::unique_ptr<Consumer> attach_reader(Rendezvous& rv, const std::string& ns,
-                                        std::uint32_t partition, std::chrono::nanoseconds spin);
+                                        std::uint32_t partition, std::chrono::nanoseconds spin,
+                                        Mode mode = Mode::exclusive);
 
 // Runs a started fetcher until `stop`, then stores how many messages it published in
 // `fetched` and reports a stopped partition or a failed run to the Rendezvous. Returns
