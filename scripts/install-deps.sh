@@ -12,6 +12,7 @@ packages=(
   clang libclang-rt-14-dev  # libFuzzer (scripts/fuzz.sh)
   redis-server          # the real server the Redis Streams tests and bench run against
   libhiredis-dev        # hiredis: the direct-client baseline of ringfeed-bench redis
+  gnuplot-nox           # bench/plot_latency.sh: percentile-distribution plots
 )
 
 missing=()

@@ -1,0 +1,144 @@
+// The `ringfeed-bench` command line, through the real binary: a bad flag exits 2 with
+// exactly one line on stderr naming the flag and why, nothing on stdout; and a short
+// latency run writes the percentile distribution of every variant as CSV.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "test_support.hpp"
+
+#ifndef RINGFEED_BENCH_BIN
+#error "RINGFEED_BENCH_BIN must name the ringfeed-bench binary (tests/CMakeLists.txt)"
+#endif
+
+namespace {
+
+using ringfeed::test::spawn_program;
+using ringfeed::test::TempDir;
+using ringfeed::test::wait_child;
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+struct Finished {
+  int status = -1;
+  std::string out, err;
+};
+
+Finished run_bench(const TempDir& dir, const std::vector<std::string>& args,
+                   std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
+  Finished f;
+  const pid_t pid = spawn_program(RINGFEED_BENCH_BIN, args, "", dir.file("out"), dir.file("err"));
+  f.status = wait_child(pid, timeout);
+  f.out = read_text(dir.file("out"));
+  f.err = read_text(dir.file("err"));
+  return f;
+}
+
+std::string describe(const std::vector<std::string>& args) {
+  std::string s = "ringfeed-bench";
+  for (const auto& a : args) s += " " + a;
+  return s;
+}
+
+void expect_usage_error(const std::vector<std::string>& args, const std::string& reason) {
+  TempDir dir("ringfeed-bench-cli");
+  const Finished f = run_bench(dir, args);
+  EXPECT_EQ(f.status, 2) << describe(args) << "\nstderr: " << f.err;
+  EXPECT_EQ(std::count(f.err.begin(), f.err.end(), '\n'), 1) << describe(args) << ": " << f.err;
+  EXPECT_NE(f.err.find(reason), std::string::npos)
+      << describe(args) << "\nexpected: " << reason << "\nstderr: " << f.err;
+  EXPECT_TRUE(f.out.empty()) << describe(args) << "\nstdout: " << f.out;
+}
+
+}  // namespace
+
+TEST(BenchCli, UnknownOrMissingCommand) {
+  expect_usage_error({}, "missing command");
+  expect_usage_error({"frobnicate"}, "unknown command 'frobnicate'");
+}
+
+TEST(BenchCli, LatencyBadFlags) {
+  expect_usage_error({"latency", "--bogus"}, "unknown argument '--bogus'");
+  expect_usage_error({"latency", "--runs"}, "--runs needs a value");
+  expect_usage_error({"latency", "--runs", "0"}, "--runs 0 is out of range");
+  expect_usage_error({"latency", "--runs=five"}, "--runs: 'five' is not a whole number");
+  expect_usage_error({"latency", "--modes", "exclusive,bogus"}, "--modes: 'bogus' is not");
+  expect_usage_error({"latency", "--modes", "shared,shared"}, "'shared' is given twice");
+  expect_usage_error({"latency", "--modes", ""}, "--modes needs a non-empty value");
+  expect_usage_error({"latency", "--wait", "nap"},
+                     "--wait: 'nap' is not spin, spin-sleep or sleep");
+  expect_usage_error({"latency", "--spin-us", "5"}, "--spin-us is for --wait spin-sleep only");
+  expect_usage_error({"latency", "--loop", "half"}, "--loop: 'half' is not open or closed");
+  expect_usage_error({"latency", "--size", "8"}, "--size 8 is out of range [16, 65536]");
+  expect_usage_error({"latency", "--batch", "513"}, "--batch 513 is out of range [1, 512]");
+  expect_usage_error({"latency", "--ring-mb", "3"}, "--ring-mb 3 is not a power of two");
+  expect_usage_error({"latency", "--count", "5", "--rounds", "10"}, "--count must be at least");
+  expect_usage_error({"latency", "--csv", "/nonexistent-dir/x.csv"},
+                     "--csv: cannot write /nonexistent-dir/x.csv");
+}
+
+TEST(BenchCli, OtherCommandsBadFlags) {
+  for (const char* command :
+       {"throughput", "jitter", "shared", "ingest", "failover", "idle", "redis"}) {
+    expect_usage_error({command, "--bogus"}, "unknown argument '--bogus'");
+  }
+  for (const char* command : {"throughput", "shared", "ingest", "failover", "idle", "redis"}) {
+    expect_usage_error({command, "--runs", "x"}, "is not a whole number");
+  }
+  expect_usage_error({"jitter", "--seconds", "x"}, "--seconds: 'x' is not a whole number");
+}
+
+TEST(BenchCli, HelpExitsZero) {
+  TempDir dir("ringfeed-bench-cli");
+  for (const char* command : {"latency", "throughput"}) {
+    const Finished f = run_bench(dir, {command, "--help"});
+    EXPECT_EQ(f.status, 0) << command << ": " << f.err;
+    EXPECT_EQ(f.out.rfind(std::string("usage: ringfeed-bench ") + command, 0), 0u) << f.out;
+  }
+}
+
+// A short run end to end: every variant's line, the ratios, and a CSV whose header names
+// every variant and whose last row (the max) has a positive value for each.
+TEST(BenchCli, LatencyWritesTheDistribution) {
+  TempDir dir("ringfeed-bench-cli");
+  const std::string csv = dir.file("latency.csv");
+  const std::vector<std::string> args = {
+      "latency",  "--runs", "1",         "--rounds", "2",       "--count",          "400",
+      "--warmup", "10",     "--ring-mb", "1",        "--modes", "exclusive,shared", "--no-pin",
+      "--csv",    csv};
+  const Finished f = run_bench(dir, args, std::chrono::seconds(120));
+  ASSERT_EQ(f.status, 0) << describe(args) << "\nstdout: " << f.out << "\nstderr: " << f.err;
+  for (const char* line :
+       {"ringfeed exclusive / floor (cache line)", "ringfeed shared / message_queue",
+        "ringfeed exclusive / unix socket", "ringfeed shared / pipe", "p99.99"}) {
+    EXPECT_NE(f.out.find(line), std::string::npos) << line << "\n" << f.out;
+  }
+  std::istringstream in(read_text(csv));
+  std::string header, row, last;
+  ASSERT_TRUE(std::getline(in, header));
+  EXPECT_EQ(header,
+            "quantile,nines,floor (cache line),ringfeed exclusive,ringfeed shared,message_queue,"
+            "unix socket,pipe");
+  int rows = 0;
+  while (std::getline(in, row)) {
+    last = row;
+    ++rows;
+  }
+  EXPECT_GT(rows, 20);  // 400 values: quantiles up to 1 - 1/400, then the max
+  ASSERT_EQ(last.rfind("1,", 0), 0u) << last;
+  std::istringstream fields(last);
+  std::vector<std::string> values;
+  for (std::string v; std::getline(fields, v, ',');) values.push_back(v);
+  ASSERT_EQ(values.size(), 8u) << last;
+  for (std::size_t i = 2; i < values.size(); ++i) EXPECT_GT(std::stoull(values[i]), 0u) << last;
+}
