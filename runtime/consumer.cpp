@@ -477,20 +477,21 @@ const Batch& Consumer::pop_attached(std::size_t max, std::chrono::nanoseconds wa
     if (status != PopStatus::timed_out) break;
     const auto now = std::chrono::steady_clock::now();
     if (now >= deadline) break;
-    const std::uint32_t seen = control.wake_word.load(std::memory_order_acquire);
     shm::WaitResult slept = shm::WaitResult::value_changed;
     if (standby_) {
       // A failover standby sleeps until its next look at the consumers before it
-      // (failover_active), whatever is published: it does not count itself among the
-      // sleepers, whom the writer wakes at every commit.
+      // (failover_active), whatever is published: it naps on the ring's word, which the
+      // writer wakes only when it closes, and does not count itself among the sleepers.
+      const std::uint32_t seen = control.wake_word.load(std::memory_order_acquire);
       slept = shm::futex_wait(control.wake_word, seen,
                               std::min<std::chrono::nanoseconds>(deadline - now, standby_nap()));
     } else {
+      const std::uint32_t seen = group_->wake_word.load(std::memory_order_acquire);
       group_->sleepers.fetch_add(1, std::memory_order_seq_cst);
       // Dekker pair with the writer's commit (ring_writer.cpp, wake_sleepers).
       if (nothing_published_seq_cst() &&
           control.state.load(std::memory_order_acquire) == shm::kRingOpen) {
-        slept = shm::futex_wait(control.wake_word, seen,
+        slept = shm::futex_wait(group_->wake_word, seen,
                                 std::min<std::chrono::nanoseconds>(deadline - now, kSleepSlice));
       }
       group_->sleepers.fetch_sub(1, std::memory_order_release);

@@ -30,10 +30,15 @@ WaitResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expe
   }
 }
 
-int futex_wake_all(const std::atomic<std::uint32_t>& word) {
-  long rc = ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAKE, INT_MAX,
+int futex_wake(const std::atomic<std::uint32_t>& word, int count) {
+  if (count <= 0) return 0;
+  long rc = ::syscall(SYS_futex, reinterpret_cast<const std::uint32_t*>(&word), FUTEX_WAKE, count,
                       nullptr, nullptr, 0);
   return rc < 0 ? 0 : static_cast<int>(rc);
+}
+
+int futex_wake_all(const std::atomic<std::uint32_t>& word) {
+  return futex_wake(word, INT_MAX);
 }
 
 }  // namespace ringfeed::shm

@@ -21,6 +21,9 @@ enum class WaitResult { woken, value_changed, timed_out, interrupted };
 WaitResult futex_wait(const std::atomic<std::uint32_t>& word, std::uint32_t expected,
                       std::chrono::nanoseconds timeout);
 
+// Wakes at most `count` of the processes sleeping on `word`. Returns how many were woken.
+int futex_wake(const std::atomic<std::uint32_t>& word, int count);
+
 // Wakes every process sleeping on `word`. Returns how many were woken.
 int futex_wake_all(const std::atomic<std::uint32_t>& word);
 

@@ -95,11 +95,17 @@ struct GroupControl {
   // while joining; writer: acquire / seq_cst loads.
   alignas(kCacheLine) std::atomic<std::uint64_t> low_watermark;
 
-  // [320, 384): consumers of this group asleep in futex_wait on the ring's wake word.
-  // Consumers: seq_cst fetch_add, then a seq_cst load of the ring's write_pos (or, in
-  // shared mode, published), then sleep; fetch_sub after waking. Writer: seq_cst load
-  // after its seq_cst stores of write_pos and published.
+  // [320, 384): consumers of this group asleep in futex_wait on wake_word.
+  // sleepers: consumers: seq_cst fetch_add, then a seq_cst load of the ring's write_pos
+  // (or, in shared mode, published), then sleep; fetch_sub after waking. Writer: seq_cst
+  // load after its seq_cst stores of write_pos and published.
+  // wake_word: the futex word they sleep on, one per group so that the writer wakes only
+  // the groups that have something new, and in a shared group only as many sleepers as it
+  // published messages. Sleepers: acquire load before announcing themselves, then
+  // futex-wait on the value they loaded. Writer: fetch_add (release), then FUTEX_WAKE.
+  // Any value is harmless: a wrong one costs a spurious wake or a sleep slice.
   alignas(kCacheLine) std::atomic<std::uint32_t> sleepers;
+  std::atomic<std::uint32_t> wake_word;
 
   // [384, 448): 1 once the writer found a value in this segment that cannot be right and
   // stopped honouring the group. Writer: release store; consumers: acquire load.
@@ -132,6 +138,7 @@ static_assert(offsetof(GroupControl, backoff_ms) == 144);
 static_assert(offsetof(GroupControl, holder) == 192);
 static_assert(offsetof(GroupControl, low_watermark) == 256);
 static_assert(offsetof(GroupControl, sleepers) == 320);
+static_assert(offsetof(GroupControl, wake_word) == 324);
 static_assert(offsetof(GroupControl, fenced) == 384);
 static_assert(offsetof(GroupControl, dispatch) == 448);
 static_assert(offsetof(GroupControl, low_seq) == 512);

@@ -108,9 +108,10 @@ struct RingControl {
   // Consumers resuming an existing group's watermark: acquire load (raise to it).
   std::atomic<std::uint64_t> reusable;
 
-  // [192, 256): futex word. Writer: fetch_add (release) then FUTEX_WAKE, only when some
-  // group's sleepers count is non-zero. Sleepers: load (acquire) before announcing
-  // themselves, then futex-wait on the value they loaded.
+  // [192, 256): futex word for failover standbys, which nap on it between their looks at
+  // the consumers before them, and for everyone when the ring closes. Writer: fetch_add
+  // (release) then FUTEX_WAKE of all, at close. Nappers: load (acquire), then futex-wait
+  // on the value they loaded. (Other sleepers wait on their group's wake word.)
   alignas(kCacheLine) std::atomic<std::uint32_t> wake_word;
   // kRingOpen, or kRingClosed once the writer shut down. Writer: release; readers: acquire.
   std::atomic<std::uint32_t> state;

@@ -149,6 +149,7 @@ void RingWriter::close() {
   control_->state.store(kRingClosed, std::memory_order_release);
   control_->wake_word.fetch_add(1, std::memory_order_release);
   futex_wake_all(control_->wake_word);
+  wake_all_groups();
 }
 
 PublishStatus RingWriter::try_reserve(std::uint32_t key_len, std::uint32_t value_len,
@@ -211,6 +212,7 @@ PublishStatus RingWriter::reserve(std::uint32_t key_len, std::uint32_t value_len
 
 void RingWriter::commit() {
   if (pending_.empty()) return;
+  const std::uint64_t published_before = published_;
   for (const PendingRecord& p : pending_) {
     RecordHeader* h = header_at(p.tag & ~kTagKindMask);
     if ((p.tag & kTagKindMask) == kTagMessage) {
@@ -229,10 +231,10 @@ void RingWriter::commit() {
   // seq_cst: one half of the Dekker pairs with sleeping consumers (see wake_sleepers).
   control_->write_pos.store(committed_, std::memory_order_seq_cst);
   control_->published.store(published_, std::memory_order_seq_cst);
-  wake_sleepers();
+  wake_sleepers(published_ - published_before);
 }
 
-void RingWriter::wake_sleepers() {
+void RingWriter::wake_sleepers(std::uint64_t new_messages) {
   // New groups are looked for at most every millisecond; the clock itself is read only
   // every 16th commit (it costs as much as the rest of a small commit).
   if ((++commits_ & 15) == 0) {
@@ -245,14 +247,27 @@ void RingWriter::wake_sleepers() {
   // Dekker pair: we store write_pos then load sleepers; a sleeper increments sleepers then
   // loads write_pos (all seq_cst). Either it sees our new write_pos and does not sleep,
   // or we see its increment and wake it.
-  bool anyone = false;
   for (const TrackedGroup& g : groups_) {
-    anyone |= g.control->sleepers.load(std::memory_order_seq_cst) != 0;
-  }
-  if (anyone) {
-    control_->wake_word.fetch_add(1, std::memory_order_release);
-    futex_wake_all(control_->wake_word);
+    const std::uint32_t sleepers = g.control->sleepers.load(std::memory_order_seq_cst);
+    if (sleepers == 0) continue;
+    // Any consumer of a shared group can take any new message, and one that wakes takes
+    // all it can: waking more of them than there are new messages only makes the rest
+    // go back to sleep, on cpus the others need. In the other modes each sleeper waits
+    // for messages of its own (its cursor, its keys), so all of them are woken.
+    int count = INT_MAX;
+    if (g.mode == Mode::shared) {
+      count = static_cast<int>(std::min<std::uint64_t>({new_messages, sleepers, INT_MAX}));
+    }
+    g.control->wake_word.fetch_add(1, std::memory_order_release);
+    woken_ += static_cast<std::uint64_t>(futex_wake(g.control->wake_word, count));
     ++wakes_;
+  }
+}
+
+void RingWriter::wake_all_groups() {
+  for (const TrackedGroup& g : groups_) {
+    g.control->wake_word.fetch_add(1, std::memory_order_release);
+    futex_wake_all(g.control->wake_word);
   }
 }
 

@@ -155,8 +155,10 @@ class RingWriter {
   std::uint64_t reusable_below() const { return limit_; }
   std::uint64_t capacity() const { return capacity_; }
   std::uint64_t published() const { return published_; }
-  // FUTEX_WAKE calls made: one per commit that found a sleeping consumer, none otherwise.
+  // FUTEX_WAKE calls made: one per group with a sleeping consumer at a commit.
   std::uint64_t wakes() const { return wakes_; }
+  // Consumers those calls woke (what FUTEX_WAKE returned, summed).
+  std::uint64_t woken() const { return woken_; }
   const std::string& segment_name() const { return segment_.name(); }
   // Groups whose segment could not be used, with the reason (for stat and logs).
   const std::vector<std::string>& rejected_groups() const { return rejected_; }
@@ -188,7 +190,9 @@ class RingWriter {
   void register_group(const std::string& segment_name);
   void forget_group(std::string_view segment_name);
   void scan_groups();
-  void wake_sleepers();
+  // Wakes the sleepers of each group (in a shared group at most new_messages of them).
+  void wake_sleepers(std::uint64_t new_messages);
+  void wake_all_groups();
   void store_dead_letters(TrackedGroup& g);
 
   RingWriterOptions options_;
@@ -206,6 +210,7 @@ class RingWriter {
   std::uint64_t limit_ = 0;      // space below this position may be reused
   std::uint64_t published_ = 0;  // messages published
   std::uint64_t wakes_ = 0;
+  std::uint64_t woken_ = 0;
   // Reserved, not yet committed: the tag (position | kind) and the header fields.
   struct PendingRecord {
     std::uint64_t tag;

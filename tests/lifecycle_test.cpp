@@ -5,8 +5,13 @@
 #include <signal.h>
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <atomic>
+#include <fstream>
+#include <iterator>
 #include <memory>
+#include <string>
+#include <vector>
 
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/writer.hpp"
@@ -216,6 +221,69 @@ TEST(Wakeup, SleepingConsumerIsWokenAndTheWriterWakesOnlyWhenSomeoneSleeps) {
   publish_n(*w, 3, 1);
   EXPECT_EQ(w->wakes(), 1u);
   EXPECT_EQ(wait_child(sleeper), 0);
+}
+
+// True when the process sleeps in a system call (state S in /proc/PID/stat): a consumer
+// that announced itself as a sleeper is then queued on its futex.
+bool sleeping(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const auto paren = stat.rfind(')');
+  return paren != std::string::npos && paren + 2 < stat.size() && stat[paren + 2] == 'S';
+}
+
+// Forks `n` consumers of group `group` that each pop one message (sleeping for it: no
+// spin), check it, ack it and exit; waits until all of them sleep in the kernel and the
+// writer tracks the group.
+std::vector<pid_t> sleeping_consumers(Writer& w, const std::string& ns, const std::string& group,
+                                      Mode mode, int n) {
+  std::vector<pid_t> pids;
+  for (int i = 0; i < n; ++i) {
+    pids.push_back(fork_child([&] {
+      auto c = Consumer::attach(
+          {.ns = ns, .group = group, .mode = mode, .spin = std::chrono::nanoseconds(0)});
+      if (!c) return 2;
+      const auto& b = (*c)->pop(1, 20s);
+      if (b.status() != PopStatus::ok || b.size() != 1 || b[0].value().substr(0, 1) != "m") {
+        return 3;
+      }
+      (*c)->ack(b);
+      return 0;
+    }));
+  }
+  GroupWatch watch(ns, group);
+  EXPECT_TRUE(wait_until([&] {
+    if (watch.g == nullptr) watch = GroupWatch(ns, group);
+    w.poll_groups();
+    return watch.g != nullptr && watch.g->sleepers.load() == static_cast<std::uint32_t>(n) &&
+           w.group_count() == 1 && std::ranges::all_of(pids, sleeping);
+  }));
+  return pids;
+}
+
+TEST(Wakeup, OneNewMessageWakesOneSleeperOfASharedGroup) {
+  const auto ns = unique_ns("wake1");
+  auto w = make_writer(ns);
+  ASSERT_TRUE(w);
+  const auto pids = sleeping_consumers(*w, ns, "s", Mode::shared, 4);
+  // Any of them can take it, and the other three would only go back to sleep.
+  const std::uint64_t before = w->woken();
+  publish_n(*w, 0, 1);
+  EXPECT_EQ(w->woken() - before, 1u);
+  // Each later message wakes one of those still asleep; every consumer gets one.
+  publish_n(*w, 1, 3);
+  for (pid_t pid : pids) EXPECT_EQ(wait_child(pid), 0);
+}
+
+TEST(Wakeup, OneNewMessageWakesEveryConsumerOfABroadcastGroup) {
+  const auto ns = unique_ns("wakeall");
+  auto w = make_writer(ns);
+  ASSERT_TRUE(w);
+  const auto pids = sleeping_consumers(*w, ns, "b", Mode::broadcast, 3);
+  const std::uint64_t before = w->woken();
+  publish_n(*w, 0, 1);  // every consumer of a broadcast group gets every message
+  EXPECT_EQ(w->woken() - before, 3u);
+  for (pid_t pid : pids) EXPECT_EQ(wait_child(pid), 0);
 }
 
 TEST(Wakeup, ConsumerLearnsThatTheWriterClosed) {

@@ -50,9 +50,9 @@ namespace shm = ringfeed::shm;
 
 namespace {
 
-// Byte offsets and sizes of layout version 2, spelled out as numbers: a reader in another
+// Byte offsets and sizes of the current layout version, spelled out as numbers: a reader in another
 // build (or another language) finds the fields here, so these are the contract.
-constexpr std::uint32_t kLayout = 4;
+constexpr std::uint32_t kLayout = 5;
 // Segment header (both kinds).
 constexpr off_t kOffMagic = 0;
 constexpr off_t kOffLayoutVersion = 8;
@@ -94,6 +94,7 @@ constexpr off_t kOffEpochNs = 136;
 constexpr off_t kOffHolder = 192;
 constexpr off_t kOffLowWatermark = 256;
 constexpr off_t kOffSleepers = 320;
+constexpr off_t kOffGroupWakeWord = 324;
 constexpr off_t kOffFenced = 384;
 constexpr off_t kOffDispatch = 448;
 constexpr off_t kOffLowSeq = 512;
@@ -489,6 +490,7 @@ TEST(SegmentLayout, GroupFileSizeModeAndHeader) {
       EXPECT_EQ(peek<std::uint64_t>(name, slot_owner(0)), 0u);
       EXPECT_EQ(peek<std::uint64_t>(name, kOffLowWatermark), 0u);
       EXPECT_EQ(peek<std::uint32_t>(name, kOffSleepers), 0u);
+      EXPECT_EQ(peek<std::uint32_t>(name, kOffGroupWakeWord), 0u);  // nobody was woken
       EXPECT_EQ(peek<std::uint32_t>(name, kOffFenced), 0u);
       // Only shared groups ever start dispatching.
       EXPECT_EQ(peek<std::uint64_t>(name, kOffDispatch), kNotStartedSeq);
@@ -812,10 +814,11 @@ TEST(SegmentAttach, CorruptRingSegmentIsRefusedByReaderAndConsumer) {
        {"magic", "0x1122334455667788"}},
       {"layout version 1 (a build without the message index)",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 1); },
-       {"layout version 1", "this build speaks 4"}},
+       {"layout version 1", "this build speaks " + std::to_string(kLayout)}},
       {"a newer layout version",
-       [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 5); },
-       {"layout version 5", "this build speaks 4"}},
+       [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, kLayout + 1); },
+       {"layout version " + std::to_string(kLayout + 1),
+        "this build speaks " + std::to_string(kLayout)}},
       {"wrong kind",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffKind, 2); },
        {"kind 2", "ring"}},
@@ -921,7 +924,7 @@ std::vector<GroupCorruption> group_corruptions(const GroupKind& kind) {
       {"bad magic", [](const std::string& n) { poke<std::uint64_t>(n, kOffMagic, 42); }, {"magic"}},
       {"layout version 1 (a build with 16 slots and no lease table)",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffLayoutVersion, 1); },
-       {"layout version 1", "this build speaks 4"}},
+       {"layout version 1", "this build speaks " + std::to_string(kLayout)}},
       {"wrong kind",
        [](const std::string& n) { poke<std::uint32_t>(n, kOffKind, 1); },
        {"kind 1", "group"}},
