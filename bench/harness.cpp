@@ -310,4 +310,10 @@ std::string format_rate(double per_second) {
   return buf;
 }
 
+std::string format_bytes_rate(double bytes_per_second) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.0f MB/s", bytes_per_second / 1e6);
+  return buf;
+}
+
 }  // namespace ringfeed::bench

@@ -105,7 +105,8 @@ class Figures {
   std::vector<std::pair<std::string, std::vector<double>>> rows_;
 };
 
-std::string format_ns(double ns);            // "68 ns", "11.4 us"
-std::string format_rate(double per_second);  // "5.21 M/s"
+std::string format_ns(double ns);                        // "68 ns", "11.4 us"
+std::string format_rate(double per_second);              // "5.21 M/s"
+std::string format_bytes_rate(double bytes_per_second);  // "333 MB/s"
 
 }  // namespace ringfeed::bench

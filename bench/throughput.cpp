@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "byte_stream.hpp"
 #include "commands.hpp"
 #include "harness.hpp"
 #include "mq.hpp"
@@ -22,9 +23,13 @@ Messages of 64 bytes per second from a writer (this process) to a reader (a fork
 child). The reader checks every message's sequence number, so nothing is lost or
 reordered. Each run forks fresh processes and measures, between the same two:
   ringfeed        Writer::publish of --batch messages at a time; Consumer::pop of up to
-                  --batch (exclusive group, spinning) and ack of the whole batch
+                  --batch (one consumer in a group of --mode, spinning) and ack of the
+                  whole batch
   message_queue   Boost.Interprocess message_queue (64-byte messages, depth 4096),
                   one send and one receive per message
+  unix socket     a Unix domain stream socket pair: one write of --batch messages, reads
+                  of up to 64 KiB (blocking)
+  pipe            a pipe, the same way
   bare ring       a single-producer single-consumer ring of 64-byte slots in a shared
                   mapping, cached indices, each index published once per batch; run
                   twice: with --batch (like for like) and with --ceiling-batch (the
@@ -36,7 +41,10 @@ clock runs from the writer's first send to the reader holding the last message.
 flags:
   --runs K        runs (default 5); medians are taken over them
   --count N       messages for ringfeed and the bare ring (default 20000000)
-  --mq-count N    messages for message_queue (default 2000000)
+  --mq-count N    messages for message_queue, the socket and the pipe (default 2000000)
+  --mode M        the ringfeed consumer's group mode: exclusive, shared, broadcast,
+                  key_shared or failover (default exclusive; several consumers per
+                  group: ringfeed-bench shared)
   --batch B       messages per publish, pop and bare-ring index publication (default 64)
   --ceiling-batch C  bare-ring index publication for the ceiling (default 1024)
   --ring-mb MB    ringfeed ring and bare ring size in MiB, a power of two (default 64)
@@ -54,10 +62,11 @@ struct Options {
   std::uint64_t ceiling_batch = 1024;
   std::uint64_t ring_mb = 64;
   std::uint64_t wait_idle = 0;
+  Mode mode = Mode::exclusive;
   bool pin = true;
 };
 
-enum Variant : int { kRingfeed, kMq, kBare, kCeiling, kVariants };
+enum Variant : int { kRingfeed, kMq, kUnix, kPipe, kBare, kCeiling, kVariants };
 constexpr std::size_t kMqDepth = 4096;
 
 struct Shared {
@@ -75,11 +84,23 @@ std::uint64_t read_seq(const void* p) {
 // Both sides of each variant make the same sync calls, in the same order.
 class WriterSide {
  public:
-  WriterSide(Shared& s, const Options& o, std::string ns, std::string mq, SpscRing bare)
-      : s_(s), o_(o), ns_(std::move(ns)), mq_(std::move(mq)), bare_(bare) {}
+  WriterSide(Shared& s, const Options& o, std::string ns, std::string mq, SpscRing bare,
+             ByteStream& socket, ByteStream& pipe)
+      : s_(s),
+        o_(o),
+        ns_(std::move(ns)),
+        mq_(std::move(mq)),
+        bare_(bare),
+        socket_(socket),
+        pipe_(pipe) {}
 
   int run() {
-    return ringfeed() && mq() && bare(kBare, o_.batch) && bare(kCeiling, o_.ceiling_batch) ? 0 : 1;
+    socket_.keep_write_end();
+    pipe_.keep_write_end();
+    return ringfeed() && mq() && stream(kUnix, socket_) && stream(kPipe, pipe_) &&
+                   bare(kBare, o_.batch) && bare(kCeiling, o_.ceiling_batch)
+               ? 0
+               : 1;
   }
 
  private:
@@ -136,6 +157,28 @@ class WriterSide {
     return ok;
   }
 
+  // The kernel baselines: --batch messages per write, each with its sequence number.
+  bool write_messages(ByteStream& bs, std::uint64_t total) {
+    std::vector<MqMessage> batch(o_.batch, MqMessage{});
+    for (std::uint64_t seq = 0; seq < total;) {
+      const std::uint64_t k = std::min(o_.batch, total - seq);
+      for (std::uint64_t j = 0; j < k; ++j) batch[j].seq = seq + j;
+      if (!bs.write_all(s_.rv, reinterpret_cast<const std::byte*>(batch.data()),
+                        k * sizeof(MqMessage))) {
+        return false;
+      }
+      seq += k;
+    }
+    return true;
+  }
+
+  bool stream(Variant v, ByteStream& bs) {
+    if (!sync()) return false;                                   // both ready
+    if (!write_messages(bs, kMqDepth) || !sync()) return false;  // the warm-up
+    s_.start_ns[v] = now_ns();
+    return write_messages(bs, o_.mq_count) && sync();
+  }
+
   void produce(std::uint64_t total, std::uint64_t batch) {
     std::array<std::byte, sizeof(SpscSlot)> msg{};
     for (std::uint64_t seq = 0; seq < total;) {
@@ -165,16 +208,30 @@ class WriterSide {
   std::string ns_;
   std::string mq_;  // the message_queue's name
   SpscRing bare_;
+  ByteStream& socket_;
+  ByteStream& pipe_;
   std::uint32_t step_ = 0;
 };
 
 class ReaderSide {
  public:
-  ReaderSide(Shared& s, const Options& o, std::string ns, std::string mq, SpscRing bare)
-      : s_(s), o_(o), ns_(std::move(ns)), mq_(std::move(mq)), bare_(bare) {}
+  ReaderSide(Shared& s, const Options& o, std::string ns, std::string mq, SpscRing bare,
+             ByteStream& socket, ByteStream& pipe)
+      : s_(s),
+        o_(o),
+        ns_(std::move(ns)),
+        mq_(std::move(mq)),
+        bare_(bare),
+        socket_(socket),
+        pipe_(pipe) {}
 
   int run() {
-    return ringfeed() && mq() && bare(kBare, o_.batch) && bare(kCeiling, o_.ceiling_batch) ? 0 : 1;
+    socket_.keep_read_end();
+    pipe_.keep_read_end();
+    return ringfeed() && mq() && stream(kUnix, socket_) && stream(kPipe, pipe_) &&
+                   bare(kBare, o_.batch) && bare(kCeiling, o_.ceiling_batch)
+               ? 0
+               : 1;
   }
 
  private:
@@ -188,7 +245,7 @@ class ReaderSide {
 
   bool ringfeed() {
     if (!sync()) return false;
-    auto c = attach_reader(s_.rv, ns_, 0, std::chrono::seconds(1));
+    auto c = attach_reader(s_.rv, ns_, 0, std::chrono::seconds(1), o_.mode);
     if (!c) return false;
     if (!sync()) return false;
     auto ignore = [](const Batch&, std::int64_t) { return true; };
@@ -225,6 +282,30 @@ class ReaderSide {
     return sync();
   }
 
+  bool read_messages(StreamReader& r, const char* what, std::uint64_t total, bool check) {
+    std::uint64_t next = 0;
+    bool in_order = true;
+    auto on_message = [&](const std::byte* p, std::int64_t) {
+      if (check && read_seq(p) != next) in_order = out_of_order(what, read_seq(p), next);
+      ++next;
+      return in_order;
+    };
+    while (next < total) {
+      if (!r.next(s_.rv, on_message)) return false;
+    }
+    return true;
+  }
+
+  bool stream(Variant v, ByteStream& bs) {
+    const char* what = to_string(bs.kind());
+    StreamReader r(bs.read_fd(), sizeof(MqMessage), Wait::sleep, std::chrono::nanoseconds(0));
+    if (!sync()) return false;
+    if (!read_messages(r, what, kMqDepth, false) || !sync()) return false;
+    if (!read_messages(r, what, o_.mq_count, true)) return false;
+    s_.end_ns[v] = now_ns();
+    return sync();
+  }
+
   bool consume(std::uint64_t total, std::uint64_t batch, bool check) {
     for (std::uint64_t next = 0; next < total;) {
       const std::uint64_t n = bare_.available(batch);
@@ -256,6 +337,8 @@ class ReaderSide {
   std::string ns_;
   std::string mq_;  // the message_queue's name
   SpscRing bare_;
+  ByteStream& socket_;
+  ByteStream& pipe_;
   std::uint32_t step_ = 0;
 };
 
@@ -267,8 +350,16 @@ Options parse(ArgReader& args) {
       std::fputs(kHelp, stdout);
       std::exit(0);
     }
+    std::string_view mode;
     if (args.flag("--no-pin")) {
       o.pin = false;
+    } else if (args.text("--mode", mode)) {
+      const auto m = parse_mode(mode);
+      if (!m) {
+        throw UsageError("--mode: '" + std::string(mode) +
+                         "' is not exclusive, shared, broadcast, key_shared or failover");
+      }
+      o.mode = *m;
     } else if (args.number("--runs", 1, 1000, o.runs) || args.number("--count", 1, kBig, o.count) ||
                args.number("--mq-count", 1, kBig, o.mq_count) ||
                args.number("--batch", 1, 4096, o.batch) ||
@@ -296,18 +387,27 @@ int throughput_main(ArgReader& args) {
   const Options o = parse(args);
   std::printf("ringfeed-bench throughput on %s\n", machine_description().c_str());
   std::printf(
-      "64-byte messages; ringfeed and bare ring %llu messages, message_queue %llu; "
-      "batch %llu; rings %llu MiB\n",
-      static_cast<unsigned long long>(o.count), static_cast<unsigned long long>(o.mq_count),
-      static_cast<unsigned long long>(o.batch), static_cast<unsigned long long>(o.ring_mb));
+      "64-byte messages; ringfeed (a consumer in a %s group) and bare ring %llu messages, "
+      "message_queue, unix socket and pipe %llu; batch %llu; rings %llu MiB\n",
+      std::string(to_string(o.mode)).c_str(), static_cast<unsigned long long>(o.count),
+      static_cast<unsigned long long>(o.mq_count), static_cast<unsigned long long>(o.batch),
+      static_cast<unsigned long long>(o.ring_mb));
   // Generous: a run that moves fewer than 0.2 M messages a second has hung.
-  const auto watchdog = static_cast<unsigned>(60 + (o.count * 3 + o.mq_count) / 200'000);
+  const auto watchdog = static_cast<unsigned>(60 + (o.count * 3 + o.mq_count * 3) / 200'000);
   const std::uint64_t bare_slots = (o.ring_mb << 20) / sizeof(SpscSlot);
   const std::size_t bare_bytes = SpscRing::bytes_for(bare_slots);
-  const std::string names[kVariants] = {"ringfeed", "message_queue",
+  const std::string names[kVariants] = {"ringfeed " + std::string(to_string(o.mode)),
+                                        "message_queue",
+                                        "unix socket",
+                                        "pipe",
                                         "bare ring, batch " + std::to_string(o.batch),
                                         "bare ring, batch " + std::to_string(o.ceiling_batch)};
-  const std::uint64_t counts[kVariants] = {o.count, o.mq_count, o.count, o.count};
+  const std::uint64_t counts[kVariants] = {o.count,    o.mq_count, o.mq_count,
+                                           o.mq_count, o.count,    o.count};
+  // A figure in messages/s and in bytes/s of payload (64 bytes a message).
+  auto rates = [](double per_second) {
+    return format_rate(per_second) + "  " + format_bytes_rate(per_second * kValueBytes);
+  };
 
   Figures fig;
   for (std::uint64_t run = 1; run <= o.runs; ++run) {
@@ -315,8 +415,10 @@ int throughput_main(ArgReader& args) {
     void* bare_memory = map_shared_bytes(bare_bytes);
     const std::string ns = run_namespace("tput", run);
     const std::string mq = mq_name("tput", run);
-    WriterSide writer(*s, o, ns, mq, SpscRing(bare_memory, bare_slots));
-    ReaderSide reader(*s, o, ns, mq, SpscRing(bare_memory, bare_slots));
+    ByteStream socket(ByteStream::Kind::unix_socket);
+    ByteStream pipe(ByteStream::Kind::pipe);
+    WriterSide writer(*s, o, ns, mq, SpscRing(bare_memory, bare_slots), socket, pipe);
+    ReaderSide reader(*s, o, ns, mq, SpscRing(bare_memory, bare_slots), socket, pipe);
     PinReport pin;
     const std::string idle =
         o.wait_idle > 0 ? wait_for_idle(static_cast<unsigned>(o.wait_idle)) : "";
@@ -337,28 +439,29 @@ int throughput_main(ArgReader& args) {
     double r[kVariants];
     for (int v = 0; v < kVariants; ++v) {
       r[v] = rate(*s, static_cast<Variant>(v), counts[v]);
-      std::printf("  %-24s %12s\n", names[v].c_str(), format_rate(r[v]).c_str());
+      std::printf("  %-24s %24s\n", names[v].c_str(), rates(r[v]).c_str());
       fig.add(names[v], r[v]);
     }
-    std::printf("  ringfeed / message_queue %.2f, / bare ring batch %llu %.3f, / ceiling %.3f\n",
-                r[kRingfeed] / r[kMq], static_cast<unsigned long long>(o.batch),
-                r[kRingfeed] / r[kBare], r[kRingfeed] / r[kCeiling]);
+    std::printf(
+        "  ringfeed / message_queue %.2f, / unix socket %.2f, / pipe %.2f, / bare ring "
+        "batch %llu %.3f, / ceiling %.3f\n",
+        r[kRingfeed] / r[kMq], r[kRingfeed] / r[kUnix], r[kRingfeed] / r[kPipe],
+        static_cast<unsigned long long>(o.batch), r[kRingfeed] / r[kBare],
+        r[kRingfeed] / r[kCeiling]);
     std::fflush(stdout);
   }
 
   std::printf("\nmedians of %llu runs\n", static_cast<unsigned long long>(o.runs));
   for (const auto& name : names) {
-    std::printf("  %-24s %12s\n", name.c_str(), format_rate(fig.median(name)).c_str());
+    std::printf("  %-24s %24s\n", name.c_str(), rates(fig.median(name)).c_str());
   }
   const double rf = fig.median(names[kRingfeed]);
   const double mq = fig.median(names[kMq]);
-  const double bare = fig.median(names[kBare]);
   const double ceiling = fig.median(names[kCeiling]);
   std::printf("\nratios of the medians\n");
-  std::printf("  %-46s %8.2f\n", "ringfeed / message_queue", rf / mq);
-  std::printf("  %-46s %8.3f\n", ("ringfeed / " + names[kBare]).c_str(), rf / bare);
-  std::printf("  %-46s %8.3f\n", ("ringfeed / " + names[kCeiling] + " (ceiling)").c_str(),
-              rf / ceiling);
+  for (int v = kMq; v < kVariants; ++v) {
+    std::printf("  %-46s %8.3f\n", ("ringfeed / " + names[v]).c_str(), rf / fig.median(names[v]));
+  }
   std::printf("\ntargets (medians)\n");
   std::printf("  %-44s %7.2fx  %s\n", "ringfeed at least 10x message_queue", rf / mq,
               rf >= 10 * mq ? "met" : "NOT met");

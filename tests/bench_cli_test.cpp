@@ -96,6 +96,7 @@ TEST(BenchCli, OtherCommandsBadFlags) {
     expect_usage_error({command, "--runs", "x"}, "is not a whole number");
   }
   expect_usage_error({"jitter", "--seconds", "x"}, "--seconds: 'x' is not a whole number");
+  expect_usage_error({"throughput", "--mode", "x"}, "--mode: 'x' is not exclusive, shared");
 }
 
 TEST(BenchCli, HelpExitsZero) {
