@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds the release tree, the debug tree
 # (AddressSanitizer + UndefinedBehaviorSanitizer) and the tsan tree (ThreadSanitizer), all
-# with warnings as errors, and runs every test in each; then the fuzz targets for 20 s
+# with warnings as errors, and runs every test in each; then the fuzz targets for 20 s each
 # (clang). RINGFEED_PRESETS overrides the list of trees (e.g. "release") and skips the
 # fuzzing.
 set -euo pipefail
@@ -22,9 +22,9 @@ for preset in $presets; do
 done
 fuzzed=""
 if [ -z "${RINGFEED_PRESETS:-}" ]; then
-  # The fuzz targets, briefly (longer on demand: bash scripts/fuzz.sh SECONDS).
-  echo "=== fuzz: the RESP2 reply parser, 20 s"
+  # The fuzz targets, briefly (longer on demand: bash scripts/fuzz.sh SECONDS [TARGET]).
+  echo "=== fuzz: every target in fuzz/, 20 s each"
   bash scripts/fuzz.sh 20
-  fuzzed=", and the fuzz targets for 20 s"
+  fuzzed=", and the fuzz targets for 20 s each"
 fi
 echo "=== all tests passed in: $presets$fuzzed"
