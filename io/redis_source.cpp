@@ -43,8 +43,8 @@ constexpr std::size_t kReadsInFlight = 2;
 constexpr std::size_t kAckChunk = 1024;
 // A reply that takes longer than this (beyond a read's BLOCK) ends the connection.
 constexpr std::int64_t kReplyTimeoutNs = 10'000'000'000;
-// How long commit() waits for its XACK replies.
-constexpr std::int64_t kCommitTimeoutNs = 5'000'000'000;
+// After an XACK was refused, the ids are sent again no sooner than this.
+constexpr std::int64_t kAckRetryNs = 1'000'000'000;
 constexpr std::uint64_t kSeqBits = 20;
 constexpr std::uint64_t kMsLimit = std::uint64_t{1} << (64 - kSeqBits);
 
@@ -134,6 +134,17 @@ struct Stream {
   std::string name;
   std::deque<Entry> ready;
   std::deque<Held> held;
+  // Acknowledgement, asynchronous: commit() raises commit_target; the held entries up to
+  // it go out in XACK commands (the first acks_sent of them are in flight, in
+  // acks_in_flight commands), and each reply drops its entries from held and moves
+  // st.committed on. A refused XACK (ack_failed) has them all sent again after
+  // kAckRetryNs, once the commands in flight have come back.
+  std::uint64_t commit_target = 0;
+  std::size_t acks_sent = 0;
+  std::size_t acks_in_flight = 0;
+  bool ack_failed = false;
+  std::int64_t next_ack_ns = 0;
+  std::optional<Error> ack_error;  // said by the next commit() of this stream
   // Offsets in ready or held, while a reply that may repeat some (own pending entries,
   // claims) is read: built for that reply only, as ordinary reads bring new ids only.
   std::unordered_set<std::uint64_t> known;
@@ -158,7 +169,8 @@ struct Pending {
   std::vector<std::uint32_t> streams;  // read
   bool blocking = false;               // read
   std::int64_t deadline_ns = 0;        // no reply by then: the connection is given up
-  std::uint64_t commit_id = 0;         // ack: the commit() it answers
+  std::size_t acked = 0;               // ack: how many held entries it covers
+  std::uint64_t position = 0;          // ack: the committed position once it is answered
 };
 
 // A connection with its RESP state: replies arrive in the order of the commands.
@@ -190,6 +202,7 @@ class RedisSource final : public Source {
     if (partition < streams_.size()) streams_[partition].st.paused = false;
   }
   Status commit(std::uint32_t partition, std::uint64_t position) override;
+  Status flush(std::chrono::milliseconds timeout) override;
   PartitionStatus status(std::uint32_t partition) const override;
   void wake() override {
     const std::uint64_t one = 1;
@@ -217,6 +230,9 @@ class RedisSource final : public Source {
   void maintain();
   void issue_reads();
   void issue_claims();
+  void send_acks(std::uint32_t s, std::int64_t now);
+  void on_ack_reply(std::uint32_t s, const Pending& p, const RespValue& v);
+  bool acks_outstanding() const;
   void check_reply_timeouts(std::int64_t now);
   std::size_t deliver(std::uint32_t s, BatchSink& sink);
   void drive(std::int64_t until_ns);
@@ -238,12 +254,9 @@ class RedisSource final : public Source {
   bool woken_ = false;
   bool news_ = false;  // a partition stopped
   bool idle_ = false;  // the last read of new entries came back empty: the next one blocks
-  std::uint64_t commits_ = 0;
-  std::uint64_t acks_answered_ = 0;  // of commit_id commits_: XACK replies seen
-  std::optional<Error> ack_error_;
   std::optional<Error> fatal_;
   std::vector<SourceRecord> records_;
-  std::string ack_ids_;  // commit(): the ids of one XACK round
+  std::string ack_ids_;  // send_acks(): the ids of one XACK round
   // Last members: the links are destroyed first (after the destructor drained the ring),
   // then the ring.
   Uring ring_;
@@ -479,8 +492,17 @@ void RedisSource::on_link_failed(Link& l) {
         st.st.error = "waiting for Redis at " + where() + ": " + l.conn.last_error();
     }
   } else {
-    for (Stream& st : streams_) st.claiming = false;
-    if (!ack_error_) ack_error_ = Error{"Redis at " + where() + ": " + l.conn.last_error(), EIO};
+    // XACKs whose replies are lost are sent again once connected (XACK of an id acked
+    // already does nothing).
+    for (Stream& st : streams_) {
+      st.claiming = false;
+      if (st.acks_sent > 0 && !st.ack_error) {
+        st.ack_error = Error{"XACK on Redis at " + where() + ": " + l.conn.last_error(), EIO};
+      }
+      st.acks_sent = 0;
+      st.acks_in_flight = 0;
+      st.ack_failed = false;
+    }
   }
 }
 
@@ -546,10 +568,7 @@ void RedisSource::on_reply(Link& l, Pending& p, RespValue& v) {
       on_read_reply(p, v);
       return;
     case Expect::ack:
-      if (p.commit_id == commits_) {
-        if (error && !ack_error_) ack_error_ = Error{"XACK: " + v.str, EIO};
-        ++acks_answered_;
-      }
+      on_ack_reply(p.stream, p, v);
       return;
     case Expect::claim:
       streams_[p.stream].claiming = false;
@@ -816,6 +835,7 @@ void RedisSource::maintain() {
   control_.conn.maybe_connect(now);
   issue_reads();
   issue_claims();
+  for (std::uint32_t s = 0; s < streams_.size(); ++s) send_acks(s, now);
   read_.conn.pump();
   control_.conn.pump();
   arm_wake();
@@ -905,29 +925,40 @@ Status RedisSource::commit(std::uint32_t partition, std::uint64_t position) {
   if (partition >= streams_.size())
     return Error{"no partition " + std::to_string(partition), EINVAL};
   Stream& st = streams_[partition];
-  std::size_t n = 0;
-  while (n < st.held.size() && st.held[n].next_offset <= position) ++n;
-  if (n == 0) {
-    st.st.committed = std::max(st.st.committed, position);
-    return Ok{};
+  if (position > st.handed_out) {
+    return Error{"position " + std::to_string(position) + " of stream '" + st.name +
+                     "' was never handed out (" + std::to_string(st.handed_out) + " were)",
+                 EINVAL};
   }
+  st.commit_target = std::max(st.commit_target, position);
+  if (st.held.empty() || st.held.front().next_offset > st.commit_target) {
+    st.st.committed = std::max(st.st.committed, st.commit_target);  // nothing to XACK
+  }
+  if (std::optional<Error> e = std::exchange(st.ack_error, std::nullopt)) return *e;
   if (!control_.conn.up() || !control_.ready) {
     return Error{"cannot acknowledge on Redis at " + where() + ": " +
                      (control_.conn.last_error().empty() ? std::string("not connected yet")
                                                          : control_.conn.last_error()),
                  ENOTCONN};
   }
-  // One commit at a time: replies of an earlier one that gave up are told apart by id.
-  const std::uint64_t id = ++commits_;
-  acks_answered_ = 0;
-  ack_error_.reset();
-  std::size_t commands = 0;
-  // The ids, written one after another; the command's arguments are views into them.
-  std::string& ids = ack_ids_;
+  send_acks(partition, now_ns());
+  control_.conn.pump();
+  io_uring_submit(ring_.get());
+  return Ok{};
+}
+
+// Sends XACKs for the held entries up to the commit target that are not in flight yet.
+void RedisSource::send_acks(std::uint32_t s, std::int64_t now) {
+  Stream& st = streams_[s];
+  if (!control_.conn.up() || !control_.ready || st.ack_failed || now < st.next_ack_ns) return;
+  std::size_t n = st.acks_sent;
+  while (n < st.held.size() && st.held[n].next_offset <= st.commit_target) ++n;
+  if (n == st.acks_sent) return;
+  std::string& ids = ack_ids_;  // the ids one after another; the arguments view them
   ids.clear();
   std::vector<std::pair<std::size_t, std::size_t>> at;
-  at.reserve(n);
-  for (std::size_t i = 0; i < n; ++i) {
+  at.reserve(n - st.acks_sent);
+  for (std::size_t i = st.acks_sent; i < n; ++i) {
     char buf[48];
     const std::uint64_t off = st.held[i].offset;
     char* end = std::to_chars(buf, buf + 24, off >> kSeqBits).ptr;
@@ -937,27 +968,63 @@ Status RedisSource::commit(std::uint32_t partition, std::uint64_t position) {
     ids.append(buf, end);
   }
   std::vector<std::string_view> args;
-  for (std::size_t from = 0; from < n; from += kAckChunk) {
+  for (std::size_t from = st.acks_sent; from < n; from += kAckChunk) {
+    const std::size_t to = std::min(n, from + kAckChunk);
     args = {"XACK", st.name, options_.group};
-    for (std::size_t i = from; i < std::min(n, from + kAckChunk); ++i) {
-      args.emplace_back(ids.data() + at[i].first, at[i].second);
+    for (std::size_t i = from; i < to; ++i) {
+      const auto& [pos, len] = at[i - st.acks_sent];
+      args.emplace_back(ids.data() + pos, len);
     }
-    send(control_, args, {.what = Expect::ack, .stream = partition, .commit_id = id});
-    ++commands;
+    // Once the last command is answered, everything up to the target is acknowledged
+    // (each record handed out is held until then).
+    const std::uint64_t position = to == n ? st.commit_target : st.held[to - 1].next_offset;
+    send(control_, args,
+         {.what = Expect::ack, .stream = s, .acked = to - from, .position = position});
+    ++st.acks_in_flight;
   }
-  control_.conn.pump();
-  io_uring_submit(ring_.get());
-  const std::int64_t deadline = now_ns() + kCommitTimeoutNs;
-  while (acks_answered_ < commands && !ack_error_ && !fatal_ && now_ns() < deadline) {
-    drive(deadline);
+  st.acks_sent = n;
+}
+
+void RedisSource::on_ack_reply(std::uint32_t s, const Pending& p, const RespValue& v) {
+  Stream& st = streams_[s];
+  if (st.acks_in_flight > 0) --st.acks_in_flight;
+  if (v.type == RespType::error) {
+    st.ack_failed = true;
+    if (!st.ack_error) st.ack_error = Error{"XACK on Redis at " + where() + ": " + v.str, EIO};
+  } else if (!st.ack_failed) {
+    // Replies come in the order of the commands, and the commands in the order of held.
+    const std::size_t n = std::min({p.acked, st.acks_sent, st.held.size()});
+    st.held.erase(st.held.begin(), st.held.begin() + static_cast<std::ptrdiff_t>(n));
+    st.acks_sent -= n;
+    st.st.committed = std::max(st.st.committed, p.position);
   }
+  if (st.ack_failed && st.acks_in_flight == 0) {
+    // Everything not dropped goes again (acked ids again too: that does nothing).
+    st.ack_failed = false;
+    st.acks_sent = 0;
+    st.next_ack_ns = now_ns() + kAckRetryNs;
+  }
+}
+
+bool RedisSource::acks_outstanding() const {
+  return std::any_of(streams_.begin(), streams_.end(), [](const Stream& st) {
+    return !st.st.stopped && !st.held.empty() && st.held.front().next_offset <= st.commit_target;
+  });
+}
+
+Status RedisSource::flush(std::chrono::milliseconds timeout) {
+  const std::int64_t deadline = now_ns() + std::chrono::nanoseconds(timeout).count();
+  while (acks_outstanding() && !fatal_ && now_ns() < deadline) drive(deadline);
   if (fatal_) return *fatal_;
-  if (ack_error_) return *ack_error_;
-  if (acks_answered_ < commands) {
-    return Error{"XACK on Redis at " + where() + ": no reply in time", ETIMEDOUT};
+  if (acks_outstanding()) {
+    std::string why;
+    for (Stream& st : streams_) {
+      if (std::optional<Error> e = std::exchange(st.ack_error, std::nullopt)) why = e->message;
+    }
+    return Error{"XACK on Redis at " + where() + ": not acknowledged in time" +
+                     (why.empty() ? std::string() : " (" + why + ")"),
+                 ETIMEDOUT};
   }
-  st.held.erase(st.held.begin(), st.held.begin() + static_cast<std::ptrdiff_t>(n));
-  st.st.committed = std::max(st.st.committed, position);
   return Ok{};
 }
 

@@ -97,7 +97,16 @@ class Source {
 
   // Makes `position` (a next_offset handed out earlier, or the committed position) the
   // committed position of `partition`, durably: after a crash the source resumes there.
+  // A source may finish it in the background (status().committed and committed() say
+  // how far it got); an error of such a commit is returned by a later commit() of that
+  // partition or by flush(), and the source tries again by itself.
   virtual Status commit(std::uint32_t partition, std::uint64_t position) = 0;
+  // Waits up to `timeout` until every commit() made so far is durable. Sources whose
+  // commit() is done when it returns: nothing to wait for.
+  virtual Status flush(std::chrono::milliseconds timeout) {
+    static_cast<void>(timeout);
+    return Ok{};
+  }
 
   virtual PartitionStatus status(std::uint32_t partition) const = 0;
 

@@ -46,6 +46,8 @@ constexpr std::int64_t kPausedRetryMaxNs = 1'000'000;
 // leased group take them without saying so; the pass starts checking their liveness).
 // While records keep coming, the reaper runs this often.
 constexpr std::int64_t kPublishedServiceNs = 2'000'000;
+// At stop: how long the source may take to make the last commits durable.
+constexpr std::chrono::milliseconds kFlushTimeout{5000};
 // With a source that cannot watch the rings' descriptors: how often to look for groups.
 constexpr std::int64_t kGroupLookNs = 100'000'000;
 // Creating the status segment: how often to go round "exists -> its fetcher died ->
@@ -276,7 +278,7 @@ Status FetcherImpl::init() {
     }
   };
   for (int attempt = 0;; ++attempt) {
-    auto seg = shm::Segment::create(name, shm::fetcher_segment_size(n), fill);
+    auto seg = shm::Segment::create(name, shm::fetcher_segment_size(n), fill, options_.access);
     if (seg) {
       status_segment_ = std::move(seg.value());
       break;
@@ -294,7 +296,8 @@ Status FetcherImpl::init() {
     auto w = shm::RingWriter::create({.ns = options_.ns,
                                       .partition = i,
                                       .capacity = options_.ring_bytes,
-                                      .group_defaults = options_.group_defaults});
+                                      .group_defaults = options_.group_defaults,
+                                      .access = options_.access});
     if (!w) return w.error();
     p.writer = std::move(w.value());
     p.writer->set_dead_letter_sink(
@@ -469,12 +472,18 @@ bool FetcherImpl::retry_paused() {
   return resumed;
 }
 
-// Whether a commit pass has anything to do: records published that a group may ack, or
-// a commit that failed and is tried again.
+// Whether a commit pass has anything to do: records published that a group may ack, a
+// commit that failed and is tried again, or one the source has not finished yet (whose
+// position stat is to show once it has).
 bool FetcherImpl::commit_pending() const {
-  return std::any_of(parts_.begin(), parts_.end(), [](const Partition& p) {
-    return (p.live_groups && !p.unacked.empty()) || p.acked > p.committed;
-  });
+  for (std::uint32_t i = 0; i < parts_.size(); ++i) {
+    const Partition& p = parts_[i];
+    if ((p.live_groups && !p.unacked.empty()) || p.acked > p.committed ||
+        source_->committed(i) < p.committed) {
+      return true;
+    }
+  }
+  return false;
 }
 
 // For each partition: what every group acked (the ring's reclaim limit passed the end of
@@ -486,12 +495,13 @@ void FetcherImpl::commit_acked() {
     if (p.acked > p.committed) {
       if (auto ok = source_->commit(i, p.acked); ok) {
         p.committed = p.acked;
-        p.status->committed.store(p.committed, std::memory_order_release);
         set_warning(i, kCommitWarning, {});
       } else {
         set_warning(i, kCommitWarning, ok.error().message);  // tried again next time
       }
     }
+    // What the source made durable (it may finish a commit in the background).
+    p.status->committed.store(source_->committed(i), std::memory_order_release);
     p.status->ring_used.store(p.writer->write_pos() - p.writer->reusable_below(),
                               std::memory_order_release);
     check_stopped(i);
@@ -647,6 +657,15 @@ Status FetcherImpl::run(const std::atomic<bool>& stop) {
     }
   }
   commit_acked();
+  // What every group acked is durable upstream before the rings go.
+  if (auto flushed = source_->flush(kFlushTimeout); !flushed) {
+    for (std::uint32_t i = 0; i < parts_.size(); ++i) {
+      set_warning(i, kCommitWarning, flushed.error().message);
+    }
+  }
+  for (std::uint32_t i = 0; i < parts_.size(); ++i) {
+    parts_[i].status->committed.store(source_->committed(i), std::memory_order_release);
+  }
   shutdown();
   return result;
 }

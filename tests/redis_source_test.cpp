@@ -209,13 +209,70 @@ TEST(RedisSource, DeliversEveryShapeInOrderAndAcksExactlyWhatIsCommitted) {
 
   EXPECT_EQ(pending(c, "s0", "g"), 300);
   ASSERT_TRUE(s->commit(0, 120).ok());
+  ASSERT_TRUE(s->flush(5s).ok());
   EXPECT_EQ(pending(c, "s0", "g"), 180) << "exactly the first 120 acknowledged";
   EXPECT_EQ(s->status(0).committed, 120u);
   EXPECT_EQ(s->status(0).fetched, 300u);
   ASSERT_TRUE(s->commit(0, 300).ok());
   ASSERT_TRUE(s->commit(1, 4).ok());
+  ASSERT_TRUE(s->flush(5s).ok());
+  EXPECT_EQ(s->status(0).committed, 300u);
+  EXPECT_EQ(s->status(1).committed, 4u);
   EXPECT_EQ(pending(c, "s0", "g"), 0);
   EXPECT_EQ(pending(c, "s1", "g"), 0);
+}
+
+TEST(RedisSource, ACommitDoesNotWaitForItsXackAndFlushDoes) {
+  RINGFEED_SKIP_WITHOUT_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  RedisClient c = client_of(server);
+  for (int i = 0; i < 20; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
+  auto s = open(uri(server, "streams=s&group=g"));
+  ASSERT_TRUE(s);
+  Collect sink;
+  ASSERT_TRUE(poll_until(*s, sink, 20));
+  // Redis holds every write command (XACK is one) until unpaused.
+  auto paused = c.command({"CLIENT", "PAUSE", "30000", "WRITE"});
+  ASSERT_TRUE(paused.ok() && paused->type != ringfeed::io::RespType::error);
+  ASSERT_TRUE(s->commit(0, 20).ok()) << "a commit returns with its XACK in flight";
+  EXPECT_EQ(s->status(0).committed, 0u) << "not durable before Redis answered";
+  EXPECT_EQ(pending(c, "s", "g"), 20);
+  auto early = s->flush(100ms);
+  ASSERT_FALSE(early.ok());
+  EXPECT_TRUE(contains(early.error().message, "not acknowledged in time")) << early.error().message;
+  ASSERT_TRUE(c.command({"CLIENT", "UNPAUSE"}).ok());
+  ASSERT_TRUE(s->flush(5s).ok());
+  EXPECT_EQ(s->status(0).committed, 20u);
+  EXPECT_EQ(pending(c, "s", "g"), 0);
+}
+
+TEST(RedisSource, ARefusedXackIsSaidByTheNextCommitAndSentAgain) {
+  RINGFEED_SKIP_WITHOUT_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  RedisClient c = client_of(server);
+  for (int i = 0; i < 10; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
+  auto s = open(uri(server, "streams=s&group=g"));
+  ASSERT_TRUE(s);
+  Collect sink;
+  ASSERT_TRUE(poll_until(*s, sink, 10));
+  // The group's user may not run XACK for a while.
+  ASSERT_TRUE(c.command({"ACL", "SETUSER", "default", "-xack"}).ok());
+  ASSERT_TRUE(s->commit(0, 10).ok());
+  ringfeed::Status refused = ringfeed::Ok{};
+  ASSERT_TRUE(ringfeed::test::wait_until([&] {
+    EXPECT_TRUE(s->poll_batches(sink, 10ms).ok());
+    refused = s->commit(0, 10);
+    return !refused.ok();
+  }));
+  EXPECT_TRUE(contains(refused.error().message, "XACK")) << refused.error().message;
+  EXPECT_EQ(s->status(0).committed, 0u);
+  EXPECT_EQ(pending(c, "s", "g"), 10);
+  ASSERT_TRUE(c.command({"ACL", "SETUSER", "default", "+xack"}).ok());
+  ASSERT_TRUE(s->flush(5s).ok()) << "sent again by itself";
+  EXPECT_EQ(s->status(0).committed, 10u);
+  EXPECT_EQ(pending(c, "s", "g"), 0);
 }
 
 TEST(RedisSource, ARefusedRecordComesFirstAfterResume) {
@@ -252,6 +309,7 @@ TEST(RedisSource, ANewSourceOfTheSameConsumerReadsBackWhatWasNotAcknowledged) {
     Collect sink;
     ASSERT_TRUE(poll_until(*s, sink, 50));
     ASSERT_TRUE(s->commit(0, 20).ok());
+    ASSERT_TRUE(s->flush(5s).ok());
   }  // gone without acknowledging 20..49, as a crashed fetcher
   for (int i = 50; i < 60; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
   auto s = open(u);
@@ -261,6 +319,7 @@ TEST(RedisSource, ANewSourceOfTheSameConsumerReadsBackWhatWasNotAcknowledged) {
   ASSERT_EQ(sink.got[0].size(), 40u);
   for (int i = 0; i < 40; ++i) EXPECT_EQ(sink.got[0][i].value, std::to_string(20 + i));
   ASSERT_TRUE(s->commit(0, 40).ok());
+  ASSERT_TRUE(s->flush(5s).ok());
   EXPECT_EQ(pending(c, "s", "g"), 0);
 }
 
@@ -288,6 +347,7 @@ TEST(RedisSource, EntriesOfADeadConsumerAreClaimedAfterTheIdleTime) {
   std::sort(want.begin(), want.end());
   EXPECT_EQ(values, want);
   ASSERT_TRUE(s->commit(0, 30).ok());
+  ASSERT_TRUE(s->flush(5s).ok());
   EXPECT_EQ(pending(c, "s", "g"), 0);
 }
 
@@ -313,6 +373,7 @@ TEST(RedisSource, ReconnectsToAServerThatWasDownOrRestartedAndLosesNothing) {
   ASSERT_TRUE(poll_until(*s, sink, 20));
   EXPECT_TRUE(s->status(0).error.empty()) << s->status(0).error;
   ASSERT_TRUE(s->commit(0, 10).ok());
+  ASSERT_TRUE(s->flush(5s).ok());
 
   // Killed under the source: it reconnects, reads back what it held, goes on.
   server.kill();
@@ -328,7 +389,7 @@ TEST(RedisSource, ReconnectsToAServerThatWasDownOrRestartedAndLosesNothing) {
   ASSERT_TRUE(ringfeed::test::wait_until(
       [&] {
         EXPECT_TRUE(s->poll_batches(sink, 20ms).ok());
-        return s->commit(0, s->status(0).fetched).ok();
+        return s->commit(0, s->status(0).fetched).ok() && s->flush(1s).ok();
       },
       10s));
   EXPECT_EQ(pending(c, "s", "g"), 0);
