@@ -253,7 +253,6 @@ class RedisSource final : public Source {
   std::size_t other_in_flight_ = 0;  // eventfd read and watches
   bool woken_ = false;
   bool news_ = false;  // a partition stopped
-  bool idle_ = false;  // the last read of new entries came back empty: the next one blocks
   std::optional<Error> fatal_;
   std::vector<SourceRecord> records_;
   std::string ack_ids_;  // send_acks(): the ids of one XACK round
@@ -474,7 +473,6 @@ void RedisSource::on_connected(Link& l) {
       send(l, {"XGROUP", "CREATE", st.name, options_.group, "0", "MKSTREAM"},
            {.what = Expect::group_create, .stream = i});
     }
-    idle_ = false;
     for (Stream& st : streams_) {
       if (!st.st.stopped) st.st.error.clear();
     }
@@ -590,7 +588,6 @@ void RedisSource::on_reply(Link& l, Pending& p, RespValue& v) {
 // [[stream, [[id, [field, value, ...]], ...]], ...] or a null array (nothing new).
 void RedisSource::on_read_reply(const Pending& p, RespValue& v) {
   std::vector<bool> seen(streams_.size(), false);
-  std::size_t entries = 0;
   if (v.type == RespType::array) {
     for (RespValue& per_stream : v.elements) {
       auto pair = as_array(per_stream, 2, "XREADGROUP reply: stream");
@@ -625,7 +622,6 @@ void RedisSource::on_read_reply(const Pending& p, RespValue& v) {
         }
         if (may_repeat) last = std::string(*id);
         accept(s, *id, e.elements[1], may_repeat);
-        ++entries;
       }
       st.known.clear();
       st.known_built = false;
@@ -642,9 +638,6 @@ void RedisSource::on_read_reply(const Pending& p, RespValue& v) {
     // A stream the reply leaves out has nothing (more) pending.
     if (!seen[s] && streams_[s].pending_phase) streams_[s].pending_phase = false;
   }
-  const bool new_entries = std::any_of(p.streams.begin(), p.streams.end(),
-                                       [&](std::uint32_t s) { return !streams_[s].pending_phase; });
-  if (new_entries) idle_ = entries == 0;
 }
 
 // [next cursor, [[id, [field, value, ...]], ...], [deleted ids]]
@@ -744,11 +737,13 @@ void RedisSource::accept(std::uint32_t s, std::string_view id, RespValue& fields
 void RedisSource::issue_reads() {
   if (!read_.conn.up() || !read_.ready) return;
   if (read_.pending.size() >= kReadsInFlight) return;
-  // A blocking read holds the connection until it returns: nothing goes behind it.
   if (std::any_of(read_.pending.begin(), read_.pending.end(),
-                  [](const Pending& p) { return p.blocking || p.what != Expect::read; })) {
-    return;
+                  [](const Pending& p) { return p.what != Expect::read; })) {
+    return;  // setting up
   }
+  // Reads of new entries block in Redis until there is one; what goes behind them waits.
+  const auto blocking_ahead = std::count_if(read_.pending.begin(), read_.pending.end(),
+                                            [](const Pending& p) { return p.blocking; });
   const auto wants = [&](const Stream& st) {
     return !st.st.stopped && !st.st.paused && st.group_ready && !st.in_read &&
            st.ready.size() < options_.batch;
@@ -777,25 +772,28 @@ void RedisSource::issue_reads() {
       args.push_back(pending ? std::string_view(streams_[s].pending_from) : std::string_view(">"));
     }
     Pending p{.what = Expect::read, .streams = list, .blocking = blocking};
-    if (blocking)
-      p.deadline_ns = now_ns() + std::int64_t{options_.block_ms} * 1'000'000 + kReplyTimeoutNs;
+    if (blocking) {
+      // It may wait for those ahead of it to block their time first.
+      p.deadline_ns = now_ns() +
+                      (blocking_ahead + 1) * std::int64_t{options_.block_ms} * 1'000'000 +
+                      kReplyTimeoutNs;
+    }
     for (std::uint32_t s : list) {
       if (pending) streams_[s].in_read = true;
     }
     send(read_, args, std::move(p));
   };
   if (!pending_streams.empty()) {
-    read(pending_streams, true, false);
+    if (blocking_ahead == 0) read(pending_streams, true, false);
     return;
   }
   if (new_streams.empty()) return;
-  // While entries keep coming, reads without BLOCK, pipelined; once one came back empty,
-  // a single blocking one.
-  if (idle_) {
-    if (read_.pending.empty()) read(new_streams, false, true);
-    return;
-  }
-  read(new_streams, false, false);
+  // Every read of new entries blocks: Redis answers it at once with what there is, or as
+  // soon as an entry comes. The next one is already in Redis when it returns, so that
+  // entries that keep coming never wait for a round trip, and an entry that comes alone
+  // takes one read (where a read without BLOCK would come back empty before a blocking
+  // one was sent).
+  read(new_streams, false, true);
 }
 
 void RedisSource::issue_claims() {

@@ -275,6 +275,37 @@ TEST(RedisSource, ARefusedXackIsSaidByTheNextCommitAndSentAgain) {
   EXPECT_EQ(pending(c, "s", "g"), 0);
 }
 
+// INFO commandstats: how often Redis ran `command` (lower case) since it started.
+std::int64_t calls_of(RedisClient& c, const std::string& command) {
+  auto r = c.command({"INFO", "commandstats"});
+  EXPECT_TRUE(r.ok());
+  if (!r.ok()) return -1;
+  const std::string key = "cmdstat_" + command + ":calls=";
+  const auto at = r->str.find(key);
+  return at == std::string::npos ? 0 : std::stoll(r->str.substr(at + key.size()));
+}
+
+TEST(RedisSource, AnEntryThatComesAloneTakesOneRead) {
+  RINGFEED_SKIP_WITHOUT_REDIS();
+  RedisServer server;
+  ASSERT_TRUE(server.start().ok());
+  RedisClient c = client_of(server);
+  // A long BLOCK: no read comes back empty while the test runs.
+  auto s = open(uri(server, "streams=s&group=g&block-ms=60000"));
+  ASSERT_TRUE(s);
+  Collect sink;
+  xadd(c, {"XADD", "s", "*", "value", "first"});
+  ASSERT_TRUE(poll_until(*s, sink, 1));  // set up, reading new entries
+  const std::int64_t before = calls_of(c, "xreadgroup");
+  constexpr int kEntries = 20;
+  for (int i = 0; i < kEntries; ++i) {
+    xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
+    ASSERT_TRUE(poll_until(*s, sink, 2 + static_cast<std::size_t>(i)));
+  }
+  // One read answered per entry, and the reads kept in flight behind it (at most 2).
+  EXPECT_LE(calls_of(c, "xreadgroup") - before, kEntries + 2);
+}
+
 TEST(RedisSource, ARefusedRecordComesFirstAfterResume) {
   RINGFEED_SKIP_WITHOUT_REDIS();
   RedisServer server;
