@@ -1,6 +1,7 @@
 #include "io/checkpoint.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -165,6 +166,9 @@ Status write_checkpoint(const std::string& dir, std::uint32_t partition, std::ui
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
     if (fd.get() < 0) return os_error("cannot create checkpoint", tmp, errno);
+    // A leftover temporary file keeps whatever mode it had: set it, never world-writable.
+    if (::fchmod(fd.get(), 0600) != 0)
+      return os_error("cannot set the mode of checkpoint", tmp, errno);
     if (const int err = write_all(fd.get(), bytes.data(), bytes.size()); err != 0) {
       return os_error("cannot write checkpoint", tmp, err);
     }

@@ -109,7 +109,10 @@ Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t pa
     bool created = false;
     auto seg = Segment::open(name, Access::read_write);
     if (!seg && seg.error().code == ENOENT) {
-      seg = Segment::create(name, group_segment_size(window), init);
+      // Consumers of another user read the ring through its group: they must be able
+      // to write this group's segment too, and so must the writer.
+      seg = Segment::create(name, group_segment_size(window), init,
+                            group_access_of_ring(ring_segment_name(ns, partition)));
       if (!seg && seg.error().code == EEXIST) continue;
       created = seg.ok();
     }

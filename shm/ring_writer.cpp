@@ -88,7 +88,7 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
     c->default_lease_ms = d.lease_ms;
   };
   for (int attempt = 0;; ++attempt) {
-    auto seg = Segment::create(name, ring_segment_size(cap), init);
+    auto seg = Segment::create(name, ring_segment_size(cap), init, options.access);
     if (seg) {
       w->segment_ = std::move(seg.value());
       break;

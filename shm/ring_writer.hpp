@@ -46,6 +46,9 @@ struct RingWriterOptions {
   std::uint64_t capacity = 64ull << 20;  // bytes of the record area, a power of two
   // Defaults for groups consumers create on this ring (0 fields: kDefaultGroupSettings).
   GroupSettings group_defaults{};
+  // Who besides this user may attach: the ring is created readable by that group (and
+  // group segments made on it writable by it), see SegmentAccess.
+  SegmentAccess access{};
 };
 
 struct OutMessage {

@@ -2,7 +2,9 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -94,8 +96,31 @@ Result<std::uint64_t> validate_header(const std::string& segment_name, const Seg
   return h.data_capacity;
 }
 
+Result<gid_t> find_group(std::string_view name) {
+  const std::string n(name);
+  std::vector<char> buf(16384);
+  group g{};
+  group* found = nullptr;
+  if (::getgrnam_r(n.c_str(), &g, buf.data(), buf.size(), &found) == 0 && found != nullptr) {
+    return found->gr_gid;
+  }
+  // A number names a group id (which may have no name here).
+  if (!n.empty() && n.find_first_not_of("0123456789") == std::string::npos && n.size() < 10) {
+    return static_cast<gid_t>(std::stoul(n));
+  }
+  return Error{"no group '" + n + "' on this host", ENOENT};
+}
+
+SegmentAccess group_access_of_ring(const std::string& ring_name) {
+  struct stat st {};
+  const std::string path = std::string(kShmDir) + ring_name;
+  if (::stat(path.c_str(), &st) != 0 || (st.st_mode & S_IRGRP) == 0) return {};
+  return {.group = st.st_gid, .group_writes = true};
+}
+
 Result<Segment> Segment::create(const std::string& name, std::size_t size,
-                                const std::function<void(std::byte*)>& init) {
+                                const std::function<void(std::byte*)>& init,
+                                const SegmentAccess& access) {
   if (size < sizeof(SegmentHeader)) return Error{describe(name) + ": size too small", EINVAL};
   const std::string temp = name + ".tmp." + std::to_string(::getpid()) + "." +
                            std::to_string(temp_counter.fetch_add(1, std::memory_order_relaxed));
@@ -103,6 +128,22 @@ Result<Segment> Segment::create(const std::string& name, std::size_t size,
   try {
     bip::permissions perms(0600);
     bip::shared_memory_object shm(bip::create_only, temp.c_str(), bip::read_write, perms);
+    // Group first (fchown may clear mode bits), then the mode, explicitly: the umask is
+    // not trusted to keep a segment from being world-accessible.
+    const int fd = shm.get_mapping_handle().handle;
+    if (access.shared() && ::fchown(fd, static_cast<uid_t>(-1), access.group) != 0) {
+      const int err = errno;
+      bip::shared_memory_object::remove(temp.c_str());
+      return Error{describe(name) + ": cannot give it to group " + std::to_string(access.group) +
+                       ": " + std::strerror(err) +
+                       (err == EPERM ? " (this user is not a member of that group)" : ""),
+                   err};
+    }
+    if (::fchmod(fd, access.mode()) != 0) {
+      const int err = errno;
+      bip::shared_memory_object::remove(temp.c_str());
+      return Error{describe(name) + ": cannot set its mode: " + std::strerror(err), err};
+    }
     shm.truncate(static_cast<bip::offset_t>(size));
     seg.region_ = bip::mapped_region(shm, bip::read_write);
   } catch (const bip::interprocess_exception& e) {

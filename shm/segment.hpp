@@ -6,6 +6,8 @@
 // segment, and a creator that dies mid-way leaves only a temporary name behind.
 #pragma once
 
+#include <sys/types.h>
+
 #include <boost/interprocess/mapped_region.hpp>
 
 #include <cstddef>
@@ -74,14 +76,38 @@ Result<std::uint64_t> validate_header(const std::string& segment_name, const Seg
 
 enum class Access { read_only, read_write };
 
+// Who may open the segments a process creates (invariant 5). By default the creator's
+// user only (0600). With a group (`ringfeed fetch --access-group`), its members too, and
+// the group owns the segment: read-only (0640) for segments only their creator writes
+// (rings, the fetcher's), read-write (0660) for group segments, which every consumer of
+// the group writes. Never world-accessible: create() sets the mode with fchmod, whatever
+// the umask, and the group with fchown, before the segment gets its name.
+struct SegmentAccess {
+  static constexpr gid_t kNoGroup = static_cast<gid_t>(-1);
+  gid_t group = kNoGroup;
+  bool group_writes = false;
+
+  bool shared() const { return group != kNoGroup; }
+  mode_t mode() const { return !shared() ? 0600 : group_writes ? 0660 : 0640; }
+};
+
+// The group named `name` (or a numeric group id), for SegmentAccess. The error says
+// that there is no such group.
+Result<gid_t> find_group(std::string_view name);
+
+// The access a group segment of the ring `ring_name` gets: its members read and write it
+// if the ring lets a group read, else only the creator. A missing ring: the default.
+SegmentAccess group_access_of_ring(const std::string& ring_name);
+
 class Segment {
  public:
   Segment() = default;
 
-  // Creates `name` of `size` bytes (mode 0600, zero-filled), lets `init` fill it, then
-  // publishes it. Error code EEXIST when the name is taken.
+  // Creates `name` of `size` bytes (zero-filled, mode and group as `access` says), lets
+  // `init` fill it, then publishes it. Error code EEXIST when the name is taken.
   static Result<Segment> create(const std::string& name, std::size_t size,
-                                const std::function<void(std::byte*)>& init);
+                                const std::function<void(std::byte*)>& init,
+                                const SegmentAccess& access = {});
   // Opens and maps an existing segment. Error code ENOENT when there is none.
   static Result<Segment> open(const std::string& name, Access access);
   // Removes the name; mappings stay valid until unmapped. False if there was none.

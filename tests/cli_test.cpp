@@ -313,7 +313,7 @@ TEST(CliHelp, TopLevelAndEverySubcommandExitZeroAndNameTheirFlags) {
   const std::map<std::string, std::vector<std::string>> flags{
       {"fetch",
        {"--namespace", "--source", "--partitions", "--ring-mb", "--lease-ms", "--max-deliveries",
-        "--dead-letter"}},
+        "--dead-letter", "--access-group"}},
       {"produce", {"--source", "--partition", "--format", "--key", "--count", "--size", "--rate"}},
       {"consume",
        {"--namespace", "--partition", "--group", "--mode", "--count", "--timeout-ms", "--output",

@@ -23,6 +23,7 @@
 #include "shm/lease.hpp"
 #include "shm/names.hpp"
 #include "shm/ring_layout.hpp"
+#include "shm/segment.hpp"
 
 #if RINGFEED_HAVE_FETCHER
 #include "ringfeed/fetcher.hpp"
@@ -47,6 +48,9 @@ constexpr Flag kFlags[] = {
     {"dead-letter", "DIR", false,
      "directory of the dead-letter logs (default: NS.dead-letters beside a file: source, "
      "else the current directory)"},
+    {"access-group", "GROUP", false,
+     "let the members of GROUP attach: rings readable by the group (0640) and group "
+     "segments writable by it (0660), owned by GROUP (default: this user only, 0600)"},
 };
 
 constexpr std::string_view kDescription =
@@ -77,7 +81,8 @@ int fetch_main(std::span<char* const> argv) {
   if (args->help()) {
     std::fputs(usage("ringfeed fetch --namespace NS --source URI [--partitions N] [--ring-mb MB]\n"
                      "                      [--lease-ms MS] [--max-deliveries K] "
-                     "[--dead-letter DIR]",
+                     "[--dead-letter DIR]\n"
+                     "                      [--access-group GROUP]",
                      kDescription, kFlags)
                    .c_str(),
                stdout);
@@ -105,6 +110,12 @@ int fetch_main(std::span<char* const> argv) {
   if (args->has("dead-letter") && args->get("dead-letter").empty()) {
     return usage_error(kCommand, "flag --dead-letter: empty directory");
   }
+  shm::SegmentAccess access;
+  if (args->has("access-group")) {
+    auto gid = shm::find_group(args->get("access-group"));
+    if (!gid) return usage_error(kCommand, "flag --access-group: " + gid.error().message);
+    access.group = gid.value();
+  }
 
 #if RINGFEED_HAVE_FETCHER
   FetcherOptions options;
@@ -115,6 +126,7 @@ int fetch_main(std::span<char* const> argv) {
   options.group_defaults.lease_ms = static_cast<std::uint32_t>(lease_ms.value());
   options.group_defaults.max_deliveries = static_cast<std::uint32_t>(max_deliveries.value());
   options.dead_letter_dir = std::string(args->get("dead-letter"));
+  options.access = access;
 
   // Handlers first: a signal during start-up only sets the flag, and run() sees it at once.
   struct sigaction sa {};
@@ -171,6 +183,7 @@ int fetch_main(std::span<char* const> argv) {
   if (!st) return runtime_error(kCommand, st.error().message);
   return kExitOk;
 #else
+  static_cast<void>(access);
   return runtime_error(kCommand, "this build of ringfeed has no fetcher (namespace '" + ns +
                                      "', source '" + source + "')");
 #endif

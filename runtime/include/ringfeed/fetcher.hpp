@@ -54,6 +54,9 @@ struct FetcherOptions {
                                 // for file:, else the current directory
   // How often acked positions are committed upstream (also once on shutdown).
   std::chrono::milliseconds commit_interval{50};
+  // Who besides this user may attach (ringfeed fetch --access-group): the rings and the
+  // fetcher's segment are created readable by that group, see shm::SegmentAccess.
+  shm::SegmentAccess access{};
 };
 
 struct PartitionStats {
