@@ -204,9 +204,14 @@ std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
   const std::uint32_t lease_deadline = now + lease_ms_;
   std::uint32_t n = 0;
   // Redeliveries first, up to three quarters of the batch so new messages keep flowing;
-  // now and then look even without a hint, for leases that expired unannounced.
+  // now and then look even without a hint, for leases that expired unannounced. A
+  // failover consumer takes every redelivery that is due before anything new: one that
+  // took over from a dead one gets its leases first, and then the next new ones, in
+  // partition order.
+  const bool failover = options_.mode == Mode::failover;
   if (group_->redeliveries.load(std::memory_order_acquire) != 0 || (++pops_ & 255) == 0) {
-    const auto cap = static_cast<std::uint32_t>(std::max<std::size_t>(1, max - max / 4));
+    const auto cap =
+        static_cast<std::uint32_t>(failover ? max : std::max<std::size_t>(1, max - max / 4));
     std::uint32_t waiting = 0;
     n = leases_.take_due(now, cap, slot_, lease_deadline, max_deliveries_, kRedeliveryScan,
                          taken_.data(), dead_, &waiting);

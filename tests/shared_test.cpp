@@ -362,6 +362,30 @@ TEST_F(Shared, FailoverStandbyTakesOverWhenTheActiveLeavesInPartitionOrder) {
   EXPECT_EQ(next[2].delivery_count(), 1u);
 }
 
+TEST_F(Shared, FailoverStandbyTakesEveryLeaseOfTheActiveBeforeAnythingNewer) {
+  auto attach_failover = [&] {
+    auto c = Consumer::attach({.ns = ns_, .group = "f", .mode = Mode::failover});
+    EXPECT_TRUE(c.ok()) << (c.ok() ? "" : c.error().message);
+    return c.ok() ? std::move(c.value()) : nullptr;
+  };
+  auto active = attach_failover();
+  auto standby = attach_failover();
+  ASSERT_TRUE(active && standby);
+  publish(0, 32);
+  ASSERT_EQ(take(*active, 16).size(), 16u);
+  active.reset();  // leaves holding all 16
+  // A pop as large as what it held: all 16 come back first, none of 16..31 among them.
+  auto next = take(*standby, 16);
+  ASSERT_EQ(next.size(), 16u);
+  for (std::uint64_t i = 0; i < 16; ++i) {
+    EXPECT_EQ(next[i].offset(), i);
+    EXPECT_EQ(next[i].delivery_count(), 2u);
+  }
+  auto rest = take(*standby, 16);
+  ASSERT_EQ(rest.size(), 16u);
+  EXPECT_EQ(rest[0].offset(), 16u);
+}
+
 TEST_F(Shared, FailoverStandbyTakesOverFromAKilledActive) {
   auto* stage = static_cast<std::atomic<int>*>(::mmap(nullptr, sizeof(std::atomic<int>),
                                                       PROT_READ | PROT_WRITE,
