@@ -13,6 +13,8 @@ packages=(
   redis-server          # the real server the Redis Streams tests and bench run against
   libhiredis-dev        # hiredis: the direct-client baseline of ringfeed-bench redis
   gnuplot-nox           # bench/plot_latency.sh: percentile-distribution plots
+  zlib1g-dev libsnappy-dev liblz4-dev libzstd-dev  # the codecs of compressed Kafka record batches
+  librdkafka-dev        # the Kafka mock cluster the Kafka tests run against (rdkafka_mock.h)
 )
 
 missing=()
