@@ -7,6 +7,8 @@
 #   segment_attach  attaching to ring and group segments of arbitrary bytes
 #   lease           a hostile consumer writing its shared group's lease and cursor fields
 #                   while the writer's reaper runs and good consumers pop and ack
+#   kafka           the Kafka decoders: response frames, API responses, the consumer group
+#                   protocol, record batches and their compression codecs
 #
 # Each runs on build/fuzz/corpus/NAME: a copy of its seeds in fuzz/corpus/NAME that keeps
 # what earlier runs found. An input that takes longer than 20 s counts as a hang. A crash
@@ -17,12 +19,12 @@
 #   bash scripts/fuzz.sh [SECONDS] [TARGET]
 #
 # SECONDS is per target: `bash scripts/fuzz.sh 20` (what scripts/test.sh runs) takes about
-# a minute and a half. With TARGET only that one runs, for longer on demand:
+# two minutes. With TARGET only that one runs, for longer on demand:
 # `bash scripts/fuzz.sh 600 lease`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-targets=(resp framed_record segment_attach lease)
+targets=(resp framed_record segment_attach lease kafka)
 usage="usage: bash scripts/fuzz.sh [SECONDS] [TARGET]   (SECONDS: a whole number above 0, default 30; TARGET: one of ${targets[*]})"
 
 seconds=30
