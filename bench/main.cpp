@@ -21,9 +21,10 @@ commands:
                Boost message_queue and a bare single-producer single-consumer ring
   jitter       how often the machine stops a spinning process, and for how long:
                the environment's own latency tail
-  shared       leased groups: pop + ack throughput of shared and key_shared groups of 1,
-               2 and 4 consumer processes and of a failover group (active + standby)
-               against an exclusive consumer, and lease takeover after SIGKILL
+  shared       consumer groups: pop + ack throughput of shared and key_shared groups of
+               1, 2 and 4 consumer processes, of a failover group (active + standby) and
+               of broadcast groups of 2 and 4, against an exclusive consumer, and lease
+               takeover after SIGKILL
   ingest       local-log ingest: a fetcher on file:DIR feeding consumer processes
                against a plain sequential read of the same files, and produce-to-consume
                latency against a plain inotify tail

@@ -1,7 +1,7 @@
-// ringfeed-bench shared: leased consumption between processes. Total pop + ack throughput
-// of shared and key_shared groups of 1, 2 and 4 consumer processes and of a failover
-// group (active + standby) against one exclusive consumer in the same run, and how long
-// the leases of a SIGKILLed consumer take to reach another.
+// ringfeed-bench shared: consumer groups between processes. Total pop + ack throughput
+// of shared and key_shared groups of 1, 2 and 4 consumer processes, of a failover group
+// (active + standby) and of broadcast groups of 2 and 4 against one exclusive consumer in
+// the same run, and how long the leases of a SIGKILLed consumer take to reach another.
 #include <sched.h>
 #include <signal.h>
 #include <sys/prctl.h>
@@ -34,8 +34,10 @@ are forked children. Each run measures:
   throughput  messages published --publish-batch at a time, taken with pop(B) +
               ack(batch) for B = 1 and 64. Unkeyed (64-byte values): one exclusive
               consumer (the baseline), a shared group of 1, 2 and 4 consumer
-              processes, and a failover group of an active consumer and a standby
-              attached after it. Keyed (8-byte key of --keys distinct keys, round
+              processes, a failover group of an active consumer and a standby
+              attached after it, and a broadcast group of 2 and 4 consumer processes
+              (each takes every message: messages/s counts each message once, the
+              deliveries are that many times more). Keyed (8-byte key of --keys distinct keys, round
               robin, and a 56-byte value that starts with the message's sequence
               number: records of the same size): one exclusive consumer (the keyed
               baseline) and a key_shared group of 1, 2 and 4 consumer processes; every
@@ -334,6 +336,9 @@ double run_variant(const Options& o, const Variant& v, const std::string& ns,
   // Keyed and unkeyed records have the same size, so the same lap.
   const std::uint64_t lap = lap_messages(w->capacity());
   const std::uint64_t want = lap + o.count;
+  // Broadcast: every consumer takes every message.
+  const std::uint64_t copies =
+      v.mode == Mode::broadcast ? static_cast<std::uint64_t>(v.consumers) : 1;
   const KeyedStream stream{.published = want, .keys = o.keys, .key_texts = &key_texts};
   std::vector<pid_t> pids;
   bool ok = true;
@@ -358,12 +363,12 @@ double run_variant(const Options& o, const Variant& v, const std::string& ns,
       (v.keyed ? publish_keyed(*ctl, *w, 0, lap, o.publish_batch, stream)
                : publish_lap(ctl->rv, *w)) &&
       wait_until(*ctl, w.get(), "the warm-up lap",
-                 [&] { return total_taken(*ctl, v.consumers) >= lap; });
+                 [&] { return total_taken(*ctl, v.consumers) >= lap * copies; });
   if (ok && v.keyed) {
     const std::int64_t start = now_ns();
     ok = publish_keyed(*ctl, *w, lap, o.count, o.publish_batch, stream);
     ok = ok && wait_until(*ctl, w.get(), "the consumers to take every message",
-                          [&] { return total_taken(*ctl, v.consumers) >= want; });
+                          [&] { return total_taken(*ctl, v.consumers) >= want * copies; });
     if (ok) {
       std::int64_t end = 0;
       for (int i = 0; i < v.consumers; ++i) end = std::max(end, ctl->c[i].last_ns.load());
@@ -387,7 +392,7 @@ double run_variant(const Options& o, const Variant& v, const std::string& ns,
       sent += n;
     }
     ok = ok && wait_until(*ctl, w.get(), "the consumers to take every message",
-                          [&] { return total_taken(*ctl, v.consumers) >= want; });
+                          [&] { return total_taken(*ctl, v.consumers) >= want * copies; });
     if (ok) {
       std::int64_t end = 0;
       for (int i = 0; i < v.consumers; ++i) end = std::max(end, ctl->c[i].last_ns.load());
@@ -407,14 +412,14 @@ double run_variant(const Options& o, const Variant& v, const std::string& ns,
       out_of_order += ctl->c[i].out_of_order.load();
     }
     const std::uint64_t taken = total_taken(*ctl, v.consumers);
-    if (taken != want || redelivered != 0 || out_of_order != 0) {
-      checks.duplicates += std::max(redelivered, taken > want ? taken - want : 0);
+    if (taken != want * copies || redelivered != 0 || out_of_order != 0) {
+      checks.duplicates += std::max(redelivered, taken > want * copies ? taken - want * copies : 0);
       checks.out_of_order += out_of_order;
       std::fprintf(stderr,
                    "ringfeed-bench shared: %s (%s): %llu messages taken of %llu published, "
                    "%llu with delivery_count > 1, %llu first deliveries out of key order\n",
                    v.name.c_str(), ns.c_str(), static_cast<unsigned long long>(taken),
-                   static_cast<unsigned long long>(want),
+                   static_cast<unsigned long long>(want * copies),
                    static_cast<unsigned long long>(redelivered),
                    static_cast<unsigned long long>(out_of_order));
     }
@@ -595,6 +600,9 @@ int shared_main(ArgReader& args) {
       variants.push_back({"shared, " + consumers(n) + bs, Mode::shared, n, b, false, base});
     }
     variants.push_back({"failover, 1 + 1 standby" + bs, Mode::failover, 2, b, false, base});
+    for (int n : {2, 4}) {
+      variants.push_back({"broadcast, " + consumers(n) + bs, Mode::broadcast, n, b, false, base});
+    }
     const std::size_t keyed_base = variants.size();
     // The keyed baseline is compared with the unkeyed one: what keys and checks cost.
     variants.push_back({"exclusive keyed, 1 consumer" + bs, Mode::exclusive, 1, b, true, base});
@@ -735,7 +743,8 @@ int shared_main(ArgReader& args) {
   std::printf("\ntargets (medians; cost = baseline rate / rate, same runs)\n");
   for (std::size_t i = 0; i < variants.size(); ++i) {
     const Variant& v = variants[i];
-    if (v.batch != 64 || v.mode == Mode::exclusive) continue;
+    // The targets are the leased groups' (broadcast groups take no leases).
+    if (v.batch != 64 || v.mode == Mode::exclusive || v.mode == Mode::broadcast) continue;
     if (failures[i] == o.runs || failures[v.base] == o.runs) {
       std::printf("  %-38s no figure: it or its baseline failed in every run\n", v.name.c_str());
       continue;

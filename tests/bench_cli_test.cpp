@@ -143,3 +143,17 @@ TEST(BenchCli, LatencyWritesTheDistribution) {
   ASSERT_EQ(values.size(), 8u) << last;
   for (std::size_t i = 2; i < values.size(); ++i) EXPECT_GT(std::stoull(values[i]), 0u) << last;
 }
+
+TEST(BenchCli, SharedMeasuresBroadcastGroupsWhereEveryConsumerTakesEverything) {
+  TempDir dir("ringfeed-bench-cli");
+  const std::vector<std::string> args = {"shared", "--runs",    "1",         "--count",
+                                         "20000",  "--ring-mb", "1",         "--takeovers",
+                                         "1",      "--only",    "broadcast", "--no-pin"};
+  const Finished f = run_bench(dir, args, std::chrono::seconds(120));
+  ASSERT_EQ(f.status, 0) << describe(args) << "\nstdout: " << f.out << "\nstderr: " << f.err;
+  for (const char* line : {"broadcast, 2 consumers, batch 64", "broadcast, 4 consumers, batch 1",
+                           "messages redelivered or taken twice (no consumer died): 0"}) {
+    EXPECT_NE(f.out.find(line), std::string::npos) << line << "\n" << f.out;
+  }
+  EXPECT_EQ(f.err.find("messages taken of"), std::string::npos) << f.err;
+}
