@@ -92,13 +92,15 @@ std::string default_dead_letter_dir(const std::string& ns, std::string_view uri)
 
 // The status segment `name` exists. Refuses if its fetcher lives; otherwise removes
 // every segment of the namespace (rings and groups first, the fetcher segment last, so
-// that the name keeps other starters out until the old state is gone).
+// that the name keeps other starters out until the old state is gone). The groups of
+// partitions below `partitions` go to `kept`, to be created again on the new rings.
 //
 // Two fetchers taking over at once must not remove each other's new segments: the
 // takeover holds an flock on the old segment's file, and goes on only if the name still
 // refers to that file once it has the lock. The lock goes away with the descriptor,
 // also when this process dies.
-Status take_over(const std::string& ns, const std::string& name) {
+Status take_over(const std::string& ns, const std::string& name, std::uint32_t partitions,
+                 std::vector<std::vector<shm::KeptGroup>>& kept) {
   const std::string path = std::string(shm::kShmDir) + name;
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) {
@@ -128,6 +130,8 @@ Status take_over(const std::string& ns, const std::string& name) {
     return Error{"namespace '" + ns + "' is served by fetcher pid " + std::to_string(h.creator_pid),
                  EBUSY};
   }
+  kept.assign(partitions, {});
+  for (std::uint32_t p = 0; p < partitions; ++p) kept[p] = shm::find_groups(ns, p);
   const std::string prefix = "ringfeed." + ns + ".";
   for (const std::string& other : shm::Segment::list(prefix)) {
     // Temporary names belong to creators mid-way; Segment::create removes its own.
@@ -277,6 +281,7 @@ Status FetcherImpl::init() {
       p->ring_capacity = options_.ring_bytes;
     }
   };
+  std::vector<std::vector<shm::KeptGroup>> kept(n);
   for (int attempt = 0;; ++attempt) {
     auto seg = shm::Segment::create(name, shm::fetcher_segment_size(n), fill, options_.access);
     if (seg) {
@@ -284,7 +289,7 @@ Status FetcherImpl::init() {
       break;
     }
     if (seg.error().code != EEXIST || attempt + 1 >= kCreateAttempts) return seg.error();
-    if (auto ok = take_over(options_.ns, name); !ok) return ok.error();
+    if (auto ok = take_over(options_.ns, name, n, kept); !ok) return ok.error();
   }
   control_ = reinterpret_cast<shm::FetcherControl*>(status_segment_.base());
 
@@ -297,7 +302,8 @@ Status FetcherImpl::init() {
                                       .partition = i,
                                       .capacity = options_.ring_bytes,
                                       .group_defaults = options_.group_defaults,
-                                      .access = options_.access});
+                                      .access = options_.access,
+                                      .keep_groups = kept[i]});
     if (!w) return w.error();
     p.writer = std::move(w.value());
     p.writer->set_dead_letter_sink(

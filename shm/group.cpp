@@ -13,6 +13,39 @@
 
 namespace ringfeed::shm {
 
+namespace {
+
+// Fills a new group segment: header, name, mode and settings; not started (leased modes).
+void init_group(std::byte* base, std::uint32_t partition, const std::string& group, Mode mode,
+                const GroupSettings& settings, std::uint32_t window) {
+  const ProcessIdentity self = self_identity();
+  timespec now{};
+  ::clock_gettime(CLOCK_MONOTONIC, &now);
+  auto* g = new (base) GroupControl{};
+  g->header = SegmentHeader{kMagic,
+                            kLayoutVersion,
+                            static_cast<std::uint32_t>(SegmentKind::group),
+                            group_segment_size(window),
+                            sizeof(GroupControl),
+                            window,
+                            self.pid,
+                            partition,
+                            self.start_time,
+                            0};
+  std::memset(g->name, 0, sizeof g->name);
+  std::memcpy(g->name, group.data(), std::min(group.size(), sizeof g->name - 1));
+  g->mode = static_cast<std::uint32_t>(mode);
+  g->max_deliveries = settings.max_deliveries;
+  g->lease_ms = settings.lease_ms;
+  std::copy(settings.backoff_ms.begin(), settings.backoff_ms.end(), g->backoff_ms);
+  g->epoch_ns = static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
+  // A shared group starts once its creator has found its first sequence (consumer.cpp).
+  g->dispatch.store(kNotStarted, std::memory_order_relaxed);
+  g->low_seq.store(kNotStarted, std::memory_order_relaxed);
+}
+
+}  // namespace
+
 Result<GroupShape> validate_group_segment(const Segment& segment, std::uint32_t partition) {
   const auto header = *reinterpret_cast<const SegmentHeader*>(segment.base());
   auto window = validate_header(segment.name(), header, segment.size(),
@@ -78,32 +111,7 @@ Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t pa
     }
   }
   const std::string name = group_segment_name(ns, partition, group);
-  const ProcessIdentity self = self_identity();
-  timespec now{};
-  ::clock_gettime(CLOCK_MONOTONIC, &now);
-  auto init = [&](std::byte* base) {
-    auto* g = new (base) GroupControl{};
-    g->header = SegmentHeader{kMagic,
-                              kLayoutVersion,
-                              static_cast<std::uint32_t>(SegmentKind::group),
-                              group_segment_size(window),
-                              sizeof(GroupControl),
-                              window,
-                              self.pid,
-                              partition,
-                              self.start_time,
-                              0};
-    std::memset(g->name, 0, sizeof g->name);
-    std::memcpy(g->name, group.data(), std::min(group.size(), sizeof g->name - 1));
-    g->mode = static_cast<std::uint32_t>(mode);
-    g->max_deliveries = settings.max_deliveries;
-    g->lease_ms = settings.lease_ms;
-    std::copy(settings.backoff_ms.begin(), settings.backoff_ms.end(), g->backoff_ms);
-    g->epoch_ns = static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec;
-    // A shared group starts once its creator has found its first sequence (consumer.cpp).
-    g->dispatch.store(kNotStarted, std::memory_order_relaxed);
-    g->low_seq.store(kNotStarted, std::memory_order_relaxed);
-  };
+  auto init = [&](std::byte* base) { init_group(base, partition, group, mode, settings, window); };
   // Two consumers may race to create the group; link() lets exactly one win.
   for (int attempt = 0; attempt < 3; ++attempt) {
     bool created = false;
@@ -129,6 +137,51 @@ Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t pa
     return OpenedGroup{std::move(seg.value()), shape.value(), created};
   }
   return Error{"group '" + group + "': segment " + name + " keeps appearing and vanishing", EAGAIN};
+}
+
+std::vector<KeptGroup> find_groups(const std::string& ns, std::uint32_t partition) {
+  std::vector<KeptGroup> out;
+  const std::string prefix = group_segment_prefix(ns, partition);
+  for (const std::string& name : Segment::list(prefix)) {
+    if (name.find(".tmp.") != std::string::npos) continue;  // one that was never published
+    auto seg = Segment::open(name, Access::read_only);
+    if (!seg) continue;
+    auto shape = validate_group_segment(seg.value(), partition);
+    if (!shape) continue;  // not a group a consumer could use: nothing to keep
+    const auto* g = reinterpret_cast<const GroupControl*>(seg->base());
+    KeptGroup k{name.substr(prefix.size()), shape->mode, {}};
+    // Written by a consumer: bounded as every reader bounds them.
+    k.settings.lease_window = shape->window;
+    k.settings.max_deliveries =
+        std::clamp<std::uint32_t>(g->max_deliveries, 1, kMaxDeliveriesLimit);
+    k.settings.lease_ms = std::clamp<std::uint32_t>(g->lease_ms, 1, 24u * 3600 * 1000);
+    for (std::size_t i = 0; i < kMaxBackoffSteps; ++i) {
+      k.settings.backoff_ms[i] = std::min<std::uint32_t>(g->backoff_ms[i], 24u * 3600 * 1000);
+    }
+    if (check_name("group", k.name).ok()) out.push_back(std::move(k));
+  }
+  return out;
+}
+
+Status create_started_group(const std::string& ns, std::uint32_t partition,
+                            const KeptGroup& group) {
+  const std::uint32_t window = uses_leases(group.mode) ? group.settings.lease_window : 1;
+  auto init = [&](std::byte* base) {
+    init_group(base, partition, group.name, group.mode, group.settings, window);
+    auto* g = reinterpret_cast<GroupControl*>(base);
+    // Started at sequence 0, position 0: where the empty ring begins. Its low watermark
+    // (0) holds the ring from there until the group's consumers ack.
+    if (uses_leases(group.mode)) {
+      LeaseTable(g, window).prepare(0);
+      g->low_seq.store(0, std::memory_order_relaxed);
+      g->dispatch.store(0, std::memory_order_relaxed);
+    }
+  };
+  auto seg =
+      Segment::create(group_segment_name(ns, partition, group.name), group_segment_size(window),
+                      init, group_access_of_ring(ring_segment_name(ns, partition)));
+  if (!seg) return seg.error();
+  return Ok{};
 }
 
 }  // namespace ringfeed::shm

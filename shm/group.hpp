@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "shm/group_layout.hpp"
 #include "shm/mode.hpp"
@@ -67,5 +68,22 @@ struct OpenedGroup {
 Result<OpenedGroup> open_or_create_group(const std::string& ns, std::uint32_t partition,
                                          const std::string& group, Mode mode,
                                          const GroupSettings& settings = kDefaultGroupSettings);
+
+// A group of a ring, as a writer that takes the ring over from a dead one finds it.
+struct KeptGroup {
+  std::string name;
+  Mode mode;
+  GroupSettings settings;  // window, max deliveries, lease and backoff as the group had
+};
+
+// The groups on partition `partition` of namespace `ns` whose segments are valid.
+std::vector<KeptGroup> find_groups(const std::string& ns, std::uint32_t partition);
+
+// Creates `group` on a ring that has published nothing yet, started at its beginning
+// (leased modes: dispatch and low sequence 0). A writer that takes a ring over creates
+// the dead writer's groups again this way, so that what one group acks is neither
+// reused nor committed upstream before the others acked it too, even those whose
+// consumers come back late. Error code EEXIST if a consumer created it first.
+Status create_started_group(const std::string& ns, std::uint32_t partition, const KeptGroup& group);
 
 }  // namespace ringfeed::shm

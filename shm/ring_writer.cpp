@@ -87,6 +87,8 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
     c->default_max_deliveries = d.max_deliveries;
     c->default_lease_ms = d.lease_ms;
   };
+  // The groups of a dead writer's ring: created again on the new ring (see below).
+  std::vector<KeptGroup> kept = options.keep_groups;
   for (int attempt = 0;; ++attempt) {
     auto seg = Segment::create(name, ring_segment_size(cap), init, options.access);
     if (seg) {
@@ -104,6 +106,7 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
                      EBUSY};
       }
     }
+    for (KeptGroup& g : find_groups(options.ns, options.partition)) kept.push_back(std::move(g));
     remove_partition_segments(options.ns, options.partition);
   }
   w->prefault();
@@ -111,6 +114,19 @@ Result<std::unique_ptr<RingWriter>> RingWriter::create(const RingWriterOptions& 
   w->data_ = w->segment_.base() + kRingDataOffset;
   w->index_ = reinterpret_cast<std::atomic<std::uint64_t>*>(w->data_ + cap);
   w->index_mask_ = ring_index_slots(cap) - 1;
+  // The dead writer committed upstream only what all of its groups acked: the new ring
+  // starts there and must hold every record for each of them again, also for a group
+  // whose consumers are gone for now (it would otherwise start wherever the others got
+  // to when its first consumer came back, and never get what lay before).
+  for (const KeptGroup& g : kept) {
+    auto ok = create_started_group(options.ns, options.partition, g);
+    if (!ok && ok.error().code != EEXIST) {
+      return Error{"partition " + std::to_string(options.partition) + " of namespace '" +
+                       options.ns + "': cannot keep group '" + g.name +
+                       "' of the ring taken over: " + ok.error().message,
+                   ok.error().code};
+    }
+  }
   w->scan_groups();
   w->next_group_poll_ = std::chrono::steady_clock::now() + kGroupPollInterval;
   return w;

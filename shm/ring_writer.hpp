@@ -49,6 +49,10 @@ struct RingWriterOptions {
   // Who besides this user may attach: the ring is created readable by that group (and
   // group segments made on it writable by it), see SegmentAccess.
   SegmentAccess access{};
+  // Groups to create on the new ring, started at its beginning: those of the dead
+  // fetcher whose namespace is being taken over (see create_started_group). The groups
+  // of a dead writer's ring that create() itself takes over are kept the same way.
+  std::vector<KeptGroup> keep_groups{};
 };
 
 struct OutMessage {

@@ -819,6 +819,8 @@ TEST(Fetcher, TakesOverTheNamespaceOfAKilledFetcher) {
   }
   const std::string group = shm::group_segment_name(ns, 0, "g");
   ASSERT_EQ(creator_pid(group), ::getpid());  // created by the consumer above
+  struct stat old_group {};
+  ASSERT_EQ(::stat((std::string(shm::kShmDir) + group).c_str(), &old_group), 0);
   ASSERT_EQ(::kill(child, SIGKILL), 0);
   EXPECT_EQ(wait_child(child), -1);  // killed, as meant
   reaper.reaped = true;
@@ -830,8 +832,10 @@ TEST(Fetcher, TakesOverTheNamespaceOfAKilledFetcher) {
   ASSERT_TRUE(f.ok()) << f.error().message;
   EXPECT_EQ(creator_pid(shm::fetcher_segment_name(ns)), ::getpid());
   EXPECT_EQ(creator_pid(shm::ring_segment_name(ns, 0)), ::getpid());
-  EXPECT_EQ(shm::Segment::list(shm::group_segment_prefix(ns, 0)), std::vector<std::string>{})
-      << "the dead fetcher's group was not removed";
+  // The dead fetcher's group is gone; the new fetcher created it anew on its ring.
+  struct stat new_group {};
+  ASSERT_EQ(::stat((std::string(shm::kShmDir) + group).c_str(), &new_group), 0);
+  EXPECT_NE(new_group.st_ino, old_group.st_ino) << "the dead fetcher's group was not removed";
   Running running(std::move(f.value()));
   auto c = attach(ns, 0, "g", Mode::exclusive);
   ASSERT_TRUE(c);
@@ -1202,6 +1206,81 @@ TEST(FetcherFileSource, KilledFetcherRestartedLosesNothing) {
     ASSERT_TRUE(checkpoint.ok()) << checkpoint.error().message;
     EXPECT_EQ(checkpoint.value(), file_size(dir.log(p))) << "partition " << p;
   }
+  EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+}
+
+// A group with no consumer attached when the fetcher dies is still a group of the ring
+// the next fetcher creates: what the other groups ack is neither committed nor reused
+// before that group acked it too, so its consumer, coming back late, gets all of it.
+TEST(FetcherFileSource, RestartedFetcherKeepsTheGroupsOfTheOneThatDied) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const auto ns = unique_ns("keepgroups");
+  Producer produce(dir, 1);
+  produce.append(0, 100);
+  const FetcherOptions options{
+      .ns = ns, .source = "file:" + dir.path, .ring_bytes = 1 << 16, .commit_interval = 5ms};
+  const pid_t first = spawn_fetcher(options);
+  ASSERT_GT(first, 0);
+  {
+    auto a = attach(ns, 0, "a", Mode::exclusive);
+    auto b = attach(ns, 0, "b", Mode::shared);
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(consume(*a, 100), produce.offsets[0]);
+    EXPECT_EQ(consume(*b, 40), std::vector<std::uint64_t>(produce.offsets[0].begin(),
+                                                          produce.offsets[0].begin() + 40));
+  }  // both leave; b has acked 40 of the 100
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  wait_child(first);
+  produce.append(0, 100);
+
+  const pid_t second = spawn_fetcher(options);
+  ASSERT_GT(second, 0);
+  {
+    // Group a comes back first and acks everything the new fetcher has.
+    auto a = attach(ns, 0, "a", Mode::exclusive);
+    ASSERT_TRUE(a);
+    std::set<std::uint64_t> got;
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (got.count(produce.offsets[0].back()) == 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      const auto& batch = a->pop(64, 10ms);
+      for (const auto& m : batch) got.insert(m.offset());
+      if (!batch.empty()) {
+        EXPECT_EQ(a->ack(batch), ringfeed::AckStatus::ok);
+      }
+    }
+    ASSERT_EQ(got.count(produce.offsets[0].back()), 1u);
+  }
+  // The new fetcher commits a's acks only if it forgot group b (give it the time to).
+  const std::uint64_t end = file_size(dir.log(0));
+  wait_until(
+      [&] {
+        auto c = io::read_checkpoint(dir.path, 0);
+        return c.ok() && c.value() == end;
+      },
+      500ms);
+  auto b = attach(ns, 0, "b", Mode::shared);
+  ASSERT_TRUE(b);
+  std::set<std::uint64_t> got;
+  const auto deadline = std::chrono::steady_clock::now() + 5s;
+  while (got.count(produce.offsets[0].back()) == 0 && std::chrono::steady_clock::now() < deadline) {
+    const auto& batch = b->pop(64, 10ms);
+    for (const auto& m : batch) got.insert(m.offset());
+    if (!batch.empty()) {
+      EXPECT_EQ(b->ack(batch), ringfeed::AckStatus::ok);
+    }
+  }
+  std::vector<std::uint64_t> missed;
+  for (std::size_t i = 40; i < 200; ++i) {
+    if (got.count(produce.offsets[0][i]) == 0) missed.push_back(produce.offsets[0][i]);
+  }
+  EXPECT_EQ(missed.size(), 0u) << "group b never got " << missed.size()
+                               << " records it had not acked, the first at offset "
+                               << (missed.empty() ? 0 : missed.front());
+  b.reset();
+  ASSERT_EQ(::kill(second, SIGTERM), 0);
+  EXPECT_EQ(wait_child(second), 0);
   EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
 }
 

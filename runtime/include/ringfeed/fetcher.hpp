@@ -9,7 +9,10 @@
 // What it guarantees:
 // - Namespace: the status segment ringfeed.<ns>.fetcher (shm/fetcher_layout.hpp) is
 //   created first and removed last. A live fetcher there refuses a second one; a dead
-//   one's segments (status, rings, groups) are removed and created anew.
+//   one's segments (status, rings, groups) are removed and created anew. Its groups are
+//   created again at the start of the new rings (which start at the committed position),
+//   so that a group whose consumers come back late still gets everything it had not
+//   acked, and nothing is committed before it acked it.
 // - Commit: a record counts as acked once the ring's reclaim limit (the lowest watermark
 //   over its groups) passed its end; a partition commits the next_offset of its last such
 //   record, at most every commit_interval and once on stop. A ring without a group (or
