@@ -448,7 +448,13 @@ void RingWriter::service(std::int64_t now_ns) {
   const bool check_liveness = now_ns >= next_liveness_check_ns_;
   if (check_liveness) next_liveness_check_ns_ = now_ns + kLivenessIntervalNs;
   for (TrackedGroup& g : groups_) {
-    if (g.fenced || !uses_leases(g.mode)) continue;
+    if (g.fenced) continue;
+    if (!uses_leases(g.mode)) {
+      // Exclusive and broadcast consumers keep their leases themselves: a dead one's slot
+      // only needs freeing (a broadcast one's cursor goes with it, as in reclaim).
+      if (check_liveness) free_dead_slots(g);
+      continue;
+    }
     std::uint64_t dead_owners = 0;
     std::uint64_t dead_words[kGroupSlots] = {};
     if (check_liveness) {
@@ -477,6 +483,15 @@ void RingWriter::service(std::int64_t now_ns) {
       }
     }
     store_dead_letters(g);
+  }
+}
+
+void RingWriter::free_dead_slots(TrackedGroup& g) {
+  for (GroupSlot& slot : g.control->slots) {
+    std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
+    if (owner != 0 && !owner_alive(owner)) {
+      slot.owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);
+    }
   }
 }
 

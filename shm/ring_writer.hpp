@@ -194,6 +194,8 @@ class RingWriter {
   std::uint64_t min_watermark(bool reap_dead);
   void consider(TrackedGroup& g, std::uint64_t value, std::uint64_t& min, const char* field);
   void fence(TrackedGroup& g, std::string reason);
+  // Exclusive and broadcast groups: frees the slots of dead consumers.
+  void free_dead_slots(TrackedGroup& g);
   void register_group(const std::string& segment_name);
   void forget_group(std::string_view segment_name);
   void scan_groups();

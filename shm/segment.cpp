@@ -145,6 +145,15 @@ Result<Segment> Segment::create(const std::string& name, std::size_t size,
       return Error{describe(name) + ": cannot set its mode: " + std::strerror(err), err};
     }
     shm.truncate(static_cast<bip::offset_t>(size));
+    // Every page now: tmpfs gives pages on first touch, and one it cannot give is a
+    // SIGBUS in whichever process touches it, later. A full /dev/shm is an error here.
+    if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(size));
+        err != 0 && err != EOPNOTSUPP) {
+      bip::shared_memory_object::remove(temp.c_str());
+      return Error{describe(name) + ": cannot create: no room for its " + std::to_string(size) +
+                       " bytes in " + std::string(kShmDir) + ": " + std::strerror(err),
+                   err};
+    }
     seg.region_ = bip::mapped_region(shm, bip::read_write);
   } catch (const bip::interprocess_exception& e) {
     bip::shared_memory_object::remove(temp.c_str());
