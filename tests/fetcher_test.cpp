@@ -36,6 +36,7 @@
 #include "shm/fetcher_layout.hpp"
 #include "shm/names.hpp"
 #include "shm/segment.hpp"
+#include "fetcher_support.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
@@ -45,6 +46,7 @@ using ringfeed::FetcherOptions;
 using ringfeed::Mode;
 using ringfeed::PopStatus;
 using ringfeed::test::fork_child;
+using ringfeed::test::spawn_fetcher;
 using ringfeed::test::unique_ns;
 using ringfeed::test::wait_child;
 using ringfeed::test::wait_until;
@@ -1046,45 +1048,6 @@ TEST(FetcherFileSource, CorruptLogStopsOnlyItsPartition) {
   EXPECT_FALSE(stat(*running, 1).stopped);
   EXPECT_TRUE(wait_until([&] { return stat(*running, 0).committed == bad_at; }));
   EXPECT_TRUE(running.end().ok());
-}
-
-// The fetcher of a child process, stopped by SIGTERM (clean) or killed.
-std::atomic<bool> child_stop{false};
-Fetcher* child_fetcher = nullptr;
-
-pid_t spawn_fetcher(const FetcherOptions& options) {
-  int ready[2];
-  if (::pipe(ready) != 0) return -1;
-  const pid_t pid = fork_child([&] {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    ::close(ready[0]);
-    auto f = Fetcher::start(options);
-    if (!f) {
-      std::fprintf(stderr, "fetcher child: %s\n", f.error().message.c_str());
-      return 2;
-    }
-    child_fetcher = f->get();
-    struct sigaction sa {};
-    sa.sa_handler = [](int) {
-      child_stop.store(true);
-      child_fetcher->wake();
-    };
-    ::sigaction(SIGTERM, &sa, nullptr);
-    const char one = 1;
-    if (::write(ready[1], &one, 1) != 1) return 3;
-    auto done = (*f)->run(child_stop);
-    if (!done) std::fprintf(stderr, "fetcher child: %s\n", done.error().message.c_str());
-    return done.ok() ? 0 : 4;
-  });
-  ::close(ready[1]);
-  char byte = 0;
-  const bool started = ::read(ready[0], &byte, 1) == 1;
-  ::close(ready[0]);
-  if (!started) {
-    wait_child(pid, 10s);
-    return -1;
-  }
-  return pid;
 }
 
 // A consumer that notes every offset it is given. It moves to a new fetcher by itself
