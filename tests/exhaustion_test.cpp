@@ -292,7 +292,10 @@ TEST(Exhaustion, RingFullForLongPausesItsPartitionOnlyAndLosesNothing) {
     return stats(0).committed == std::filesystem::file_size(dir.log(0)) &&
            stats(1).committed == std::filesystem::file_size(dir.log(1));
   })) << "committed "
-      << stats(0).committed << " and " << stats(1).committed;
+      << stats(0).committed << " and " << stats(1).committed
+      << "; partition 0: " << stats(0).messages << " published, paused " << stats(0).paused
+      << ", fetched " << stats(0).fetched << ", ring used " << stats(0).ring_used << ", warning '"
+      << stats(0).warning << "', error '" << stats(0).error << "'";
   EXPECT_FALSE(stats(0).paused);
   stuck = ringfeed::Error{"", 0};
   other = ringfeed::Error{"", 0};
