@@ -1,11 +1,13 @@
 // open_source: reads the scheme of a source URI and hands the rest to that source; and
 // Source::poll_batches for sources that hand records over one at a time.
-// `file:` parameters are parsed here, `redis:` ones in redis_source.cpp, strictly: a typo
-// in a parameter must not silently fall back to a default.
+// `file:` parameters are parsed here, `redis:` ones in redis_source.cpp and `kafka:` ones
+// in kafka_source.cpp, strictly: a typo in a parameter must not silently fall back to a
+// default.
 #include <cerrno>
 #include <string>
 #include <utility>
 
+#include "io/kafka_source.hpp"
 #include "io/local_log_source.hpp"
 #include "io/redis_source.hpp"
 #include "io/source.hpp"
@@ -84,9 +86,24 @@ Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOp
     }
     return open_redis(*parsed, std::string(uri));
   }
+  if (scheme == "kafka") {
+    auto parsed = parse_kafka_uri(uri);
+    if (!parsed) return parsed.error();
+    if (options.partitions != 0 && !parsed->partitions.empty() &&
+        options.partitions != parsed->partitions.size()) {
+      return bad_uri(uri, std::to_string(parsed->partitions.size()) + " Kafka partitions for " +
+                              std::to_string(options.partitions) + " partitions");
+    }
+    auto source = open_kafka(*parsed, std::string(uri));
+    if (source && options.partitions != 0 && (*source)->partitions() != options.partitions) {
+      return bad_uri(uri, "the topic has " + std::to_string((*source)->partitions()) +
+                              " partitions, not " + std::to_string(options.partitions));
+    }
+    return source;
+  }
   return bad_uri(uri, "unknown scheme '" + std::string(scheme) +
-                          "' (this build reads file:DIR and redis://HOST:PORT?streams=...; "
-                          "kafka:// is not available yet)");
+                          "' (this build reads file:DIR, redis://HOST:PORT?streams=... and "
+                          "kafka://HOST:PORT?topic=...)");
 }
 
 }  // namespace ringfeed::io

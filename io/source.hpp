@@ -131,9 +131,10 @@ struct SourceOptions {
   std::uint32_t partitions = 0;
 };
 
-// Opens a source by URI: `file:DIR` (optionally `file:DIR?format=lines`) or
-// `redis://HOST:PORT?streams=...&group=...` (redis_source.hpp); later `kafka://...`. A URI of an
-// unknown scheme or with bad parameters is refused with a message naming what is wrong.
+// Opens a source by URI: `file:DIR` (optionally `file:DIR?format=lines`),
+// `redis://HOST:PORT?streams=...&group=...` (redis_source.hpp) or
+// `kafka://HOST:PORT?topic=...&group=...` (kafka_source.hpp). A URI of an unknown scheme
+// or with bad parameters is refused with a message naming what is wrong.
 Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOptions& options);
 
 }  // namespace ringfeed::io

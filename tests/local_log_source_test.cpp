@@ -726,7 +726,8 @@ TEST(LocalLogSource, BadUrisAreRefusedNamingWhatIsWrong) {
   refused(dir.uri() + "?format=lines&partitions=3", "unknown parameter 'partitions'");
   refused(dir.uri() + "?format=lines&format=framed", "given twice");
   refused(dir.uri() + "?", "empty parameter");
-  refused("kafka://localhost:9092?topic=a", "unknown scheme 'kafka'");
+  refused("nats://localhost:4222?stream=a", "unknown scheme 'nats'");
+  refused("kafka://localhost:9092?topic=a", "no group");
   refused("redis://localhost:6379?streams=a", "no group");
   refused("/var/log/orders", "no scheme");
   refused("file:", "no directory");

@@ -1,0 +1,638 @@
+// The Kafka source against librdkafka's mock cluster (tests/support/kafka_mock.hpp, 3
+// brokers on loopback), with records produced by librdkafka: URIs; every record handed
+// out in order per partition with its Kafka offset, key, value and timestamp, from
+// uncompressed and compressed batches; commits, and a new source of the same group
+// resuming at the committed offsets; reset=latest; an unknown topic and a partition the
+// topic does not have; a malformed response from a fake broker. End to end through the real
+// `ringfeed fetch` and a shared group of worker processes: every record consumed, the fetcher
+// SIGKILLed mid-stream and started again, and in the end the group's committed offsets at the end
+// of every partition.
+#include <arpa/inet.h>
+#include <gtest/gtest.h>
+#include <librdkafka/rdkafka.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
+#include <map>
+#include <memory>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "io/kafka_messages.hpp"
+#include "io/kafka_source.hpp"
+#include "io/source.hpp"
+#include "ringfeed/consumer.hpp"
+#include "test_support.hpp"
+#include "tests/support/kafka_mock.hpp"
+
+#ifndef RINGFEED_BIN
+#error "RINGFEED_BIN must name the ringfeed binary (tests/CMakeLists.txt)"
+#endif
+
+using namespace std::chrono_literals;
+
+namespace io = ringfeed::io;
+namespace kafka = ringfeed::io::kafka;
+namespace test = ringfeed::test;
+
+namespace {
+
+constexpr const char* kTopic = "orders";
+constexpr int kPartitions = 3;
+
+bool contains(const std::string& s, const std::string& part) {
+  return s.find(part) != std::string::npos;
+}
+
+struct Got {
+  std::uint64_t offset;
+  std::uint64_t next_offset;
+  std::int64_t timestamp_ns;
+  std::string key;
+  std::string value;
+};
+
+class Collect final : public io::BatchSink {
+ public:
+  std::size_t take(std::uint32_t partition, std::span<const io::SourceRecord> records) override {
+    for (const auto& r : records) {
+      got[partition].push_back({r.upstream_offset, r.next_offset, r.timestamp_ns,
+                                std::string(r.key), std::string(r.value)});
+    }
+    total += records.size();
+    return records.size();
+  }
+  std::map<std::uint32_t, std::vector<Got>> got;
+  std::size_t total = 0;
+};
+
+// Polls until `count` records arrived in all, or 20 s passed.
+bool poll_until(io::Source& s, Collect& sink, std::size_t count) {
+  return test::wait_until(
+      [&] {
+        auto n = s.poll_batches(sink, 20ms);
+        EXPECT_TRUE(n.ok()) << (n.ok() ? "" : n.error().message);
+        return sink.total >= count;
+      },
+      20s);
+}
+
+std::string key_of(int partition, int i) {
+  return "k" + std::to_string(partition) + "-" + std::to_string(i % 7);
+}
+std::string value_of(int partition, int i) {
+  return "value " + std::to_string(i) + " of partition " + std::to_string(partition) +
+         ", compressible compressible compressible";
+}
+constexpr std::int64_t kBaseTimestampMs = 1'700'000'000'000;
+
+// Produces records [from, to) of partition `partition` with librdkafka, compressed by
+// `codec`; returns an error message, or "" once every record was acknowledged.
+std::string produce(const std::string& bootstrap, int partition, int from, int to,
+                    const char* codec = "none") {
+  char err[512];
+  rd_kafka_conf_t* conf = rd_kafka_conf_new();
+  for (const auto& [name, value] :
+       std::vector<std::pair<const char*, const char*>>{{"bootstrap.servers", bootstrap.c_str()},
+                                                        {"compression.codec", codec},
+                                                        {"linger.ms", "5"},
+                                                        {"log_level", "3"}}) {
+    if (rd_kafka_conf_set(conf, name, value, err, sizeof err) != RD_KAFKA_CONF_OK) {
+      rd_kafka_conf_destroy(conf);
+      return std::string(name) + ": " + err;
+    }
+  }
+  rd_kafka_t* rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, err, sizeof err);
+  if (rk == nullptr) return std::string("rd_kafka_new: ") + err;
+  const std::unique_ptr<rd_kafka_t, void (*)(rd_kafka_t*)> guard(rk, rd_kafka_destroy);
+  for (int i = from; i < to; ++i) {
+    const std::string key = key_of(partition, i);
+    std::string value = value_of(partition, i);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wold-style-cast"
+    const rd_kafka_resp_err_t e = rd_kafka_producev(
+        rk, RD_KAFKA_V_TOPIC(kTopic), RD_KAFKA_V_PARTITION(partition),
+        RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.data(), key.size()),
+        RD_KAFKA_V_VALUE(value.data(), value.size()), RD_KAFKA_V_TIMESTAMP(kBaseTimestampMs + i),
+        RD_KAFKA_V_END);
+#pragma GCC diagnostic pop
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+      return std::string("rd_kafka_producev: ") + rd_kafka_err2str(e);
+    rd_kafka_poll(rk, 0);
+  }
+  if (rd_kafka_flush(rk, 30'000) != RD_KAFKA_RESP_ERR_NO_ERROR) return "rd_kafka_flush timed out";
+  return "";
+}
+
+// Checks that `got` are records [from, to) of `partition`, in order.
+void expect_records(const std::vector<Got>& got, int partition, int from, int to) {
+  ASSERT_EQ(got.size(), static_cast<std::size_t>(to - from)) << "partition " << partition;
+  for (int i = from; i < to; ++i) {
+    const Got& g = got[static_cast<std::size_t>(i - from)];
+    ASSERT_EQ(g.offset, static_cast<std::uint64_t>(i)) << "partition " << partition;
+    EXPECT_EQ(g.next_offset, g.offset + 1);
+    EXPECT_EQ(g.key, key_of(partition, i));
+    EXPECT_EQ(g.value, value_of(partition, i));
+    EXPECT_EQ(g.timestamp_ns, (kBaseTimestampMs + i) * 1'000'000);
+  }
+}
+
+class KafkaSourceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto started = cluster_.start({.brokers = 3, .topics = {kTopic}, .partitions = kPartitions});
+    ASSERT_TRUE(started) << started.error().message;
+  }
+  void TearDown() override {
+    auto stopped = cluster_.stop();
+    EXPECT_TRUE(stopped) << stopped.error().message;
+  }
+  std::string uri(const std::string& params) const {
+    return "kafka://" + cluster_.bootstrap() + "?topic=" + kTopic + "&" + params;
+  }
+  std::unique_ptr<io::Source> open(const std::string& params) {
+    auto s = io::open_source(uri(params), {});
+    EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
+    return s.ok() ? std::move(s.value()) : nullptr;
+  }
+  // Records [0, n) in each partition: partition 0 uncompressed, 1 lz4, 2 zstd.
+  void produce_all(int n) {
+    const char* codecs[kPartitions] = {"none", "lz4", "zstd"};
+    for (int p = 0; p < kPartitions; ++p) {
+      ASSERT_EQ(produce(cluster_.bootstrap(), p, 0, n, codecs[p]), "") << "partition " << p;
+    }
+  }
+
+  test::KafkaMockCluster cluster_;
+};
+
+TEST(KafkaUri, ReadsEveryParameter) {
+  auto o = io::parse_kafka_uri(
+      "kafka://a:9092,[::1]:9093?topic=t&group=g&partitions=3,1&reset=latest&max-bytes=4096&"
+      "client-id=me&connect-timeout-ms=50");
+  ASSERT_TRUE(o.ok()) << o.error().message;
+  ASSERT_EQ(o->bootstrap.size(), 2u);
+  EXPECT_EQ(o->bootstrap[0].host, "a");
+  EXPECT_EQ(o->bootstrap[0].port, 9092);
+  EXPECT_EQ(o->bootstrap[1].host, "::1");
+  EXPECT_EQ(o->bootstrap[1].port, 9093);
+  EXPECT_EQ(o->topic, "t");
+  EXPECT_EQ(o->group, "g");
+  EXPECT_EQ(o->partitions, (std::vector<std::int32_t>{3, 1}));
+  EXPECT_TRUE(o->reset_latest);
+  EXPECT_EQ(o->max_bytes, 4096u);
+  EXPECT_EQ(o->client_id, "me");
+  EXPECT_EQ(o->connect_timeout_ms, 50u);
+  auto d = io::parse_kafka_uri("kafka://a:1?topic=t&group=g");
+  ASSERT_TRUE(d.ok()) << d.error().message;
+  EXPECT_TRUE(d->partitions.empty());
+  EXPECT_FALSE(d->reset_latest);
+}
+
+TEST(KafkaUri, BadUrisAreRefusedNamingWhatIsWrong) {
+  for (const auto& [bad, says] : std::vector<std::pair<std::string, std::string>>{
+           {"kafka://?topic=t&group=g", "no broker"},
+           {"kafka://a?topic=t&group=g", "no port"},
+           {"kafka://a:0?topic=t&group=g", "port '0'"},
+           {"kafka://a:1?group=g", "no topic"},
+           {"kafka://a:1?topic=t", "no group"},
+           {"kafka://a:1?topic=t&group=g&partitions=1,x", "partition 'x'"},
+           {"kafka://a:1?topic=t&group=g&partitions=1,1", "listed twice"},
+           {"kafka://a:1?topic=t&group=g&reset=middle", "reset 'middle'"},
+           {"kafka://a:1?topic=t&group=g&max-bytes=1", "max-bytes '1'"},
+           {"kafka://a:1?topic=t&group=g&topic=u", "given twice"},
+           {"kafka://a:1?topic=t&group=g&colour=red", "unknown parameter 'colour'"}}) {
+    auto o = io::open_source(bad, {});
+    ASSERT_FALSE(o.ok()) << bad;
+    EXPECT_TRUE(contains(o.error().message, says)) << bad << ": " << o.error().message;
+  }
+}
+
+TEST_F(KafkaSourceTest, HandsOutEveryRecordInOrderPerPartitionWithItsOffset) {
+  produce_all(300);
+  auto s = open("group=g1");
+  ASSERT_NE(s, nullptr);
+  ASSERT_EQ(s->partitions(), static_cast<std::uint32_t>(kPartitions));
+  Collect sink;
+  ASSERT_TRUE(poll_until(*s, sink, 3 * 300)) << sink.total << " records";
+  for (int p = 0; p < kPartitions; ++p) {
+    expect_records(sink.got[static_cast<std::uint32_t>(p)], p, 0, 300);
+    EXPECT_EQ(s->status(static_cast<std::uint32_t>(p)).fetched, 300u);
+    EXPECT_EQ(s->status(static_cast<std::uint32_t>(p)).error, "");
+  }
+  // Records produced while it runs come too.
+  ASSERT_EQ(produce(cluster_.bootstrap(), 1, 300, 320, "lz4"), "");
+  ASSERT_TRUE(poll_until(*s, sink, 3 * 300 + 20));
+  expect_records(sink.got[1], 1, 0, 320);
+}
+
+TEST_F(KafkaSourceTest, ANewSourceOfTheGroupResumesAtTheCommittedOffsets) {
+  produce_all(200);
+  {
+    // Pinned partitions: source partition 0 is Kafka partition 2, 1 is 0.
+    auto s = open("group=g2&partitions=2,0&max-bytes=4096");
+    ASSERT_NE(s, nullptr);
+    ASSERT_EQ(s->partitions(), 2u);
+    Collect sink;
+    ASSERT_TRUE(poll_until(*s, sink, 400));
+    expect_records(sink.got[0], 2, 0, 200);
+    expect_records(sink.got[1], 0, 0, 200);
+    ASSERT_TRUE(s->commit(0, 120).ok());
+    ASSERT_TRUE(s->commit(1, 7).ok());
+    auto flushed = s->flush(10s);
+    ASSERT_TRUE(flushed.ok()) << flushed.error().message;
+    EXPECT_EQ(s->committed(0), 120u);
+    EXPECT_EQ(s->committed(1), 7u);
+    auto refused = s->commit(1, 500);
+    EXPECT_FALSE(refused.ok());
+  }
+  auto s = open("group=g2&partitions=2,0");
+  ASSERT_NE(s, nullptr);
+  Collect sink;
+  ASSERT_TRUE(poll_until(*s, sink, 80 + 193));
+  expect_records(sink.got[0], 2, 120, 200);
+  expect_records(sink.got[1], 0, 7, 200);
+  EXPECT_EQ(s->committed(0), 120u);
+  // A group of its own starts at the beginning.
+  auto other = open("group=g3&partitions=1");
+  ASSERT_NE(other, nullptr);
+  Collect all;
+  ASSERT_TRUE(poll_until(*other, all, 200));
+  expect_records(all.got[0], 1, 0, 200);
+}
+
+TEST_F(KafkaSourceTest, ResetLatestStartsAtTheEnd) {
+  produce_all(50);
+  auto s = open("group=g4&partitions=0&reset=latest");
+  ASSERT_NE(s, nullptr);
+  Collect sink;
+  // It starts at the end (fetched says where), and nothing old comes.
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        EXPECT_TRUE(s->poll_batches(sink, 20ms).ok());
+        return s->status(0).fetched == 50;
+      },
+      10s))
+      << s->status(0).error;
+  for (int i = 0; i < 10; ++i) ASSERT_TRUE(s->poll_batches(sink, 20ms).ok());
+  EXPECT_EQ(sink.total, 0u);
+  ASSERT_EQ(produce(cluster_.bootstrap(), 0, 50, 60), "");
+  ASSERT_TRUE(poll_until(*s, sink, 10));
+  expect_records(sink.got[0], 0, 50, 60);
+}
+
+TEST_F(KafkaSourceTest, AnUnknownTopicOrPartitionIsAClearError) {
+  auto o = io::open_source(
+      "kafka://" + cluster_.bootstrap() + "?topic=no-such-topic&group=g&connect-timeout-ms=500",
+      {});
+  ASSERT_FALSE(o.ok());
+  EXPECT_TRUE(contains(o.error().message, "no-such-topic")) << o.error().message;
+  EXPECT_TRUE(contains(o.error().message, "does not exist")) << o.error().message;
+
+  // A pinned partition the topic does not have: the source opens, the partition says why.
+  auto s = open("group=g&partitions=0,9");
+  ASSERT_NE(s, nullptr);
+  Collect sink;
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        EXPECT_TRUE(s->poll_batches(sink, 20ms).ok());
+        return contains(s->status(1).error, "partition 9 of topic 'orders' does not exist");
+      },
+      10s))
+      << s->status(1).error;
+}
+
+// A broker on loopback that answers ApiVersions properly and Metadata with a body cut
+// short; the source must say which API and field, and keep trying.
+class FakeBroker {
+ public:
+  FakeBroker() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::listen(fd_, 4) != 0 ||
+        ::getsockname(fd_, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
+      return;
+    }
+    port_ = ntohs(a.sin_port);
+    thread_ = std::thread([this] { serve(); });
+  }
+  ~FakeBroker() { close(); }
+  // Stops serving and closes the listening socket.
+  void close() {
+    stop_ = true;
+    if (thread_.joinable()) thread_.join();
+    if (fd_ >= 0) ::close(fd_);
+    fd_ = -1;
+  }
+  std::uint16_t port() const { return port_; }
+  int metadata_requests() const { return metadata_requests_; }
+
+ private:
+  static std::string body_of(std::int16_t api, std::uint16_t port) {
+    std::string out;
+    kafka::Writer w(out);
+    if (api == static_cast<std::int16_t>(kafka::ApiKey::api_versions)) {
+      const std::int16_t ranges[][3] = {{1, 4, 11}, {2, 1, 3},  {3, 1, 2}, {8, 2, 7},
+                                        {9, 1, 5},  {10, 1, 2}, {18, 0, 2}};
+      w.int16(0);
+      w.array_count(std::size(ranges));
+      for (const auto& r : ranges) {
+        w.int16(r[0]);
+        w.int16(r[1]);
+        w.int16(r[2]);
+      }
+      w.int32(0);
+    } else {  // Metadata v2, cut inside the first partition
+      w.array_count(1);
+      w.int32(1);
+      w.string("127.0.0.1");
+      w.int32(port);
+      w.nullable_string(std::nullopt);
+      w.nullable_string("fake");
+      w.int32(1);
+      w.array_count(1);
+      w.int16(0);
+      w.string(kTopic);
+      w.boolean(false);
+      w.array_count(1);
+      w.int16(0);
+      w.int32(0);
+    }
+    return out;
+  }
+
+  void serve() {
+    while (!stop_) {
+      pollfd p{fd_, POLLIN, 0};
+      if (::poll(&p, 1, 50) <= 0) continue;
+      const int c = ::accept4(fd_, nullptr, nullptr, SOCK_CLOEXEC);
+      if (c < 0) continue;
+      std::string in;
+      char buf[4096];
+      while (!stop_) {
+        pollfd q{c, POLLIN, 0};
+        if (::poll(&q, 1, 50) <= 0) continue;
+        const ssize_t n = ::recv(c, buf, sizeof buf, 0);
+        if (n <= 0) break;
+        in.append(buf, static_cast<std::size_t>(n));
+        while (in.size() >= 12) {
+          const auto be = [&](std::size_t at, int bytes) {
+            std::uint32_t v = 0;
+            for (int b = 0; b < bytes; ++b) v = v << 8 | static_cast<unsigned char>(in[at + b]);
+            return v;
+          };
+          const std::size_t size = be(0, 4);
+          if (in.size() < 4 + size) break;
+          const auto api = static_cast<std::int16_t>(be(4, 2));
+          const std::uint32_t correlation = be(8, 4);
+          if (api == static_cast<std::int16_t>(kafka::ApiKey::metadata)) ++metadata_requests_;
+          std::string frame;
+          kafka::Writer w(frame);
+          const std::string body = body_of(api, port_);
+          w.int32(static_cast<std::int32_t>(4 + body.size()));
+          w.int32(static_cast<std::int32_t>(correlation));
+          frame += body;
+          if (::send(c, frame.data(), frame.size(), MSG_NOSIGNAL) < 0) break;
+          in.erase(0, 4 + size);
+        }
+      }
+      ::close(c);
+    }
+  }
+
+  int fd_ = -1;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stop_{false};
+  std::atomic<int> metadata_requests_{0};
+  std::thread thread_;
+};
+
+TEST(KafkaSourceFake, AMalformedResponseDropsTheConnectionAndSaysWhichApiAndField) {
+  FakeBroker broker;
+  ASSERT_NE(broker.port(), 0);
+  auto s = io::open_source(
+      "kafka://127.0.0.1:" + std::to_string(broker.port()) + "?topic=orders&group=g&partitions=0",
+      {});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  Collect sink;
+  // Said, and asked again on a new connection after the backoff.
+  EXPECT_TRUE(test::wait_until(
+      [&] {
+        EXPECT_TRUE((*s)->poll_batches(sink, 20ms).ok());
+        return contains((*s)->status(0).error, "Metadata v2: topics[0].partitions") &&
+               broker.metadata_requests() >= 2;
+      },
+      10s))
+      << (*s)->status(0).error;
+  EXPECT_EQ(sink.total, 0u);
+}
+
+TEST(KafkaSourceDown, AClusterThatIsDownIsWaitedForWithoutSpinning) {
+  // Nothing listens on the port of a socket that was bound and closed.
+  FakeBroker gone;
+  const std::uint16_t port = gone.port();
+  gone.close();
+  auto s = io::open_source(
+      "kafka://127.0.0.1:" + std::to_string(port) + "?topic=orders&group=g&partitions=0,1", {});
+  ASSERT_TRUE(s.ok()) << s.error().message;  // pinned partitions: opened lazily
+  Collect sink;
+  rusage before{};
+  ::getrusage(RUSAGE_SELF, &before);
+  const auto start = std::chrono::steady_clock::now();
+  while (std::chrono::steady_clock::now() - start < 1s) {
+    ASSERT_TRUE((*s)->poll_batches(sink, 100ms).ok());
+  }
+  rusage after{};
+  ::getrusage(RUSAGE_SELF, &after);
+  const auto cpu_us = [](const rusage& r) {
+    return (r.ru_utime.tv_sec + r.ru_stime.tv_sec) * 1'000'000 + r.ru_utime.tv_usec +
+           r.ru_stime.tv_usec;
+  };
+  EXPECT_LT(cpu_us(after) - cpu_us(before), 300'000);
+  EXPECT_TRUE(contains((*s)->status(1).error, "waiting for the Kafka cluster: 127.0.0.1:" +
+                                                  std::to_string(port) + ": connect"))
+      << (*s)->status(1).error;
+}
+
+// --- through the fetcher ------------------------------------------------------------
+
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+constexpr int kPerPartition = 1000;
+#else
+constexpr int kPerPartition = 4000;
+#endif
+
+// Per record: how many times a worker took it; in memory every process of the test shares.
+struct Ledger {
+  std::atomic<std::uint32_t> seen[kPartitions][kPerPartition];
+  std::atomic<std::uint64_t> taken;
+};
+
+Ledger* make_ledger() {
+  void* p =
+      ::mmap(nullptr, sizeof(Ledger), PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  return new (p) Ledger{};
+}
+
+// A shared consumer of `partition` that records every record it takes (by its value) and
+// acks it. Runs until killed; waits for the fetcher (and its successor) by itself.
+int worker(const std::string& ns, std::uint32_t partition, Ledger* ledger) {
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  std::unique_ptr<ringfeed::Consumer> c;
+  for (const auto until = std::chrono::steady_clock::now() + 60s; !c;) {
+    auto a = ringfeed::Consumer::attach(
+        {.ns = ns, .partition = partition, .group = "w", .mode = ringfeed::Mode::shared});
+    if (a) {
+      c = std::move(a.value());
+    } else if (std::chrono::steady_clock::now() > until) {
+      std::fprintf(stderr, "attach: %s\n", a.error().message.c_str());
+      return 2;
+    } else {
+      ::usleep(2000);  // the fetcher is not up yet
+    }
+  }
+  for (;;) {
+    const auto& b = c->pop(64, 100ms);
+    if (b.status() != ringfeed::PopStatus::ok) {
+      if (b.status() == ringfeed::PopStatus::timed_out || b.status() == ringfeed::PopStatus::closed)
+        continue;
+      std::fprintf(stderr, "pop: %s\n", ringfeed::to_string(b.status()));
+      return 3;
+    }
+    for (const auto& m : b) {
+      int i = -1;
+      int p = -1;
+      const std::string v(m.value());
+      if (std::sscanf(v.c_str(), "value %d of partition %d", &i, &p) != 2 || p < 0 ||
+          p >= kPartitions || i < 0 || i >= kPerPartition ||
+          m.offset() != static_cast<std::uint64_t>(i)) {
+        std::fprintf(stderr, "unexpected record at offset %llu: %s\n",
+                     static_cast<unsigned long long>(m.offset()), v.c_str());
+        return 4;
+      }
+      ledger->seen[p][i].fetch_add(1);
+      ledger->taken.fetch_add(1);
+    }
+    c->ack(b);
+  }
+}
+
+std::uint64_t consumed(const Ledger* ledger) {
+  std::uint64_t n = 0;
+  for (int p = 0; p < kPartitions; ++p) {
+    for (int i = 0; i < kPerPartition; ++i) n += ledger->seen[p][i].load() != 0;
+  }
+  return n;
+}
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+// The offsets group `group` committed, per partition (-1: none), asked at its coordinator.
+std::vector<std::int64_t> committed_offsets(const test::KafkaMockCluster& cluster,
+                                            const std::string& group) {
+  std::vector<std::int64_t> out(kPartitions, -1);
+  auto any = test::KafkaClient::connect(cluster.brokers()[0]);
+  if (!any) return out;
+  kafka::FindCoordinatorResponse where;
+  if (!any->call(kafka::FindCoordinatorRequest{.key = group}, 2, where) || where.error_code != 0)
+    return out;
+  auto c = test::KafkaClient::connect({where.host, static_cast<std::uint16_t>(where.port)});
+  if (!c) return out;
+  kafka::OffsetFetchResponse r;
+  if (!c->call(
+          kafka::OffsetFetchRequest{
+              .group_id = group,
+              .topics = std::vector<kafka::OffsetFetchTopicRequest>{{kTopic, {0, 1, 2}}}},
+          5, r)) {
+    return out;
+  }
+  for (const auto& t : r.topics) {
+    for (const auto& p : t.partitions) {
+      if (p.partition_index >= 0 && p.partition_index < kPartitions)
+        out[static_cast<std::size_t>(p.partition_index)] = p.committed_offset;
+    }
+  }
+  return out;
+}
+
+TEST_F(KafkaSourceTest, ThroughTheFetcherEveryRecordIsConsumedAndAKilledFetcherLosesNothing) {
+  produce_all(kPerPartition / 2);
+  test::TempDir dir{"ringfeed-kafka-fetch"};
+  const std::string ns = test::unique_ns("rkf");
+  const std::string source = uri("group=ringfeed");
+  Ledger* ledger = make_ledger();
+  const auto fetch = [&](const std::string& err) {
+    return test::spawn_program(RINGFEED_BIN,
+                               {"fetch", "--namespace", ns, "--source", source, "--ring-mb", "1"},
+                               "", "", dir.file(err));
+  };
+  pid_t fetcher = fetch("fetch.err");
+  std::vector<pid_t> workers;
+  for (std::uint32_t i = 0; i < 2 * kPartitions; ++i) {
+    workers.push_back(test::fork_child([&, i] { return worker(ns, i % kPartitions, ledger); }));
+  }
+  const std::uint64_t total = std::uint64_t{kPartitions} * kPerPartition;
+  ASSERT_TRUE(test::wait_until([&] { return ledger->taken.load() >= total / 4; }, 60s))
+      << ledger->taken.load() << " taken; fetcher: " << slurp(dir.file("fetch.err"));
+  // Until something dies, the shared group takes every record once.
+  std::uint64_t twice = 0;
+  for (int p = 0; p < kPartitions; ++p) {
+    for (int i = 0; i < kPerPartition; ++i) twice += ledger->seen[p][i].load() > 1;
+  }
+  EXPECT_EQ(twice, 0u);
+  ::kill(fetcher, SIGKILL);
+  test::wait_child(fetcher);
+  fetcher = fetch("fetch2.err");
+  // Once the first half is consumed and committed, a fetcher killed again re-reads none
+  // of it: every record of the second half comes once, nothing else.
+  const std::vector<std::int64_t> half(kPartitions, kPerPartition / 2);
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        return consumed(ledger) == total / 2 && committed_offsets(cluster_, "ringfeed") == half;
+      },
+      60s))
+      << consumed(ledger) << " of " << total / 2
+      << " consumed; fetcher: " << slurp(dir.file("fetch2.err"));
+  const std::uint64_t taken_before = ledger->taken.load();
+  ::kill(fetcher, SIGKILL);
+  test::wait_child(fetcher);
+  fetcher = fetch("fetch3.err");
+  const char* codecs[kPartitions] = {"none", "lz4", "zstd"};
+  for (int p = 0; p < kPartitions; ++p) {
+    ASSERT_EQ(produce(cluster_.bootstrap(), p, kPerPartition / 2, kPerPartition, codecs[p]), "");
+  }
+  const std::vector<std::int64_t> end(kPartitions, kPerPartition);
+  ASSERT_TRUE(test::wait_until(
+      [&] { return consumed(ledger) == total && committed_offsets(cluster_, "ringfeed") == end; },
+      120s))
+      << consumed(ledger) << " of " << total
+      << " consumed; fetcher: " << slurp(dir.file("fetch3.err"));
+  EXPECT_EQ(ledger->taken.load(), taken_before + total / 2);
+  for (pid_t w : workers) ::kill(w, SIGKILL);
+  for (pid_t w : workers) test::wait_child(w);
+  ::kill(fetcher, SIGTERM);
+  EXPECT_EQ(test::wait_child(fetcher, 30s), 0) << slurp(dir.file("fetch3.err"));
+  // Taken twice: what the first killed fetcher had handed out and not committed.
+  std::printf("%llu taken for %llu records\n",
+              static_cast<unsigned long long>(ledger->taken.load()),
+              static_cast<unsigned long long>(total));
+}
+
+}  // namespace
