@@ -821,6 +821,12 @@ void KafkaSource::on_list_offsets(Conn& c, const Request& rq, const k::ListOffse
 void KafkaSource::on_fetch(Conn& c, const Request& rq, const k::FetchResponse& r) {
   const std::int64_t now = now_ns();
   for (const std::uint32_t i : rq.parts) parts_[i].in_request = false;
+  if (leader_error(r.error_code)) {
+    for (const std::uint32_t i : rq.parts) {
+      lost_leader(parts_[i], "Fetch at " + c.where + ": " + k::error_name(r.error_code), now);
+    }
+    return;
+  }
   if (r.error_code != 0) {
     for (const std::uint32_t i : rq.parts) {
       parts_[i].retry_ns = now + kErrorBackoffNs;

@@ -3,7 +3,8 @@
 // out in order per partition with its Kafka offset, key, value and timestamp, from
 // uncompressed and compressed batches; commits, and a new source of the same group
 // resuming at the committed offsets; reset=latest; an unknown topic and a partition the
-// topic does not have; a malformed response from a fake broker. End to end through the real
+// topic does not have; leaders moved and errors injected by the mock; a malformed
+// response from a fake broker. End to end through the real
 // `ringfeed fetch` and a shared group of worker processes: every record consumed, the fetcher
 // SIGKILLed mid-stream and started again, and in the end the group's committed offsets at the end
 // of every partition.
@@ -311,6 +312,42 @@ TEST_F(KafkaSourceTest, AnUnknownTopicOrPartitionIsAClearError) {
       },
       10s))
       << s->status(1).error;
+}
+
+TEST_F(KafkaSourceTest, LeadersMovedAndInjectedErrorsLoseAndRepeatNothing) {
+  produce_all(200);
+  auto s = open("group=g5&max-bytes=4096");
+  ASSERT_NE(s, nullptr);
+  Collect sink;
+  ASSERT_TRUE(poll_until(*s, sink, 3 * 200));
+  // Every partition's leader moves: fetches from the old one are refused
+  // (NOT_LEADER_OR_FOLLOWER), the source asks for the metadata again and goes on.
+  auto moved = cluster_.move_leaders();
+  ASSERT_TRUE(moved) << moved.error().message;
+  for (int p = 0; p < kPartitions; ++p) ASSERT_EQ(produce(cluster_.bootstrap(), p, 200, 400), "");
+  ASSERT_TRUE(poll_until(*s, sink, 3 * 400)) << sink.total << "; " << s->status(0).error;
+  // Fetch errors and a dropped connection; a commit refused once (NOT_COORDINATOR).
+  auto pushed = cluster_.push_errors();
+  ASSERT_TRUE(pushed) << pushed.error().message;
+  for (int p = 0; p < kPartitions; ++p) ASSERT_EQ(produce(cluster_.bootstrap(), p, 400, 500), "");
+  ASSERT_TRUE(poll_until(*s, sink, 3 * 500)) << sink.total << "; " << s->status(0).error;
+  for (int p = 0; p < kPartitions; ++p) {
+    expect_records(sink.got[static_cast<std::uint32_t>(p)], p, 0, 500);
+  }
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        for (std::uint32_t p = 0; p < kPartitions; ++p) static_cast<void>(s->commit(p, 500));
+        static_cast<void>(s->flush(100ms));
+        return s->committed(0) == 500 && s->committed(1) == 500 && s->committed(2) == 500;
+      },
+      20s))
+      << s->status(0).error;
+  s.reset();
+  auto again = open("group=g5");
+  ASSERT_NE(again, nullptr);
+  Collect none;
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(again->poll_batches(none, 10ms).ok());
+  EXPECT_EQ(none.total, 0u);
 }
 
 // A broker on loopback that answers ApiVersions properly and Metadata with a body cut

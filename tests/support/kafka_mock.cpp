@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <charconv>
 #include <cstring>
@@ -106,6 +107,7 @@ Status KafkaMockCluster::start(const KafkaMockOptions& options) {
     return Error{"the mock cluster already runs (pid " + std::to_string(pid_) + ")", EBUSY};
   }
   options_ = options;
+  acknowledged_ = 0;
   if (dir_.empty()) {
     std::string templ =
         (std::filesystem::temp_directory_path() / "ringfeed-kafka-mock-XXXXXX").string();
@@ -148,6 +150,34 @@ Status KafkaMockCluster::start(const KafkaMockOptions& options) {
       static_cast<void>(stop());
       return Error{"kafka_mock_cluster printed no address within " +
                        std::to_string(options.start_timeout.count()) + " ms",
+                   ETIMEDOUT};
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+Status KafkaMockCluster::move_leaders() {
+  return signal_and_wait(SIGUSR1, "leaders moved");
+}
+
+Status KafkaMockCluster::push_errors() {
+  return signal_and_wait(SIGUSR2, "errors pushed");
+}
+
+// Signals the program and waits for its next acknowledgement line (the first line is the
+// bootstrap address, then one line per fault).
+Status KafkaMockCluster::signal_and_wait(int sig, std::string_view what) {
+  if (pid_ <= 0) return Error{"the mock cluster does not run", ESRCH};
+  ::kill(pid_, sig);
+  const std::size_t want = ++acknowledged_ + 1;
+  const auto deadline = Clock::now() + std::chrono::seconds(10);
+  for (;;) {
+    const std::string printed = read_file(dir_ + "/stdout");
+    if (static_cast<std::size_t>(std::count(printed.begin(), printed.end(), '\n')) >= want) {
+      return Ok{};
+    }
+    if (Clock::now() >= deadline) {
+      return Error{"kafka_mock_cluster did not say '" + std::string(what) + "' within 10 s",
                    ETIMEDOUT};
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(2));

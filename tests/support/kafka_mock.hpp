@@ -78,12 +78,22 @@ class KafkaMockCluster {
   // The last lines the program wrote on stderr (librdkafka's log).
   std::string log_tail(std::size_t lines = 20) const;
 
+  // Faults, each returning once the cluster applied it. Moves the leader of every
+  // partition to the next broker.
+  Status move_leaders();
+  // Makes the next three Fetch requests fail (NOT_LEADER_OR_FOLLOWER, a dropped
+  // connection, NOT_LEADER_OR_FOLLOWER) and the next OffsetCommit (NOT_COORDINATOR).
+  Status push_errors();
+
  private:
   KafkaMockOptions options_;
   std::string dir_;  // the program's stdout and stderr files
   pid_t pid_ = -1;
   std::string bootstrap_;
   std::vector<BrokerAddress> brokers_;
+  std::size_t acknowledged_ = 0;  // fault lines read from its stdout
+
+  Status signal_and_wait(int sig, std::string_view what);
 };
 
 // --- a blocking client -------------------------------------------------------------

@@ -7,6 +7,10 @@
 // partitions (default 4) and --replication replicas (default: the number of brokers, at
 // most 3), prints the bootstrap address ("127.0.0.1:PORT,127.0.0.1:PORT,...") on stdout
 // as one line, and runs until SIGTERM or SIGINT, then destroys the cluster and exits 0.
+// Faults for the tests, each acknowledged by a line on stdout once done: SIGUSR1 moves
+// the leader of every partition to the next broker ("leaders moved N"); SIGUSR2 makes
+// the next Fetch requests fail (NOT_LEADER_OR_FOLLOWER, a dropped connection,
+// NOT_LEADER_OR_FOLLOWER) and the next OffsetCommit (NOT_COORDINATOR) ("errors pushed").
 // Exit status 2 on a bad flag (with a one-line reason on stderr), 1 when the cluster
 // cannot be started.
 //
@@ -21,6 +25,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <string>
 #include <string_view>
 #include <system_error>
@@ -97,6 +102,8 @@ int main(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGTERM);
   sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGUSR1);
+  sigaddset(&stop_signals, SIGUSR2);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   // The mock cluster lives inside a client handle; this one is never used to produce.
@@ -132,7 +139,25 @@ int main(int argc, char** argv) {
   std::fflush(stdout);
 
   int sig = 0;
-  sigwait(&stop_signals, &sig);
+  for (int moves = 1; sigwait(&stop_signals, &sig) == 0 && (sig == SIGUSR1 || sig == SIGUSR2);) {
+    if (sig == SIGUSR1) {
+      for (const std::string& topic : topics) {
+        for (int p = 0; p < partitions; ++p) {
+          rd_kafka_mock_partition_set_leader(cluster, topic.c_str(), p, 1 + (p + moves) % brokers);
+        }
+      }
+      std::printf("leaders moved %d\n", moves++);
+    } else {
+      const rd_kafka_resp_err_t fetch[] = {RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION,
+                                           RD_KAFKA_RESP_ERR__TRANSPORT,
+                                           RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION};
+      rd_kafka_mock_push_request_errors_array(cluster, 1, std::size(fetch), fetch);
+      const rd_kafka_resp_err_t commit[] = {RD_KAFKA_RESP_ERR_NOT_COORDINATOR};
+      rd_kafka_mock_push_request_errors_array(cluster, 8, std::size(commit), commit);
+      std::printf("errors pushed\n");
+    }
+    std::fflush(stdout);
+  }
 
   rd_kafka_mock_cluster_destroy(cluster);
   rd_kafka_destroy(rk);
