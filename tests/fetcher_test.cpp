@@ -27,6 +27,7 @@
 #include <thread>
 #include <vector>
 
+#include "fetcher_support.hpp"
 #include "io/checkpoint.hpp"
 #include "io/log_appender.hpp"
 #include "io/source.hpp"
@@ -36,7 +37,6 @@
 #include "shm/fetcher_layout.hpp"
 #include "shm/names.hpp"
 #include "shm/segment.hpp"
-#include "fetcher_support.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
