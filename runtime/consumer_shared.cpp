@@ -194,6 +194,10 @@ std::size_t Consumer::collect_shared(std::size_t max, PopStatus& status) {
   if (options_.mode == Mode::failover) {
     standby_ = !failover_active();
     if (standby_) return 0;
+    if (!was_active_) {
+      was_active_ = true;
+      leases_.reclaim_unwritten(now_lease_ms());
+    }
   }
   if (unacked_ >= options_.max_unacked) {
     status = PopStatus::in_flight_full;

@@ -338,6 +338,30 @@ std::uint32_t LeaseTable::reap(std::uint32_t now_ms, std::uint64_t dead_owners,
   return changed;
 }
 
+std::uint32_t LeaseTable::reclaim_unwritten(std::uint32_t now_ms) {
+  const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
+  const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);
+  if (d < low || d - low > mask_ + 1ull) return 0;
+  std::uint32_t changed = 0;
+  for (std::uint64_t seq = low; seq < d; ++seq) {
+    auto& e = entry(seq);
+    std::uint64_t w = e.load(std::memory_order_acquire);
+    if (passed(seq)) break;
+    Lease l = Lease::unpack(w);
+    if (l.parity == parity(seq)) continue;
+    l.state = LeaseState::available;
+    l.parity = parity(seq);
+    l.deliveries = 0;
+    l.generation += 1;
+    l.deadline_ms = now_ms;
+    if (e.compare_exchange_strong(w, l.pack(), std::memory_order_acq_rel)) {
+      group_->redeliveries.fetch_add(1, std::memory_order_release);
+      ++changed;
+    }
+  }
+  return changed;
+}
+
 std::uint32_t LeaseTable::find_dead(std::uint32_t max, std::vector<TakenLease>& out) {
   const std::uint64_t low = group_->low_seq.load(std::memory_order_acquire);
   const std::uint64_t d = group_->dispatch.load(std::memory_order_acquire);

@@ -117,6 +117,14 @@ class LeaseTable {
                      std::vector<std::pair<std::uint64_t, std::uint64_t>>* abandoned = nullptr,
                      const std::uint64_t* dead_words = nullptr);
 
+  // Failover: entries of [low_seq, dispatch) still of the previous lap, made available
+  // at once (their delivery not counted) without waiting for the reaper's second pass.
+  // Only for a consumer that just became the one that takes: the active consumer before
+  // it is gone, so such an entry is one it died before writing, and handing it out
+  // before anything newer keeps the partition's order. (Were that consumer only slow
+  // after all, its own CAS fails and it does not deliver the message.) Returns how many.
+  std::uint32_t reclaim_unwritten(std::uint32_t now_ms);
+
   // Milliseconds since the group's epoch (lease deadlines are kept in that unit).
   // Unsigned arithmetic: the epoch comes from shared memory and may be anything; every
   // process computes the same value from the same epoch, without overflow.

@@ -83,6 +83,10 @@ struct Ledger {
   std::atomic<std::uint64_t> first[kLives];     // broadcast: the first offset taken, + 1
   std::atomic<std::uint64_t> received[kLives];  // broadcast: the next offset expected
   std::atomic<int> stop;                        // the test saw the group finish
+  // A life that is to die is slow to reach its point (it is given few messages beside
+  // the one that lives): the one that lives holds back until it has died, so that the
+  // messages left are not all taken before then.
+  std::atomic<int> hold_living;
 };
 
 Ledger* make_ledger() {
@@ -120,6 +124,10 @@ int consumer_life(const std::string& ns, Mode mode, Ledger* ledger, int life, Pl
   std::uint64_t next = UINT64_MAX;  // broadcast: the next offset expected
   std::uint32_t pops = 0;
   while (ledger->stop.load() == 0) {
+    if (!plan.dies && ledger->hold_living.load() == 1) {
+      std::this_thread::sleep_for(1ms);
+      continue;
+    }
     const auto& b = (*c)->pop(kPop, 20ms);
     if (b.status() == PopStatus::timed_out) continue;
     if (b.status() != PopStatus::ok) {
@@ -225,13 +233,20 @@ struct Cell {
 class KillMatrix : public ::testing::TestWithParam<Cell> {};
 
 // Waits for `pid` to end while the stream goes on; true if it killed itself. A life that
-// takes long to reach its point of death gets more messages.
-bool died_of_sigkill(pid_t pid, Stream& stream, std::string& why) {
+// takes long to reach its point of death gets more messages, and after a few hundred of
+// them the stream to itself (`hold_living`, cleared again once it has died).
+bool died_of_sigkill(pid_t pid, Stream& stream, std::atomic<int>& hold_living, std::string& why) {
   const auto deadline = std::chrono::steady_clock::now() + 60s;
   auto more_at = std::chrono::steady_clock::now() + 100ms;
+  int more = 0;
+  struct Release {
+    std::atomic<int>& hold;
+    ~Release() { hold = 0; }
+  } release{hold_living};
   while (std::chrono::steady_clock::now() < deadline) {
     if (std::chrono::steady_clock::now() >= more_at) {
       stream.allow(stream.allowed() + 256);
+      if (++more == 2) hold_living = 1;
       more_at += 100ms;
     }
     int status = 0;
@@ -281,7 +296,7 @@ TEST_P(KillMatrix, NothingLostDuplicatesBoundedTheRestGoesOn) {
     // A share of the messages per round; the last share is for after the kills.
     stream.allow(kMessages * static_cast<std::uint64_t>(++round) / (kKills + 2));
     std::string why;
-    EXPECT_TRUE(died_of_sigkill(victim.first, stream, why))
+    EXPECT_TRUE(died_of_sigkill(victim.first, stream, ledger->hold_living, why))
         << "life " << victim.second << ": " << why;
     in_flight_at_kills += ledger->unacked[victim.second].load();
   };

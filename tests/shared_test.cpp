@@ -421,6 +421,56 @@ TEST_F(Shared, FailoverStandbyTakesOverFromAKilledActive) {
   for (std::uint64_t i = 0; i < 9; ++i) EXPECT_EQ(got[i].offset(), 1 + i);
 }
 
+// An active consumer killed inside a pop, after it moved `dispatch` over new messages
+// and before it wrote their leases, leaves them unwritten. The standby that takes over
+// hands them out first, then what is newer: partition order holds, and it does not wait
+// for the writer's reaper (not run here) to find them.
+TEST_F(Shared, FailoverStandbyTakesWhatTheKilledActiveTookButNeverWroteFirst) {
+  auto* stage = static_cast<std::atomic<int>*>(::mmap(nullptr, sizeof(std::atomic<int>),
+                                                      PROT_READ | PROT_WRITE,
+                                                      MAP_SHARED | MAP_ANONYMOUS, -1, 0));
+  new (stage) std::atomic<int>(0);
+  const std::string ns = ns_;
+  publish(0, 10);
+  pid_t child = ringfeed::test::fork_child([&] {
+    auto c = Consumer::attach({.ns = ns, .group = "f", .mode = Mode::failover});
+    if (!c) return 2;
+    const auto& b = (*c)->pop(2, 0ns);
+    if (b.size() != 2 || (*c)->ack(b[0]) != AckStatus::ok || (*c)->ack(b[1]) != AckStatus::ok)
+      return 3;
+    stage->store(1);
+    for (;;) ::pause();
+  });
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return stage->load() == 1; }));
+  auto standby = Consumer::attach({.ns = ns_, .group = "f", .mode = Mode::failover});
+  ASSERT_TRUE(standby.ok()) << standby.error().message;
+  // What the active one's next pop did before it was killed: it took 2, 3 and 4 (one
+  // CAS on dispatch) and wrote none of their leases.
+  auto seg = ringfeed::shm::Segment::open(ringfeed::shm::group_segment_name(ns_, 0, "f"),
+                                          ringfeed::shm::Access::read_write);
+  ASSERT_TRUE(seg.ok());
+  auto* g = reinterpret_cast<ringfeed::shm::GroupControl*>(seg->base());
+  std::uint64_t d = 2;
+  ASSERT_TRUE(g->dispatch.compare_exchange_strong(d, 5));
+  ::kill(child, SIGKILL);
+  ringfeed::test::wait_child(child);
+  std::vector<std::uint64_t> offsets;
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] {
+        const auto& b = (*standby)->pop(10, 20ms);
+        for (const auto& m : b) {
+          offsets.push_back(m.offset());
+          EXPECT_EQ(m.delivery_count(), 1u) << "offset " << m.offset();
+          EXPECT_EQ((*standby)->ack(m), AckStatus::ok);
+        }
+        return offsets.size() >= 8;
+      },
+      5s))
+      << offsets.size() << " taken";
+  const std::vector<std::uint64_t> expected{2, 3, 4, 5, 6, 7, 8, 9};
+  EXPECT_EQ(offsets, expected);
+}
+
 // What a standby in a child process saw (FailoverStandbySleepsWhileTheActiveIsBehind).
 struct StandbyReport {
   std::atomic<int> stage;  // 1: attached, 2: measured, 3: the active one leaves

@@ -302,6 +302,9 @@ class Consumer {
   // nor counts itself among the sleepers the writer wakes: it sleeps until its next
   // liveness check (standby_nap).
   bool standby_ = false;
+  // Failover: this consumer has been the active one since it attached (and took back
+  // what an active consumer before it died before writing: LeaseTable::reclaim_unwritten).
+  bool was_active_ = false;
   std::atomic<bool> stop_{false};
   std::int64_t next_liveness_check_ns_ = 0;
   std::vector<shm::TakenLease> taken_;
