@@ -9,9 +9,6 @@
 #include "io/kafka_source.hpp"
 
 #include <liburing.h>
-#include <poll.h>
-#include <sys/eventfd.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
@@ -28,9 +25,9 @@
 #include "io/kafka_messages.hpp"
 #include "io/kafka_records.hpp"
 #include "io/kafka_wire.hpp"
-#include "io/unique_fd.hpp"
 #include "io/uring.hpp"
 #include "io/uring_connection.hpp"
+#include "io/wakeups.hpp"
 
 namespace ringfeed::io {
 
@@ -187,15 +184,8 @@ class KafkaSource final : public Source {
   PartitionStatus status(std::uint32_t partition) const override {
     return partition < parts_.size() ? parts_[partition].st : PartitionStatus{};
   }
-  void wake() override {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const ssize_t w = ::write(event_fd_.get(), &one, sizeof one);
-  }
-  bool watch_readable(int fd) override {
-    if (fd < 0 || watched_.size() >= 16 || !ring_.ready()) return false;
-    watched_.push_back({fd, false});
-    return true;
-  }
+  void wake() override { wakeups_.wake(); }
+  bool watch_readable(int fd) override { return ring_.ready() && wakeups_.watch(fd, 16); }
   const std::string& uri() const override { return uri_; }
 
  private:
@@ -204,8 +194,6 @@ class KafkaSource final : public Source {
   Conn* control_connection();
   template <typename Req>
   void send(Conn& c, const Req& r, Request meta);
-  void arm_wake();
-  void arm_watches();
   void reap();
   void on_event(Conn& c, UringConnection::Event e);
   void on_connected(Conn& c);
@@ -248,15 +236,7 @@ class KafkaSource final : public Source {
   std::string coordinator_error_;
   std::int32_t next_correlation_id_ = 1;
   std::int64_t timer_ns_ = INT64_MAX;  // maintain() has something to do then
-  UniqueFd event_fd_;
-  std::uint64_t wake_buf_ = 0;
-  bool wake_armed_ = false;
-  struct Watched {
-    int fd = -1;
-    bool armed = false;
-  };
-  std::vector<Watched> watched_;
-  std::size_t other_in_flight_ = 0;  // eventfd read and watches
+  Wakeups wakeups_{kWakeTag, kWatchTag};
   bool woken_ = false;
   std::optional<Error> fatal_;
   k::RecordBatch batch_;
@@ -271,17 +251,13 @@ Status KafkaSource::open() {
   if (const int rc = ring_.init(256); rc < 0) {
     return Error{Uring::describe_init_error(rc) + " (" + uri_ + ")", -rc};
   }
-  event_fd_.reset(::eventfd(0, EFD_CLOEXEC));
-  if (event_fd_.get() < 0) {
-    const int err = errno;
-    return Error{"eventfd for " + uri_ + ": " + std::strerror(err), err};
-  }
+  if (Status s = wakeups_.open(uri_); !s) return s;
   for (const KafkaBroker& b : options_.bootstrap) connection(b.host, b.port, false);
   for (const std::int32_t kp : options_.partitions) {
     by_kafka_.emplace(kp, static_cast<std::uint32_t>(parts_.size()));
     parts_.push_back({.kafka = kp});
   }
-  arm_wake();
+  wakeups_.arm(ring_.get());
   maintain();
   io_uring_submit(ring_.get());
   if (!options_.partitions.empty()) return Ok{};
@@ -319,7 +295,7 @@ KafkaSource::~KafkaSource() {
   for (auto& c : conns_) c->conn.shutdown_all();
   io_uring_submit(ring);
   const auto busy = [&] {
-    return other_in_flight_ > 0 || std::any_of(conns_.begin(), conns_.end(), [](const auto& c) {
+    return wakeups_.in_flight() > 0 || std::any_of(conns_.begin(), conns_.end(), [](const auto& c) {
              return c->conn.in_flight() > 0;
            });
   };
@@ -336,8 +312,8 @@ KafkaSource::~KafkaSource() {
     const std::uint64_t top = cqe->user_data >> 56;
     if (top >= 1 && top <= conns_.size()) {
       conns_[top - 1]->conn.handle(*cqe, now_ns());
-    } else if (cqe->user_data != kCancelTag && other_in_flight_ > 0) {
-      --other_in_flight_;
+    } else {
+      wakeups_.complete_at_close(*cqe);
     }
     io_uring_cqe_seen(ring, cqe);
   }
@@ -407,29 +383,6 @@ void KafkaSource::send(Conn& c, const Req& r, Request meta) {
   c.pending.push_back(std::move(meta));
 }
 
-void KafkaSource::arm_wake() {
-  if (wake_armed_) return;
-  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-  if (sqe == nullptr) return;  // armed at the next poll
-  io_uring_prep_read(sqe, event_fd_.get(), &wake_buf_, sizeof wake_buf_, 0);
-  io_uring_sqe_set_data64(sqe, kWakeTag);
-  wake_armed_ = true;
-  ++other_in_flight_;
-}
-
-void KafkaSource::arm_watches() {
-  for (std::uint32_t i = 0; i < watched_.size(); ++i) {
-    Watched& w = watched_[i];
-    if (w.armed || w.fd < 0) continue;
-    io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-    if (sqe == nullptr) return;
-    io_uring_prep_poll_add(sqe, w.fd, POLLIN);
-    io_uring_sqe_set_data64(sqe, kWatchTag | i);
-    w.armed = true;
-    ++other_in_flight_;
-  }
-}
-
 // Handles every completion there is, without waiting.
 void KafkaSource::reap() {
   io_uring* ring = ring_.get();
@@ -447,18 +400,7 @@ void KafkaSource::reap() {
     if (top >= 1 && top <= conns_.size()) {
       Conn& conn = *conns_[top - 1];
       on_event(conn, conn.conn.handle(c, now_ns()));
-    } else if (c.user_data == kWakeTag) {
-      --other_in_flight_;
-      wake_armed_ = false;
-      woken_ = true;
-      arm_wake();
-    } else if (top == (kWatchTag >> 56)) {
-      --other_in_flight_;
-      const auto i = static_cast<std::uint32_t>(c.user_data & 0xffffffffu);
-      if (i < watched_.size()) {
-        watched_[i].armed = false;
-        if (c.res < 0 && c.res != -EINTR && c.res != -ECANCELED) watched_[i].fd = -1;
-      }
+    } else if (wakeups_.complete(ring, c)) {
       woken_ = true;
     }
   }
@@ -1063,8 +1005,7 @@ void KafkaSource::maintain() {
   }
   send_commits(now);
   for (auto& c : conns_) c->conn.pump();
-  arm_wake();
-  arm_watches();
+  wakeups_.arm(ring_.get());
 }
 
 // One OffsetCommit for every partition whose commit target is ahead of what the

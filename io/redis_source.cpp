@@ -7,8 +7,6 @@
 #include "io/redis_source.hpp"
 
 #include <liburing.h>
-#include <poll.h>
-#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -24,9 +22,9 @@
 #include <utility>
 
 #include "io/resp.hpp"
-#include "io/unique_fd.hpp"
 #include "io/uring.hpp"
 #include "io/uring_connection.hpp"
+#include "io/wakeups.hpp"
 
 namespace ringfeed::io {
 
@@ -204,19 +202,16 @@ class RedisSource final : public Source {
   Status commit(std::uint32_t partition, std::uint64_t position) override;
   Status flush(std::chrono::milliseconds timeout) override;
   PartitionStatus status(std::uint32_t partition) const override;
-  void wake() override {
-    const std::uint64_t one = 1;
-    [[maybe_unused]] const ssize_t w = ::write(event_fd_.get(), &one, sizeof one);
+  void wake() override { wakeups_.wake(); }
+  bool watch_readable(int fd) override {
+    return ring_.ready() && wakeups_.watch(fd, streams_.size() + 4);
   }
-  bool watch_readable(int fd) override;
   const std::string& uri() const override { return uri_; }
 
  private:
   Link& link(std::uint8_t id) { return id == kReadLink ? read_ : control_; }
   void send(Link& l, std::initializer_list<std::string_view> args, Pending p);
   void send(Link& l, std::span<const std::string_view> args, Pending p);
-  void arm_wake();
-  void arm_watches();
   void reap();
   void on_link_event(Link& l, UringConnection::Event e);
   void on_connected(Link& l);
@@ -242,15 +237,7 @@ class RedisSource final : public Source {
   std::string uri_;
   std::vector<Stream> streams_;
   std::unordered_map<std::string, std::uint32_t> by_name_;
-  UniqueFd event_fd_;
-  std::uint64_t wake_buf_ = 0;
-  bool wake_armed_ = false;
-  struct Watched {
-    int fd = -1;
-    bool armed = false;
-  };
-  std::vector<Watched> watched_;
-  std::size_t other_in_flight_ = 0;  // eventfd read and watches
+  Wakeups wakeups_{kWakeTag, kWatchTag};
   bool woken_ = false;
   bool news_ = false;  // a partition stopped
   std::optional<Error> fatal_;
@@ -279,17 +266,13 @@ Status RedisSource::open() {
   if (const int rc = ring_.init(64); rc < 0) {
     return Error{Uring::describe_init_error(rc) + " (" + uri_ + ")", -rc};
   }
-  event_fd_.reset(::eventfd(0, EFD_CLOEXEC));
-  if (event_fd_.get() < 0) {
-    const int err = errno;
-    return Error{"eventfd for " + uri_ + ": " + std::strerror(err), err};
-  }
+  if (Status s = wakeups_.open(uri_); !s) return s;
   streams_.resize(options_.streams.size());
   for (std::uint32_t i = 0; i < streams_.size(); ++i) {
     streams_[i].name = options_.streams[i];
     by_name_.emplace(streams_[i].name, i);
   }
-  arm_wake();
+  wakeups_.arm(ring_.get());
   const std::int64_t now = now_ns();
   read_.conn.maybe_connect(now);
   control_.conn.maybe_connect(now);
@@ -310,9 +293,11 @@ RedisSource::~RedisSource() {
   read_.conn.shutdown_all();
   control_.conn.shutdown_all();
   io_uring_submit(ring);
+  const auto busy = [&] {
+    return wakeups_.in_flight() > 0 || read_.conn.in_flight() > 0 || control_.conn.in_flight() > 0;
+  };
   int idle_waits = 0;
-  while ((other_in_flight_ > 0 || read_.conn.in_flight() > 0 || control_.conn.in_flight() > 0) &&
-         idle_waits < 10) {
+  while (busy() && idle_waits < 10) {
     __kernel_timespec ts{.tv_sec = 1, .tv_nsec = 0};
     io_uring_cqe* cqe = nullptr;
     const int rc = io_uring_wait_cqe_timeout(ring, &cqe, &ts);
@@ -324,8 +309,8 @@ RedisSource::~RedisSource() {
     const std::uint64_t top = cqe->user_data >> 56;
     if (top == kReadLink || top == kControlLink) {
       link(static_cast<std::uint8_t>(top)).conn.handle(*cqe, now_ns());
-    } else if (cqe->user_data != kCancelTag && other_in_flight_ > 0) {
-      --other_in_flight_;
+    } else {
+      wakeups_.complete_at_close(*cqe);
     }
     io_uring_cqe_seen(ring, cqe);
   }
@@ -339,35 +324,6 @@ void RedisSource::send(Link& l, std::span<const std::string_view> args, Pending 
 
 void RedisSource::send(Link& l, std::initializer_list<std::string_view> args, Pending p) {
   send(l, std::span<const std::string_view>(args.begin(), args.size()), std::move(p));
-}
-
-void RedisSource::arm_wake() {
-  if (wake_armed_) return;
-  io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-  if (sqe == nullptr) return;  // the queue is sized for it; armed at the next poll
-  io_uring_prep_read(sqe, event_fd_.get(), &wake_buf_, sizeof wake_buf_, 0);
-  io_uring_sqe_set_data64(sqe, kWakeTag);
-  wake_armed_ = true;
-  ++other_in_flight_;
-}
-
-bool RedisSource::watch_readable(int fd) {
-  if (fd < 0 || watched_.size() >= streams_.size() + 4 || !ring_.ready()) return false;
-  watched_.push_back({fd, false});
-  return true;
-}
-
-void RedisSource::arm_watches() {
-  for (std::uint32_t i = 0; i < watched_.size(); ++i) {
-    Watched& w = watched_[i];
-    if (w.armed || w.fd < 0) continue;
-    io_uring_sqe* sqe = io_uring_get_sqe(ring_.get());
-    if (sqe == nullptr) return;
-    io_uring_prep_poll_add(sqe, w.fd, POLLIN);
-    io_uring_sqe_set_data64(sqe, kWatchTag | i);
-    w.armed = true;
-    ++other_in_flight_;
-  }
 }
 
 // Handles every completion there is, without waiting.
@@ -388,18 +344,7 @@ void RedisSource::reap() {
     if (top == kReadLink || top == kControlLink) {
       Link& l = link(static_cast<std::uint8_t>(top));
       on_link_event(l, l.conn.handle(c, now));
-    } else if (c.user_data == kWakeTag) {
-      --other_in_flight_;
-      wake_armed_ = false;
-      woken_ = true;
-      arm_wake();
-    } else if ((c.user_data >> 56) == (kWatchTag >> 56)) {
-      --other_in_flight_;
-      const auto i = static_cast<std::uint32_t>(c.user_data & 0xffffffffu);
-      if (i < watched_.size()) {
-        watched_[i].armed = false;
-        if (c.res < 0 && c.res != -EINTR && c.res != -ECANCELED) watched_[i].fd = -1;
-      }
+    } else if (wakeups_.complete(ring, c)) {
       woken_ = true;
     }
   }
@@ -836,8 +781,7 @@ void RedisSource::maintain() {
   for (std::uint32_t s = 0; s < streams_.size(); ++s) send_acks(s, now);
   read_.conn.pump();
   control_.conn.pump();
-  arm_wake();
-  arm_watches();
+  wakeups_.arm(ring_.get());
 }
 
 std::size_t RedisSource::deliver(std::uint32_t s, BatchSink& sink) {
