@@ -24,7 +24,6 @@
 #include <cstdio>
 #include <fstream>
 #include <iterator>
-#include <map>
 #include <memory>
 #include <string>
 #include <thread>
@@ -34,6 +33,7 @@
 #include "io/kafka_source.hpp"
 #include "io/source.hpp"
 #include "ringfeed/consumer.hpp"
+#include "source_test_support.hpp"
 #include "test_support.hpp"
 #include "tests/support/kafka_mock.hpp"
 
@@ -46,48 +46,15 @@ using namespace std::chrono_literals;
 namespace io = ringfeed::io;
 namespace kafka = ringfeed::io::kafka;
 namespace test = ringfeed::test;
+using test::Collect;
+using test::contains;
+using test::Got;
+using test::poll_until;
 
 namespace {
 
 constexpr const char* kTopic = "orders";
 constexpr int kPartitions = 3;
-
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-struct Got {
-  std::uint64_t offset;
-  std::uint64_t next_offset;
-  std::int64_t timestamp_ns;
-  std::string key;
-  std::string value;
-};
-
-class Collect final : public io::BatchSink {
- public:
-  std::size_t take(std::uint32_t partition, std::span<const io::SourceRecord> records) override {
-    for (const auto& r : records) {
-      got[partition].push_back({r.upstream_offset, r.next_offset, r.timestamp_ns,
-                                std::string(r.key), std::string(r.value)});
-    }
-    total += records.size();
-    return records.size();
-  }
-  std::map<std::uint32_t, std::vector<Got>> got;
-  std::size_t total = 0;
-};
-
-// Polls until `count` records arrived in all, or 20 s passed.
-bool poll_until(io::Source& s, Collect& sink, std::size_t count) {
-  return test::wait_until(
-      [&] {
-        auto n = s.poll_batches(sink, 20ms);
-        EXPECT_TRUE(n.ok()) << (n.ok() ? "" : n.error().message);
-        return sink.total >= count;
-      },
-      20s);
-}
 
 std::string key_of(int partition, int i) {
   return "k" + std::to_string(partition) + "-" + std::to_string(i % 7);
@@ -163,9 +130,7 @@ class KafkaSourceTest : public ::testing::Test {
     return "kafka://" + cluster_.bootstrap() + "?topic=" + kTopic + "&" + params;
   }
   std::unique_ptr<io::Source> open(const std::string& params) {
-    auto s = io::open_source(uri(params), {});
-    EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
-    return s.ok() ? std::move(s.value()) : nullptr;
+    return test::open_source_or_null(uri(params));
   }
   // Records [0, n) in each partition: partition 0 uncompressed, 1 lz4, 2 zstd.
   void produce_all(int n) {
@@ -226,7 +191,7 @@ TEST_F(KafkaSourceTest, HandsOutEveryRecordInOrderPerPartitionWithItsOffset) {
   ASSERT_NE(s, nullptr);
   ASSERT_EQ(s->partitions(), static_cast<std::uint32_t>(kPartitions));
   Collect sink;
-  ASSERT_TRUE(poll_until(*s, sink, 3 * 300)) << sink.total << " records";
+  ASSERT_TRUE(poll_until(*s, sink, 3 * 300)) << sink.total() << " records";
   for (int p = 0; p < kPartitions; ++p) {
     expect_records(sink.got[static_cast<std::uint32_t>(p)], p, 0, 300);
     EXPECT_EQ(s->status(static_cast<std::uint32_t>(p)).fetched, 300u);
@@ -287,7 +252,7 @@ TEST_F(KafkaSourceTest, ResetLatestStartsAtTheEnd) {
       10s))
       << s->status(0).error;
   for (int i = 0; i < 10; ++i) ASSERT_TRUE(s->poll_batches(sink, 20ms).ok());
-  EXPECT_EQ(sink.total, 0u);
+  EXPECT_EQ(sink.total(), 0u);
   ASSERT_EQ(produce(cluster_.bootstrap(), 0, 50, 60), "");
   ASSERT_TRUE(poll_until(*s, sink, 10));
   expect_records(sink.got[0], 0, 50, 60);
@@ -325,12 +290,12 @@ TEST_F(KafkaSourceTest, LeadersMovedAndInjectedErrorsLoseAndRepeatNothing) {
   auto moved = cluster_.move_leaders();
   ASSERT_TRUE(moved) << moved.error().message;
   for (int p = 0; p < kPartitions; ++p) ASSERT_EQ(produce(cluster_.bootstrap(), p, 200, 400), "");
-  ASSERT_TRUE(poll_until(*s, sink, 3 * 400)) << sink.total << "; " << s->status(0).error;
+  ASSERT_TRUE(poll_until(*s, sink, 3 * 400)) << sink.total() << "; " << s->status(0).error;
   // Fetch errors and a dropped connection; a commit refused once (NOT_COORDINATOR).
   auto pushed = cluster_.push_errors();
   ASSERT_TRUE(pushed) << pushed.error().message;
   for (int p = 0; p < kPartitions; ++p) ASSERT_EQ(produce(cluster_.bootstrap(), p, 400, 500), "");
-  ASSERT_TRUE(poll_until(*s, sink, 3 * 500)) << sink.total << "; " << s->status(0).error;
+  ASSERT_TRUE(poll_until(*s, sink, 3 * 500)) << sink.total() << "; " << s->status(0).error;
   for (int p = 0; p < kPartitions; ++p) {
     expect_records(sink.got[static_cast<std::uint32_t>(p)], p, 0, 500);
   }
@@ -347,7 +312,7 @@ TEST_F(KafkaSourceTest, LeadersMovedAndInjectedErrorsLoseAndRepeatNothing) {
   ASSERT_NE(again, nullptr);
   Collect none;
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(again->poll_batches(none, 10ms).ok());
-  EXPECT_EQ(none.total, 0u);
+  EXPECT_EQ(none.total(), 0u);
 }
 
 // A broker on loopback that answers ApiVersions properly and Metadata with a body cut
@@ -475,7 +440,7 @@ TEST(KafkaSourceFake, AMalformedResponseDropsTheConnectionAndSaysWhichApiAndFiel
       },
       10s))
       << (*s)->status(0).error;
-  EXPECT_EQ(sink.total, 0u);
+  EXPECT_EQ(sink.total(), 0u);
 }
 
 TEST(KafkaSourceDown, AClusterThatIsDownIsWaitedForWithoutSpinning) {

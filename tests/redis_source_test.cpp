@@ -8,18 +8,23 @@
 
 #include <chrono>
 #include <cstdlib>
-#include <map>
 #include <string>
 #include <vector>
 
 #include "io/redis_source.hpp"
 #include "io/source.hpp"
+#include "source_test_support.hpp"
 #include "support/redis_server.hpp"
 #include "test_support.hpp"
 
 using namespace std::chrono_literals;
 using ringfeed::io::RespType;
 using ringfeed::io::RespValue;
+using ringfeed::test::Collect;
+using ringfeed::test::contains;
+using ringfeed::test::Got;
+using ringfeed::test::open_source_or_null;
+using ringfeed::test::poll_until;
 using ringfeed::test::RedisClient;
 using ringfeed::test::RedisServer;
 
@@ -27,59 +32,8 @@ namespace io = ringfeed::io;
 
 namespace {
 
-bool contains(const std::string& s, const std::string& part) {
-  return s.find(part) != std::string::npos;
-}
-
-struct Got {
-  std::uint64_t offset;
-  std::uint64_t next_offset;
-  std::int64_t timestamp_ns;
-  std::string key;
-  std::string value;
-};
-
-// Keeps what it is given, per partition; refuses everything once `limit` is reached.
-class Collect final : public io::BatchSink {
- public:
-  std::size_t take(std::uint32_t partition, std::span<const io::SourceRecord> records) override {
-    std::size_t n = 0;
-    for (const auto& r : records) {
-      if (total_ >= limit) break;
-      got[partition].push_back({r.upstream_offset, r.next_offset, r.timestamp_ns,
-                                std::string(r.key), std::string(r.value)});
-      ++total_;
-      ++n;
-    }
-    return n;
-  }
-  std::size_t total() const { return total_; }
-  std::map<std::uint32_t, std::vector<Got>> got;
-  std::size_t limit = SIZE_MAX;
-
- private:
-  std::size_t total_ = 0;
-};
-
-std::unique_ptr<io::Source> open(const std::string& uri) {
-  auto s = io::open_source(uri, {});
-  EXPECT_TRUE(s.ok()) << (s.ok() ? "" : s.error().message);
-  return s.ok() ? std::move(s.value()) : nullptr;
-}
-
 std::string uri(const RedisServer& server, const std::string& params) {
   return "redis://127.0.0.1:" + std::to_string(server.port()) + "?" + params;
-}
-
-// Polls until `count` records arrived in all, or 20 s passed.
-bool poll_until(io::Source& s, Collect& sink, std::size_t count) {
-  return ringfeed::test::wait_until(
-      [&] {
-        auto n = s.poll_batches(sink, 20ms);
-        EXPECT_TRUE(n.ok()) << (n.ok() ? "" : n.error().message);
-        return sink.total() >= count;
-      },
-      20s);
 }
 
 std::string xadd(RedisClient& c, std::initializer_list<std::string_view> args) {
@@ -183,7 +137,7 @@ TEST(RedisSource, DeliversEveryShapeInOrderAndAcksExactlyWhatIsCommitted) {
   xadd(c, {"XADD", "s1", "*", "a", "1", "b", "q\"\\\n"});
   xadd(c, {"XADD", "s1", "*", "key", "k3", "other", "x"});
 
-  auto s = open(uri(server, "streams=s0,s1&group=g&consumer=c1&batch=64"));
+  auto s = open_source_or_null(uri(server, "streams=s0,s1&group=g&consumer=c1&batch=64"));
   ASSERT_TRUE(s);
   EXPECT_EQ(s->partitions(), 2u);
   Collect sink;
@@ -228,7 +182,7 @@ TEST(RedisSource, ACommitDoesNotWaitForItsXackAndFlushDoes) {
   ASSERT_TRUE(server.start().ok());
   RedisClient c = client_of(server);
   for (int i = 0; i < 20; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
-  auto s = open(uri(server, "streams=s&group=g"));
+  auto s = open_source_or_null(uri(server, "streams=s&group=g"));
   ASSERT_TRUE(s);
   Collect sink;
   ASSERT_TRUE(poll_until(*s, sink, 20));
@@ -253,7 +207,7 @@ TEST(RedisSource, ARefusedXackIsSaidByTheNextCommitAndSentAgain) {
   ASSERT_TRUE(server.start().ok());
   RedisClient c = client_of(server);
   for (int i = 0; i < 10; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
-  auto s = open(uri(server, "streams=s&group=g"));
+  auto s = open_source_or_null(uri(server, "streams=s&group=g"));
   ASSERT_TRUE(s);
   Collect sink;
   ASSERT_TRUE(poll_until(*s, sink, 10));
@@ -291,7 +245,7 @@ TEST(RedisSource, AnEntryThatComesAloneTakesOneRead) {
   ASSERT_TRUE(server.start().ok());
   RedisClient c = client_of(server);
   // A long BLOCK: no read comes back empty while the test runs.
-  auto s = open(uri(server, "streams=s&group=g&block-ms=60000"));
+  auto s = open_source_or_null(uri(server, "streams=s&group=g&block-ms=60000"));
   ASSERT_TRUE(s);
   Collect sink;
   xadd(c, {"XADD", "s", "*", "value", "first"});
@@ -312,7 +266,7 @@ TEST(RedisSource, ARefusedRecordComesFirstAfterResume) {
   ASSERT_TRUE(server.start().ok());
   RedisClient c = client_of(server);
   for (int i = 0; i < 10; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
-  auto s = open(uri(server, "streams=s&group=g"));
+  auto s = open_source_or_null(uri(server, "streams=s&group=g"));
   ASSERT_TRUE(s);
   Collect sink;
   sink.limit = 4;
@@ -335,7 +289,7 @@ TEST(RedisSource, ANewSourceOfTheSameConsumerReadsBackWhatWasNotAcknowledged) {
   for (int i = 0; i < 50; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
   const std::string u = uri(server, "streams=s&group=g&consumer=host-a&batch=16");
   {
-    auto s = open(u);
+    auto s = open_source_or_null(u);
     ASSERT_TRUE(s);
     Collect sink;
     ASSERT_TRUE(poll_until(*s, sink, 50));
@@ -343,7 +297,7 @@ TEST(RedisSource, ANewSourceOfTheSameConsumerReadsBackWhatWasNotAcknowledged) {
     ASSERT_TRUE(s->flush(5s).ok());
   }  // gone without acknowledging 20..49, as a crashed fetcher
   for (int i = 50; i < 60; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
-  auto s = open(u);
+  auto s = open_source_or_null(u);
   ASSERT_TRUE(s);
   Collect sink;
   ASSERT_TRUE(poll_until(*s, sink, 40));
@@ -361,12 +315,12 @@ TEST(RedisSource, EntriesOfADeadConsumerAreClaimedAfterTheIdleTime) {
   RedisClient c = client_of(server);
   for (int i = 0; i < 30; ++i) xadd(c, {"XADD", "s", "*", "value", std::to_string(i)});
   {
-    auto dead = open(uri(server, "streams=s&group=g&consumer=host-a"));
+    auto dead = open_source_or_null(uri(server, "streams=s&group=g&consumer=host-a"));
     ASSERT_TRUE(dead);
     Collect sink;
     ASSERT_TRUE(poll_until(*dead, sink, 30));
   }
-  auto s = open(uri(server, "streams=s&group=g&consumer=host-b&claim-idle-ms=200"));
+  auto s = open_source_or_null(uri(server, "streams=s&group=g&consumer=host-b&claim-idle-ms=200"));
   ASSERT_TRUE(s);
   Collect sink;
   ASSERT_TRUE(poll_until(*s, sink, 30));
@@ -388,7 +342,7 @@ TEST(RedisSource, ReconnectsToAServerThatWasDownOrRestartedAndLosesNothing) {
   ASSERT_TRUE(server.start({.persistent = true}).ok());
   ASSERT_TRUE(server.stop().ok());
   // Down at open: the source opens and says why it waits.
-  auto s = open(uri(server, "streams=s&group=g&connect-timeout-ms=500"));
+  auto s = open_source_or_null(uri(server, "streams=s&group=g&connect-timeout-ms=500"));
   ASSERT_TRUE(s);
   Collect sink;
   ASSERT_TRUE(ringfeed::test::wait_until(
@@ -434,12 +388,12 @@ TEST(RedisSource, AuthWithThePasswordAndAClearErrorWithoutIt) {
   xadd(c, {"XADD", "s", "*", "value", "x"});
   const std::string at = "127.0.0.1:" + std::to_string(server.port());
   {
-    auto s = open("redis://:hunter2@" + at + "?streams=s&group=g");
+    auto s = open_source_or_null("redis://:hunter2@" + at + "?streams=s&group=g");
     ASSERT_TRUE(s);
     Collect sink;
     ASSERT_TRUE(poll_until(*s, sink, 1));
   }
-  auto wrong = open("redis://:nope@" + at + "?streams=s&group=g2");
+  auto wrong = open_source_or_null("redis://:nope@" + at + "?streams=s&group=g2");
   ASSERT_TRUE(wrong);
   Collect sink;
   std::string error;
@@ -452,7 +406,7 @@ TEST(RedisSource, AuthWithThePasswordAndAClearErrorWithoutIt) {
       },
       10s));
   EXPECT_TRUE(contains(error, "AUTH")) << error;
-  auto none = open("redis://" + at + "?streams=s&group=g3");
+  auto none = open_source_or_null("redis://" + at + "?streams=s&group=g3");
   ASSERT_TRUE(none);
   ASSERT_TRUE(ringfeed::test::wait_until(
       [&] {
