@@ -27,13 +27,10 @@
 //     13 the good group pops and acks what there is
 // The clock is this process's own (consumers' clock option, service(now)).
 #include <time.h>
-#include <unistd.h>
 
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -46,29 +43,22 @@
 #include "shm/lease_table.hpp"
 #include "shm/names.hpp"
 #include "shm/segment.hpp"
+#include "shm_fuzz_support.hpp"
+
+const char* const ringfeed::fuzz::kTargetName = "lease_fuzz";
+const char* const ringfeed::fuzz::kNamespaceStem = "lease";
 
 namespace {
 
 namespace shm = ringfeed::shm;
 using ringfeed::Consumer;
 using ringfeed::Mode;
-
-// Every byte of every message handed out is read into this, so ASan checks the views.
-volatile unsigned g_touched = 0;
-
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "lease_fuzz: %s\n", what.c_str());
-  std::abort();
-}
-
-const std::string& ns() {
-  static const std::string name = "fuzz-" + std::to_string(::getpid()) + "-lease";
-  return name;
-}
-
-void remove_all() {
-  for (const auto& name : shm::Segment::list("ringfeed." + ns() + ".")) shm::Segment::remove(name);
-}
+using ringfeed::fuzz::check_not_fenced;
+using ringfeed::fuzz::consumer_options;
+using ringfeed::fuzz::fail;
+using ringfeed::fuzz::ns;
+using ringfeed::fuzz::remove_all;
+using ringfeed::fuzz::touch;
 
 // CLOCK_MONOTONIC as the consumers and the writer see it here: starts at an arbitrary
 // point, moved only by the input.
@@ -98,11 +88,7 @@ struct Worker {
 
 ringfeed::ConsumerOptions options(const std::string& group, Mode mode, std::uint32_t window,
                                   std::uint32_t max_deliveries) {
-  ringfeed::ConsumerOptions o;
-  o.ns = ns();
-  o.group = group;
-  o.mode = mode;
-  o.spin = std::chrono::nanoseconds(0);
+  ringfeed::ConsumerOptions o = consumer_options(group, mode);
   o.max_unacked = 64;
   o.clock = [] { return g_now_ns; };
   o.group_settings.lease_window = window;
@@ -196,19 +182,10 @@ class Run {
       fail("the good group got " + std::to_string(good_next_) + " of " +
            std::to_string(published_) + " messages");
     }
-    for (const shm::GroupInfo& g : writer_->groups()) {
-      if (g.name == "good" && g.fenced) fail("the good group was fenced: " + g.fence_reason);
-    }
+    check_not_fenced(*writer_, "good");
   }
 
  private:
-  static void touch(const ringfeed::Message& m) {
-    unsigned sum = 0;
-    for (const char ch : m.key()) sum += static_cast<unsigned char>(ch);
-    for (const char ch : m.value()) sum += static_cast<unsigned char>(ch);
-    g_touched = g_touched + sum;
-  }
-
   void publish(unsigned n) {
     for (unsigned i = 0; i < n; ++i) {
       const std::string key = "k" + std::to_string(published_ % 3);

@@ -29,8 +29,6 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
-#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <string>
@@ -43,29 +41,22 @@
 #include "shm/ring_layout.hpp"
 #include "shm/ring_reader.hpp"
 #include "shm/segment.hpp"
+#include "shm_fuzz_support.hpp"
+
+const char* const ringfeed::fuzz::kTargetName = "segment_attach_fuzz";
+const char* const ringfeed::fuzz::kNamespaceStem = "attach";
 
 namespace {
 
 namespace shm = ringfeed::shm;
 using ringfeed::Consumer;
 using ringfeed::Mode;
-
-// Every byte of every message handed out is read into this, so ASan checks the views.
-volatile unsigned g_touched = 0;
-
-[[noreturn]] void fail(const std::string& what) {
-  std::fprintf(stderr, "segment_attach_fuzz: %s\n", what.c_str());
-  std::abort();
-}
-
-const std::string& ns() {
-  static const std::string name = "fuzz-" + std::to_string(::getpid()) + "-attach";
-  return name;
-}
-
-void remove_all() {
-  for (const auto& name : shm::Segment::list("ringfeed." + ns() + ".")) shm::Segment::remove(name);
-}
+using ringfeed::fuzz::check_not_fenced;
+using ringfeed::fuzz::consumer_options;
+using ringfeed::fuzz::fail;
+using ringfeed::fuzz::ns;
+using ringfeed::fuzz::remove_all;
+using ringfeed::fuzz::touch;
 
 // Puts `bytes` in /dev/shm under `name`, whole: written under a temporary name first and
 // renamed into place, as a creator publishes a segment (a writer watching the directory
@@ -91,16 +82,6 @@ Mode mode_of(unsigned bits) {
   return bits < 5 ? kModes[bits] : Mode::exclusive;
 }
 
-ringfeed::ConsumerOptions consumer_options(const std::string& group, Mode mode) {
-  ringfeed::ConsumerOptions o;
-  o.ns = ns();
-  o.partition = 0;
-  o.group = group;
-  o.mode = mode;
-  o.spin = std::chrono::nanoseconds(0);
-  return o;
-}
-
 // Pops (never waiting) and acks whatever the consumer is given, touching every byte so
 // that ASan checks the views. Returns the offsets it got.
 std::vector<std::uint64_t> drain(Consumer& c) {
@@ -109,10 +90,7 @@ std::vector<std::uint64_t> drain(Consumer& c) {
     const ringfeed::Batch& batch = c.try_pop(16);
     if (batch.empty()) break;
     for (const ringfeed::Message& m : batch) {
-      unsigned sum = 0;
-      for (const char ch : m.key()) sum += static_cast<unsigned char>(ch);
-      for (const char ch : m.value()) sum += static_cast<unsigned char>(ch);
-      g_touched = g_touched + sum;
+      touch(m);
       offsets.push_back(m.offset());
       c.ack(m);
     }
@@ -228,9 +206,7 @@ void hostile_group(const std::vector<std::byte>& bytes, Mode mode) {
     for (const std::uint64_t o : got) list += " " + std::to_string(o);
     fail("the good group got offsets" + list + " instead of 0 to 4");
   }
-  for (const shm::GroupInfo& g : writer.groups()) {
-    if (g.name == "good" && g.fenced) fail("the good group was fenced: " + g.fence_reason);
-  }
+  check_not_fenced(writer, "good");
 }
 
 }  // namespace
