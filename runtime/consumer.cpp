@@ -144,6 +144,12 @@ Status Consumer::connect() {
       return Ok{};
     }
   } else {
+    if (claim_awaited_slot()) {
+      // Kept for this process by a writer that took the ring over: the ring is held from
+      // its cursor on, so it resumes there without a gap.
+      watermark_ = &group_->slots[slot_].cursor;
+      return join(watermark_->load(std::memory_order_acquire));
+    }
     if (auto ok = claim_slot(); !ok) return ok.error();
     shm::GroupSlot* mine = &group_->slots[slot_];
     watermark_ = &mine->cursor;
@@ -158,6 +164,22 @@ Status Consumer::connect() {
   }
   if (auto ok = join(start); !ok) return ok.error();
   return Ok{};
+}
+
+// Broadcast: takes a slot that a writer which took the ring over keeps for this process
+// (group_layout.hpp, awaited slots). One CAS; it fails if the writer gave the slot up.
+bool Consumer::claim_awaited_slot() {
+  for (std::uint32_t i = 0; i < shm::kGroupSlots; ++i) {
+    shm::GroupSlot& slot = group_->slots[i];
+    std::uint64_t awaited = owner_ | shm::kOwnerAwaited;
+    if (slot.owner.load(std::memory_order_acquire) != awaited) continue;
+    if (slot.owner.compare_exchange_strong(awaited, owner_, std::memory_order_acq_rel)) {
+      owner_word_ = &slot.owner;
+      slot_ = i;
+      return true;
+    }
+  }
+  return false;
 }
 
 // Takes a consumer slot: a free one, else one whose owner died (in shared mode after

@@ -158,6 +158,14 @@ std::vector<KeptGroup> find_groups(const std::string& ns, std::uint32_t partitio
     for (std::size_t i = 0; i < kMaxBackoffSteps; ++i) {
       k.settings.backoff_ms[i] = std::min<std::uint32_t>(g->backoff_ms[i], 24u * 3600 * 1000);
     }
+    if (shape->mode == Mode::broadcast) {
+      for (const GroupSlot& slot : g->slots) {
+        const std::uint64_t owner = slot.owner.load(std::memory_order_acquire) & ~kOwnerAwaited;
+        if (owner != 0 && owner_alive(owner) && k.awaited.size() < kGroupSlots) {
+          k.awaited.push_back(owner);
+        }
+      }
+    }
     if (check_name("group", k.name).ok()) out.push_back(std::move(k));
   }
   return out;
@@ -175,6 +183,18 @@ Status create_started_group(const std::string& ns, std::uint32_t partition,
       LeaseTable(g, window).prepare(0);
       g->low_seq.store(0, std::memory_order_relaxed);
       g->dispatch.store(0, std::memory_order_relaxed);
+    }
+    if (group.mode == Mode::broadcast) {
+      timespec now{};
+      ::clock_gettime(CLOCK_MONOTONIC, &now);
+      const std::size_t n = std::min<std::size_t>(group.awaited.size(), kGroupSlots);
+      for (std::size_t i = 0; i < n; ++i) {
+        GroupSlot& slot = g->slots[i];
+        slot.cursor.store(0, std::memory_order_relaxed);
+        slot.heartbeat_ns.store(static_cast<std::int64_t>(now.tv_sec) * 1'000'000'000 + now.tv_nsec,
+                                std::memory_order_relaxed);
+        slot.owner.store(group.awaited[i] | kOwnerAwaited, std::memory_order_relaxed);
+      }
     }
   };
   auto seg =

@@ -74,6 +74,8 @@ struct KeptGroup {
   std::string name;
   Mode mode;
   GroupSettings settings;  // window, max deliveries, lease and backoff as the group had
+  // Broadcast: the owner words of the consumers that lived when it was found.
+  std::vector<std::uint64_t> awaited;
 };
 
 // The groups on partition `partition` of namespace `ns` whose segments are valid.
@@ -83,7 +85,10 @@ std::vector<KeptGroup> find_groups(const std::string& ns, std::uint32_t partitio
 // (leased modes: dispatch and low sequence 0). A writer that takes a ring over creates
 // the dead writer's groups again this way, so that what one group acks is neither
 // reused nor committed upstream before the others acked it too, even those whose
-// consumers come back late. Error code EEXIST if a consumer created it first.
+// consumers come back late. A broadcast group, which holds data only for its consumers,
+// gets an awaited slot (group_layout.hpp) for each of `group.awaited`: until that
+// consumer follows, dies, or kAwaitedSlotGraceNs passes, the ring is held for it from
+// its start, so it resumes without a gap. Error code EEXIST if a consumer created it first.
 Status create_started_group(const std::string& ns, std::uint32_t partition, const KeptGroup& group);
 
 }  // namespace ringfeed::shm

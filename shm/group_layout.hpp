@@ -38,6 +38,11 @@ inline constexpr std::size_t kGroupNameBytes = 64;
 struct GroupSlot {
   // Owner word (pack_owner), 0 when free. Consumers: CAS 0 -> self to claim, self -> 0 to
   // leave, dead owner -> 0 to reap (acq_rel). Writer: acquire load; CAS dead -> 0 to reap.
+  // Awaited (broadcast, a writer that took the ring over kept the slot for a consumer of
+  // the dead writer's ring): owner | kOwnerAwaited, cursor where the new ring starts,
+  // heartbeat_ns when it was kept. That consumer claims it with one CAS to its plain
+  // word; the writer frees it (CAS to 0) once the owner is dead or kAwaitedSlotGraceNs
+  // passed. Either CAS fails once the other happened.
   std::atomic<std::uint64_t> owner;
   // First position this consumer has not acked (broadcast), or its attach time
   // (failover). Owner: release store after acks (pairs with the writer's acquire before
@@ -65,6 +70,8 @@ inline constexpr std::uint32_t kSlotAtUnackedLimit = 1u << 0;
 // not taken away. A consumer that stops beating for kHeartbeatStaleMs loses them.
 inline constexpr std::uint32_t kSlotAutoExtend = 1u << 1;
 inline constexpr std::uint32_t kHeartbeatMs = 100;
+// How long an awaited broadcast slot holds the ring for a consumer that does not follow.
+inline constexpr std::int64_t kAwaitedSlotGraceNs = 10'000'000'000;
 inline constexpr std::uint32_t kHeartbeatStaleMs = 1000;
 inline constexpr std::size_t kMaxBackoffSteps = 8;
 

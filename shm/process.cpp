@@ -88,10 +88,11 @@ std::uint64_t pack_owner(ProcessIdentity id) {
 }
 
 pid_t owner_pid(std::uint64_t owner) {
-  return static_cast<pid_t>(owner >> 32);
+  return static_cast<pid_t>((owner & ~kOwnerAwaited) >> 32);
 }
 
 bool owner_alive(std::uint64_t owner) {
+  owner &= ~kOwnerAwaited;
   const std::int64_t pid = static_cast<std::int64_t>(owner >> 32);
   if (pid <= 0 || pid >= kPidLimit) return false;
   if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) return false;

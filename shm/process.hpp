@@ -25,6 +25,11 @@ std::uint64_t process_start_time(pid_t pid);
 std::uint64_t pack_owner(ProcessIdentity id);
 pid_t owner_pid(std::uint64_t owner);
 
+// Bit 63 of an owner word (pids stay below 2^22): a broadcast slot that a writer which
+// took a ring over keeps for a consumer of the dead writer's ring until that consumer
+// follows (group.hpp, create_started_group). owner_pid and owner_alive ignore it.
+inline constexpr std::uint64_t kOwnerAwaited = 1ull << 63;
+
 // True when the process named by the owner word is running (not dead, not a zombie,
 // and not a newer process that reuses the pid). A word that cannot name a real process
 // (pid <= 0 or out of range) is reported dead. Dead needs evidence: when /proc cannot be

@@ -30,6 +30,15 @@ std::int64_t now_ns() {
       .count();
 }
 
+// A broadcast slot kept for a consumer of a dead writer's ring that did not follow within
+// the grace period (group_layout.hpp). Its time comes from shared memory: one far in the
+// future is as expired as one far in the past.
+bool awaited_too_long(const GroupSlot& slot, std::uint64_t owner) {
+  if ((owner & kOwnerAwaited) == 0) return false;
+  const std::int64_t age = now_ns() - slot.heartbeat_ns.load(std::memory_order_relaxed);
+  return age > kAwaitedSlotGraceNs || age < -kAwaitedSlotGraceNs;
+}
+
 void remove_partition_segments(const std::string& ns, std::uint32_t partition) {
   const std::string prefix = "ringfeed." + ns + ".p" + std::to_string(partition) + ".";
   for (const auto& name : Segment::list(prefix)) Segment::remove(name);
@@ -334,25 +343,32 @@ void RingWriter::consider(TrackedGroup& g, std::uint64_t value, std::uint64_t& m
 
 std::uint64_t RingWriter::min_watermark(bool reap_dead) {
   std::uint64_t min = committed_;
+  bool held = false;  // some group holds a position (a broadcast group only through a consumer)
   for (TrackedGroup& g : groups_) {
     if (g.fenced) continue;
     if (g.mode == Mode::broadcast) {
       for (GroupSlot& slot : g.control->slots) {
         std::uint64_t owner = slot.owner.load(std::memory_order_seq_cst);
         if (owner == 0) continue;
-        if (reap_dead && !owner_alive(owner)) {
+        if (reap_dead && (!owner_alive(owner) || awaited_too_long(slot, owner))) {
           // Its private state is dropped; the CAS fails if someone reaped it already.
           slot.owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);
           continue;
         }
         consider(g, slot.cursor.load(std::memory_order_seq_cst), min, "broadcast cursor");
         if (g.fenced) break;
+        held = true;
       }
     } else {
       consider(g, g.control->low_watermark.load(std::memory_order_seq_cst), min, "low watermark");
+      held = held || !g.fenced;
     }
   }
-  return min;
+  // Held by nobody (no group yet, only broadcast groups without a consumer, or only fenced
+  // ones): nothing more is reusable. Were it all reusable, a group that joins next (or a
+  // broadcast consumer a moment after its group was created) would start past records no
+  // group took, and the fetcher would count them acked and commit them upstream.
+  return held ? min : limit_;
 }
 
 void RingWriter::reclaim(bool reap_dead) {
@@ -489,7 +505,7 @@ void RingWriter::service(std::int64_t now_ns) {
 void RingWriter::free_dead_slots(TrackedGroup& g) {
   for (GroupSlot& slot : g.control->slots) {
     std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
-    if (owner != 0 && !owner_alive(owner)) {
+    if (owner != 0 && (!owner_alive(owner) || awaited_too_long(slot, owner))) {
       slot.owner.compare_exchange_strong(owner, 0, std::memory_order_acq_rel);
     }
   }

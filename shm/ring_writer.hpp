@@ -9,10 +9,12 @@
 //   writer: M1 = min of known watermarks; store tail = M1; look for new groups;
 //           M2 = min of watermarks again; reuse only below min(M1, M2).
 // Either the joiner's load sees the writer's tail (and moves up to it), or the writer's
-// second pass sees the joiner's W (and spares it). New groups become visible to the
-// writer through inotify on the shm directory, read between the two passes; a group
-// segment is published by link() (segment.hpp), which queues that event before the
-// joiner's load of tail.
+// second pass sees the joiner's W (and spares it). Until some group holds a position (a
+// broadcast group holds one only through a consumer), nothing more is reused: records
+// that no group took wait in the ring for the first group, which starts below them.
+// New groups become visible to the writer through inotify on the shm directory, read
+// between the two passes; a group segment is published by link() (segment.hpp), which
+// queues that event before the joiner's load of tail.
 //
 // Trust: every watermark read from a group segment is checked against this writer's own
 // positions. One that is past the published end or misaligned cannot come from a correct

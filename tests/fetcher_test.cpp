@@ -1247,4 +1247,139 @@ TEST(FetcherFileSource, RestartedFetcherKeepsTheGroupsOfTheOneThatDied) {
   EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
 }
 
+// A broadcast group holds data only for its consumers. The consumer that was attached
+// when the fetcher died is awaited on the new ring: while it has not followed, another
+// group acking everything neither lets the ring reuse the space nor commits past it, and
+// once it follows it resumes where the new ring starts, without a gap.
+TEST(FetcherFileSource, RestartedFetcherHoldsTheRingForABroadcastConsumerThatFollowsLate) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const auto ns = unique_ns("awaitbc");
+  Producer produce(dir, 1);
+  produce.append(0, 100);
+  const FetcherOptions options{
+      .ns = ns, .source = "file:" + dir.path, .ring_bytes = 1 << 16, .commit_interval = 5ms};
+  const pid_t first = spawn_fetcher(options);
+  ASSERT_GT(first, 0);
+  auto c = attach(ns, 0, "c", Mode::broadcast);
+  ASSERT_TRUE(c);
+  {
+    auto a = attach(ns, 0, "a", Mode::exclusive);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(consume(*a, 100), produce.offsets[0]);
+  }
+  EXPECT_EQ(consume(*c, 40), std::vector<std::uint64_t>(produce.offsets[0].begin(),
+                                                        produce.offsets[0].begin() + 40));
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  wait_child(first);
+  produce.append(0, 100);
+
+  const pid_t second = spawn_fetcher(options);
+  ASSERT_GT(second, 0);
+  {
+    // Group a comes back first and acks everything the new fetcher has.
+    auto a = attach(ns, 0, "a", Mode::exclusive);
+    ASSERT_TRUE(a);
+    std::set<std::uint64_t> got;
+    const auto deadline = std::chrono::steady_clock::now() + 30s;
+    while (got.count(produce.offsets[0].back()) == 0 &&
+           std::chrono::steady_clock::now() < deadline) {
+      const auto& batch = a->pop(64, 10ms);
+      for (const auto& m : batch) got.insert(m.offset());
+      if (!batch.empty()) {
+        EXPECT_EQ(a->ack(batch), ringfeed::AckStatus::ok);
+      }
+    }
+    ASSERT_EQ(got.count(produce.offsets[0].back()), 1u);
+  }
+  // Give the new fetcher the time to commit a's acks, which it may not.
+  const std::uint64_t end = file_size(dir.log(0));
+  EXPECT_FALSE(wait_until(
+      [&] {
+        auto cp = io::read_checkpoint(dir.path, 0);
+        return cp.ok() && cp.value() == end;
+      },
+      500ms))
+      << "committed past what the awaited broadcast consumer has";
+  // c takes the rest of the old ring, then follows: every record from 40 on, in order
+  // within each ring.
+  std::vector<std::uint64_t> got;
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  while ((got.empty() || got.back() != produce.offsets[0].back()) &&
+         std::chrono::steady_clock::now() < deadline) {
+    const auto& batch = c->pop(64, 10ms);
+    for (const auto& m : batch) got.push_back(m.offset());
+    if (!batch.empty()) {
+      EXPECT_EQ(c->ack(batch), ringfeed::AckStatus::ok);
+    }
+  }
+  EXPECT_EQ(c->reattached(), 1u);
+  std::set<std::uint64_t> seen(got.begin(), got.end());
+  std::vector<std::uint64_t> missed;
+  for (std::size_t i = 40; i < 200; ++i) {
+    if (seen.count(produce.offsets[0][i]) == 0) missed.push_back(produce.offsets[0][i]);
+  }
+  EXPECT_EQ(missed.size(), 0u) << "the broadcast consumer never got " << missed.size()
+                               << " records, the first at offset "
+                               << (missed.empty() ? 0 : missed.front());
+  // Once it acked the end, the fetcher commits it.
+  EXPECT_TRUE(wait_until([&] {
+    auto cp = io::read_checkpoint(dir.path, 0);
+    return cp.ok() && cp.value() == end;
+  }));
+  c.reset();
+  ASSERT_EQ(::kill(second, SIGTERM), 0);
+  EXPECT_EQ(wait_child(second), 0);
+  EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+}
+
+// An awaited broadcast consumer that dies before it follows holds nothing: what the other
+// groups acked is committed.
+TEST(FetcherFileSource, RestartedFetcherStopsAwaitingABroadcastConsumerThatDied) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const auto ns = unique_ns("awaitdead");
+  Producer produce(dir, 1);
+  produce.append(0, 100);
+  const FetcherOptions options{
+      .ns = ns, .source = "file:" + dir.path, .ring_bytes = 1 << 16, .commit_interval = 5ms};
+  const pid_t first = spawn_fetcher(options);
+  ASSERT_GT(first, 0);
+  int attached[2];
+  ASSERT_EQ(::pipe(attached), 0);
+  const pid_t broadcast = fork_child([&] {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    auto c = Consumer::attach({.ns = ns, .group = "c", .mode = Mode::broadcast});
+    if (!c) return 2;
+    const char one = 1;
+    if (::write(attached[1], &one, 1) != 1) return 3;
+    for (;;) ::pause();  // holds everything from the start, takes nothing
+  });
+  char byte = 0;
+  ASSERT_EQ(::read(attached[0], &byte, 1), 1) << "the broadcast consumer did not attach";
+  {
+    auto a = attach(ns, 0, "a", Mode::exclusive);
+    ASSERT_TRUE(a);
+    EXPECT_EQ(consume(*a, 100), produce.offsets[0]);
+  }
+  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  wait_child(first);
+  produce.append(0, 100);
+  const pid_t second = spawn_fetcher(options);
+  ASSERT_GT(second, 0);
+  ASSERT_EQ(::kill(broadcast, SIGKILL), 0);
+  wait_child(broadcast);
+  auto a = attach(ns, 0, "a", Mode::exclusive);
+  ASSERT_TRUE(a);
+  EXPECT_EQ(consume(*a, 200), produce.offsets[0]) << "the new fetcher starts at the checkpoint, 0";
+  const std::uint64_t end = file_size(dir.log(0));
+  EXPECT_TRUE(wait_until([&] {
+    auto cp = io::read_checkpoint(dir.path, 0);
+    return cp.ok() && cp.value() == end;
+  })) << "a dead broadcast consumer still held the commit";
+  a.reset();
+  ASSERT_EQ(::kill(second, SIGTERM), 0);
+  EXPECT_EQ(wait_child(second), 0);
+}
+
 }  // namespace

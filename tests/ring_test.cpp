@@ -156,6 +156,33 @@ TEST(Ring, GroupWithoutConsumersStillHoldsItsData) {
   EXPECT_EQ(c->pop(1000, 0ns).size(), n);  // resumes from the group's watermark
 }
 
+// Until some group holds a position, nothing is reusable: a ring with no group, or only a
+// broadcast group no consumer has joined yet (a consumer between creating the group and
+// taking its slot), stops when full, and the group that joins then gets every record.
+TEST(Ring, NothingIsReusedBeforeAGroupHoldsAPosition) {
+  for (const bool empty_broadcast_group : {false, true}) {
+    SCOPED_TRACE(empty_broadcast_group ? "a broadcast group without consumers" : "no group");
+    const auto ns = ringfeed::test::unique_ns("nohold");
+    auto w = make_writer(ns, 4096);
+    if (empty_broadcast_group) {
+      auto b = attach(ns, "b", Mode::broadcast);  // creates the group, then detaches
+    }
+    std::string value(100, 'v');
+    std::size_t n = 0;
+    for (ringfeed::OutMessage m{.value = value, .upstream_offset = n};
+         n < 1000 && w->publish({&m, 1}, 0ns) == 1; m.upstream_offset = ++n) {
+      w->reclaim(true);
+    }
+    EXPECT_GT(n, 10u);
+    EXPECT_LT(n, 4096u / 128 + 1) << "went round a ring that no group held";
+    auto c = attach(ns, "late", Mode::exclusive);
+    ASSERT_TRUE(c);
+    const auto& batch = c->pop(1000, 0ns);
+    ASSERT_EQ(batch.size(), n);
+    EXPECT_EQ(batch[0].offset(), 0u);
+  }
+}
+
 }  // namespace
 
 namespace {

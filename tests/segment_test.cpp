@@ -52,7 +52,7 @@ namespace {
 
 // Byte offsets and sizes of the current layout version, spelled out as numbers: a reader in another
 // build (or another language) finds the fields here, so these are the contract.
-constexpr std::uint32_t kLayout = 5;
+constexpr std::uint32_t kLayout = 6;
 // Segment header (both kinds).
 constexpr off_t kOffMagic = 0;
 constexpr off_t kOffLayoutVersion = 8;
@@ -388,7 +388,8 @@ TEST(SegmentLayout, PublishedRecordAsAReaderSeesIt) {
 
 TEST(SegmentLayout, MessageIndexHoldsEveryPositionAndTheNext) {
   // A small ring (128 index slots) and messages of many sizes, so records pad at the end
-  // of laps and the index wraps several times. No group: the writer reuses at will.
+  // of laps and the index wraps several times. One exclusive consumer acks each message
+  // right away, so the writer reuses at will.
   constexpr std::uint64_t kCap = 4096;
   constexpr std::uint64_t kSlots = ring_index_slots(kCap);
   const auto ns = ringfeed::test::unique_ns("index");
@@ -398,6 +399,8 @@ TEST(SegmentLayout, MessageIndexHoldsEveryPositionAndTheNext) {
   const std::string name = w->segment_name();
   auto reader = shm::RingReader::open(ns, 0);
   ASSERT_TRUE(reader.ok()) << reader.error().message;
+  auto consumer = ringfeed::Consumer::attach({.ns = ns, .group = "g", .mode = Mode::exclusive});
+  ASSERT_TRUE(consumer.ok()) << consumer.error().message;
   std::vector<std::uint64_t> positions;  // where message s starts, as the layout says
   std::uint64_t next = 0;                // where the next record starts
   int paddings = 0;
@@ -419,6 +422,9 @@ TEST(SegmentLayout, MessageIndexHoldsEveryPositionAndTheNext) {
         << "the slot of published = " << s + 1 << " holds the next position";
     ASSERT_EQ(peek<std::uint64_t>(name, kOffRecords + static_cast<off_t>(positions[s] % kCap)),
               positions[s] | shm::kTagMessage);
+    const auto& b = (*consumer)->pop(1, 0ns);
+    ASSERT_EQ(b.size(), 1u) << "message " << s;
+    ASSERT_EQ((*consumer)->ack(b), ringfeed::AckStatus::ok);
   }
   EXPECT_GT(paddings, 10);
   // After the index wrapped: every message of the last kSlots - 1 still has its slot.

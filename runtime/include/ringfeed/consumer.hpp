@@ -221,6 +221,7 @@ class Consumer {
   bool reattach_to_new_writer();
   const Batch& pop_attached(std::size_t max, std::chrono::nanoseconds wait);
   Status claim_slot();
+  bool claim_awaited_slot();
   Status start_shared(bool created);
   std::uint64_t first_seq_at_or_after(std::uint64_t position) const;
   std::size_t collect_shared(std::size_t max, PopStatus& status);
