@@ -160,28 +160,32 @@ Result<std::uint64_t> read_checkpoint(const std::string& dir, std::uint32_t part
 }
 
 Status write_checkpoint(const std::string& dir, std::uint32_t partition, std::uint64_t position) {
-  const std::string path = checkpoint_path(dir, partition);
-  const std::string tmp = path + ".tmp";
   const auto bytes = encode_checkpoint(partition, position);
+  return replace_file(dir, checkpoint_path(dir, partition), bytes, "checkpoint");
+}
+
+Status replace_file(const std::string& dir, const std::string& path,
+                    std::span<const std::byte> bytes, const std::string& what) {
+  const std::string tmp = path + ".tmp";
   {
     Fd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-    if (fd.get() < 0) return os_error("cannot create checkpoint", tmp, errno);
+    if (fd.get() < 0) return os_error("cannot create " + what, tmp, errno);
     // A leftover temporary file keeps whatever mode it had: set it, never world-writable.
     if (::fchmod(fd.get(), 0600) != 0)
-      return os_error("cannot set the mode of checkpoint", tmp, errno);
+      return os_error("cannot set the mode of " + what, tmp, errno);
     if (const int err = write_all(fd.get(), bytes.data(), bytes.size()); err != 0) {
-      return os_error("cannot write checkpoint", tmp, err);
+      return os_error("cannot write " + what, tmp, err);
     }
     if (const int err = fsync_fd(fd.get()); err != 0) {
-      return os_error("cannot fsync checkpoint", tmp, err);
+      return os_error("cannot fsync " + what, tmp, err);
     }
     if (const int err = fd.close_now(); err != 0) {
-      return os_error("cannot close checkpoint", tmp, err);
+      return os_error("cannot close " + what, tmp, err);
     }
   }
   if (::rename(tmp.c_str(), path.c_str()) != 0) {
     const int err = errno;
-    return Error{"cannot rename checkpoint " + tmp + " to " + path + ": " + std::strerror(err),
+    return Error{"cannot rename " + what + " " + tmp + " to " + path + ": " + std::strerror(err),
                  err};
   }
   // The rename is only durable once the directory entry is.

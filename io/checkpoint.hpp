@@ -53,4 +53,10 @@ Result<std::uint64_t> read_checkpoint(const std::string& dir, std::uint32_t part
 // Makes `position` the committed position of `partition` in `dir`, durably (see above).
 Status write_checkpoint(const std::string& dir, std::uint32_t partition, std::uint64_t position);
 
+// Replaces the file `path` in directory `dir` with `bytes` the same way: a temporary
+// file (mode 0600) fsynced and renamed over it, then the directory fsynced. `what` names
+// the file in errors ("checkpoint").
+Status replace_file(const std::string& dir, const std::string& path,
+                    std::span<const std::byte> bytes, const std::string& what);
+
 }  // namespace ringfeed::io

@@ -17,6 +17,7 @@
 #include <span>
 #include <utility>
 
+#include "group_list.hpp"
 #include "ringfeed/dead_letter_log.hpp"
 #include "shm/fetcher_layout.hpp"
 #include "shm/names.hpp"
@@ -231,6 +232,8 @@ class FetcherImpl final : public Fetcher, private io::BatchSink {
   FetcherOptions options_;
   std::unique_ptr<io::Source> source_;
   std::string dead_letter_dir_;
+  // The fetcher's state beside the dead letters: the group list it leaves when it stops.
+  std::string group_list_path() const { return dead_letter_dir_ + "/groups"; }
   shm::Segment status_segment_;
   shm::FetcherControl* control_ = nullptr;  // set once this process owns the namespace
   std::vector<Partition> parts_;
@@ -281,7 +284,10 @@ Status FetcherImpl::init() {
       p->ring_capacity = options_.ring_bytes;
     }
   };
-  std::vector<std::vector<shm::KeptGroup>> kept(n);
+  // The groups to create again on the new rings: a dead fetcher's, from its segments;
+  // else those of the last fetcher that stopped cleanly, from its group list.
+  GroupList kept(n);
+  bool took_over = false;
   for (int attempt = 0;; ++attempt) {
     auto seg = shm::Segment::create(name, shm::fetcher_segment_size(n), fill, options_.access);
     if (seg) {
@@ -290,6 +296,15 @@ Status FetcherImpl::init() {
     }
     if (seg.error().code != EEXIST || attempt + 1 >= kCreateAttempts) return seg.error();
     if (auto ok = take_over(options_.ns, name, n, kept); !ok) return ok.error();
+    took_over = true;
+  }
+  if (!took_over) {
+    auto listed = load_group_list(group_list_path(), n);
+    if (!listed) {
+      shm::Segment::remove(status_segment_.name());
+      return listed.error();
+    }
+    kept = std::move(listed.value());
   }
   control_ = reinterpret_cast<shm::FetcherControl*>(status_segment_.base());
 
@@ -663,6 +678,12 @@ Status FetcherImpl::run(const std::atomic<bool>& stop) {
     }
   }
   commit_acked();
+  // The groups outlive this fetcher: the next one creates them again (group_list.hpp).
+  GroupList groups(parts_.size());
+  for (std::uint32_t i = 0; i < parts_.size(); ++i) groups[i] = shm::find_groups(options_.ns, i);
+  if (auto saved = save_group_list(group_list_path(), groups); !saved && result.ok()) {
+    result = saved.error();
+  }
   // What every group acked is durable upstream before the rings go.
   if (auto flushed = source_->flush(kFlushTimeout); !flushed) {
     for (std::uint32_t i = 0; i < parts_.size(); ++i) {

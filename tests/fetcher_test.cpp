@@ -1175,7 +1175,10 @@ TEST(FetcherFileSource, KilledFetcherRestartedLosesNothing) {
 // A group with no consumer attached when the fetcher dies is still a group of the ring
 // the next fetcher creates: what the other groups ack is neither committed nor reused
 // before that group acked it too, so its consumer, coming back late, gets all of it.
-TEST(FetcherFileSource, RestartedFetcherKeepsTheGroupsOfTheOneThatDied) {
+// The fetcher ends (by `signal`) while group b has acked 40 of 100 records and none of
+// its consumers is attached; a new fetcher starts. Group a comes back first and acks
+// everything; b, once back, still gets every record it had not acked.
+void restarted_fetcher_keeps_the_groups(int signal) {
   TempDir dir;
   ASSERT_FALSE(dir.path.empty());
   const auto ns = unique_ns("keepgroups");
@@ -1193,8 +1196,11 @@ TEST(FetcherFileSource, RestartedFetcherKeepsTheGroupsOfTheOneThatDied) {
     EXPECT_EQ(consume(*b, 40), std::vector<std::uint64_t>(produce.offsets[0].begin(),
                                                           produce.offsets[0].begin() + 40));
   }  // both leave; b has acked 40 of the 100
-  ASSERT_EQ(::kill(first, SIGKILL), 0);
+  ASSERT_EQ(::kill(first, signal), 0);
   wait_child(first);
+  if (signal == SIGTERM) {
+    EXPECT_EQ(segments_of(ns), std::vector<std::string>{}) << "a clean stop removes them all";
+  }
   produce.append(0, 100);
 
   const pid_t second = spawn_fetcher(options);
@@ -1245,6 +1251,16 @@ TEST(FetcherFileSource, RestartedFetcherKeepsTheGroupsOfTheOneThatDied) {
   ASSERT_EQ(::kill(second, SIGTERM), 0);
   EXPECT_EQ(wait_child(second), 0);
   EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+}
+
+// From the dead fetcher's segments.
+TEST(FetcherFileSource, RestartedFetcherKeepsTheGroupsOfTheOneThatDied) {
+  restarted_fetcher_keeps_the_groups(SIGKILL);
+}
+
+// From the group list the fetcher that stopped cleanly left (runtime/group_list.hpp).
+TEST(FetcherFileSource, RestartedFetcherKeepsTheGroupsOfTheOneThatStopped) {
+  restarted_fetcher_keeps_the_groups(SIGTERM);
 }
 
 // A broadcast group holds data only for its consumers. The consumer that was attached

@@ -57,8 +57,11 @@ constexpr std::string_view kDescription =
     "Runs the fetcher of namespace NS in the foreground: pulls records from the source\n"
     "into one shared-memory ring per partition, serves the consumer groups' leases, and\n"
     "commits upstream what every group acked. SIGINT or SIGTERM stops it cleanly: it\n"
-    "commits, removes its segments and exits 0. A second fetch on a live namespace is\n"
-    "refused; one on a namespace whose fetcher died takes it over.";
+    "commits, writes the list of its groups to the file groups of the dead-letter dir,\n"
+    "removes its segments and exits 0; the next fetch creates those groups again, each\n"
+    "at the start of its rings (remove the file to start without them; a group nobody\n"
+    "consumes holds its ring). A second fetch on a live namespace is refused; one on a\n"
+    "namespace whose fetcher died takes it over, groups included.";
 
 #if RINGFEED_HAVE_FETCHER
 static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
