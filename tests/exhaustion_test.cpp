@@ -245,13 +245,16 @@ TEST(Exhaustion, RingFullForLongPausesItsPartitionOnlyAndLosesNothing) {
   std::vector<ringfeed::Message> held;
   std::vector<std::uint64_t> got0;
   auto stats = [&](std::uint32_t p) { return (*running)->stats().at(p); };
+  // Paused before a pop that finds nothing: the pop came after the last publish. (Paused
+  // after it would miss a batch published between the two.)
   ASSERT_TRUE(test::wait_until([&] {
+    const bool paused = stats(0).paused;
     const auto& b = (*stuck)->pop(64, 1ms);
     for (const auto& m : b) {
       held.push_back(m);
       got0.push_back(m.offset());
     }
-    return stats(0).paused && b.empty();
+    return paused && b.empty();
   }));
   // Meanwhile and afterwards partition 1 goes on, records appended later too.
   const auto more = append(dir.log(1), kN / 2, kN / 2);
