@@ -43,10 +43,16 @@ class FileLock {
 
 }  // namespace
 
-Result<LogAppender> LogAppender::open(const std::string& path) {
+Result<LogAppender> LogAppender::open(const std::string& path, gid_t group) {
   const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return os_error("cannot open log file", path, errno);
-  return LogAppender(path, fd);
+  LogAppender appender(path, fd);
+  struct stat st {};
+  if (group != kNoGroup && ::fstat(fd, &st) == 0 && st.st_uid == ::geteuid() &&
+      (::fchown(fd, static_cast<uid_t>(-1), group) != 0 || ::fchmod(fd, 0660) != 0)) {
+    return os_error("cannot share log file with its group", path, errno);
+  }
+  return appender;
 }
 
 LogAppender::LogAppender(LogAppender&& other) noexcept

@@ -20,6 +20,8 @@
 // Errors are Results whose message names the path; Error::code is the errno.
 #pragma once
 
+#include <sys/types.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -39,8 +41,13 @@ struct Appended {
 
 class LogAppender {
  public:
-  // Opens `path` for appending, creating it with mode 0600 if missing.
-  static Result<LogAppender> open(const std::string& path);
+  // No group: the file is its creator's alone (LogAppender::open).
+  static constexpr gid_t kNoGroup = static_cast<gid_t>(-1);
+
+  // Opens `path` for appending, creating it with mode 0600 if missing. With a `group`, a
+  // file this user owns is given to that group, mode 0660 (whatever the umask), so that
+  // its members' processes append to it too; a file of another user is left as it is.
+  static Result<LogAppender> open(const std::string& path, gid_t group = kNoGroup);
 
   LogAppender(LogAppender&& other) noexcept;
   LogAppender& operator=(LogAppender&& other) noexcept;

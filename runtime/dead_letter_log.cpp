@@ -1,6 +1,7 @@
 #include "ringfeed/dead_letter_log.hpp"
 
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <cerrno>
 #include <cstring>
@@ -9,12 +10,22 @@
 
 namespace ringfeed {
 
-Result<DeadLetterLog> DeadLetterLog::open(const std::string& dir, std::uint32_t partition) {
+Result<DeadLetterLog> DeadLetterLog::open(const std::string& dir, std::uint32_t partition,
+                                          gid_t group) {
   if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
     return Error{"dead-letter directory " + dir + ": " + std::strerror(errno), errno};
   }
+  struct stat st {};
+  if (group != io::LogAppender::kNoGroup && ::stat(dir.c_str(), &st) == 0 &&
+      st.st_uid == ::geteuid() &&
+      (::chown(dir.c_str(), static_cast<uid_t>(-1), group) != 0 ||
+       ::chmod(dir.c_str(), 0750) != 0)) {
+    return Error{"dead-letter directory " + dir +
+                     ": cannot share it with its group: " + std::strerror(errno),
+                 errno};
+  }
   std::string path = dir + "/" + std::to_string(partition) + ".log";
-  auto appender = io::LogAppender::open(path);
+  auto appender = io::LogAppender::open(path, group);
   if (!appender) return appender.error();
   return DeadLetterLog(std::move(path), std::move(appender.value()));
 }

@@ -323,6 +323,13 @@ Status FetcherImpl::init() {
     p.writer = std::move(w.value());
     p.writer->set_dead_letter_sink(
         [this, i](const shm::DeadLetter& letter) { return store_dead_letter(i, letter); });
+    // Exclusive and broadcast consumers store their dead letters themselves: with an access
+    // group, in logs the fetcher creates now and gives to the group (dead_letter_log.hpp).
+    if (options_.access.shared()) {
+      auto log = DeadLetterLog::open(dead_letter_dir_, i, options_.access.group);
+      if (!log) return log.error();
+      p.dead_letters.emplace(std::move(log.value()));
+    }
     p.reserved_end = p.writer->write_pos();
     p.committed = p.status->committed.load(std::memory_order_relaxed);
     p.acked = p.committed;

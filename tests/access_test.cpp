@@ -19,10 +19,14 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <fstream>
+#include <iterator>
+#include <span>
 #include <string>
 #include <vector>
 
 #include "io/checkpoint.hpp"
+#include "io/framed_record.hpp"
 #include "io/log_appender.hpp"
 #include "ringfeed/consumer.hpp"
 #include "shm/names.hpp"
@@ -320,6 +324,51 @@ int attach_as(const TestUsers::User& user, const std::string& ns, int expect) {
   return wait_child(pid, 60s);
 }
 
+// In a child process that becomes `user`: attaches to partition 0 of `ns` in the exclusive
+// group "x", takes the first message and rejects it, which the consumer stores in the
+// fetcher's dead-letter log itself. Exit status 0 when it was stored.
+int reject_as(const TestUsers::User& user, const std::string& ns) {
+  const pid_t pid = ringfeed::test::fork_child([&]() -> int {
+    if (::initgroups(user.name.c_str(), user.gid) != 0 || ::setgid(user.gid) != 0 ||
+        ::setuid(user.uid) != 0) {
+      return 10;
+    }
+    auto c = ringfeed::Consumer::attach(
+        {.ns = ns, .partition = 0, .group = "x", .mode = ringfeed::Mode::exclusive});
+    if (!c.ok()) {
+      std::fprintf(stderr, "attach: %s\n", c.error().message.c_str());
+      return 13;
+    }
+    const auto deadline = std::chrono::steady_clock::now() + 20s;
+    while (std::chrono::steady_clock::now() < deadline) {
+      const ringfeed::Batch& b = (*c)->pop(1, 100ms);
+      if (b.empty()) continue;
+      if ((*c)->reject(b[0]) != ringfeed::AckStatus::ok) return 15;
+      if ((*c)->dead_letters_dropped() != 0) {
+        std::fprintf(stderr, "dead letter dropped: %s\n", (*c)->last_dead_letter_error().c_str());
+        return 17;
+      }
+      return (*c)->dead_lettered() == 1 ? 0 : 18;
+    }
+    return 16;
+  });
+  return wait_child(pid, 60s);
+}
+
+// Groups of the dead-letter records in `path`.
+std::vector<std::string> dead_letter_groups(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::string bytes{std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  std::vector<std::string> groups;
+  for (std::size_t at = 0; at < bytes.size();) {
+    const auto r = io::decode(std::as_bytes(std::span(bytes)).subspan(at), at);
+    if (r.status != io::DecodeStatus::ok) break;
+    groups.emplace_back(r.record.group);
+    at += r.size;
+  }
+  return groups;
+}
+
 // Modes of every segment of `ns`, checked against what each kind must have.
 void expect_modes(const std::string& ns, gid_t gid, bool shared) {
   const auto names = shm::Segment::list("ringfeed." + ns + ".");
@@ -404,6 +453,24 @@ TEST(AccessGroup, AnotherUserAttachesOnlyThroughTheAccessGroup) {
         20s))
         << "the fetcher did not commit what the member acked";
     EXPECT_EQ(stat_of(io::checkpoint_path(dir.path(), 0)).st_mode & 07777, 0600u);
+    // A member's exclusive consumer stores a dead letter in the fetcher's log, which the
+    // group may append to and nobody else may touch. (A message for it: a new group starts
+    // where the others are. The dead-letter directory is in the log directory, which the
+    // members must be able to pass through.)
+    ASSERT_EQ(::chmod(dir.path().c_str(), 0711), 0);
+    {
+      auto log = io::LogAppender::open(dir.log(0));
+      ASSERT_TRUE(log.ok()) << log.error().message;
+      const io::RecordView r{.value = "m3"};
+      ASSERT_TRUE(log->append({&r, 1}).ok());
+    }
+    EXPECT_EQ(reject_as(users.member, ns), 0);
+    const std::string dead_dir = dir.path() + "/" + ns + ".dead-letters";
+    const std::string dead_log = dead_dir + "/0.log";
+    EXPECT_EQ(dead_letter_groups(dead_log), std::vector<std::string>{"x"});
+    EXPECT_EQ(stat_of(dead_log).st_mode & 07777, 0660u);
+    EXPECT_EQ(stat_of(dead_log).st_gid, users.gid);
+    EXPECT_EQ(stat_of(dead_dir).st_mode & 07777, 0750u);
     stop_fetch(fetch);
   }
   EXPECT_TRUE(shm::Segment::list("ringfeed." + ns + ".").empty());

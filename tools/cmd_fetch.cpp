@@ -50,7 +50,8 @@ constexpr Flag kFlags[] = {
      "else the current directory)"},
     {"access-group", "GROUP", false,
      "let the members of GROUP attach: rings readable by the group (0640) and group "
-     "segments writable by it (0660), owned by GROUP (default: this user only, 0600)"},
+     "segments and dead-letter logs writable by it (0660), owned by GROUP (default: this "
+     "user only, 0600)"},
 };
 
 constexpr std::string_view kDescription =

@@ -16,8 +16,12 @@ namespace ringfeed {
 
 class DeadLetterLog {
  public:
-  // Creates DIR if needed (mode 0700) and opens DIR/<partition>.log for appending.
-  static Result<DeadLetterLog> open(const std::string& dir, std::uint32_t partition);
+  // Creates DIR if needed (mode 0700) and opens DIR/<partition>.log for appending. With a
+  // `group` (the fetcher's --access-group), a DIR and log this user owns are given to
+  // it: DIR 0750, the log 0660, so that exclusive and broadcast consumers of its members,
+  // which store their dead letters themselves, can append to a log the fetcher created.
+  static Result<DeadLetterLog> open(const std::string& dir, std::uint32_t partition,
+                                    gid_t group = io::LogAppender::kNoGroup);
 
   // Appends one dead letter and fsyncs it (it is acked in its group once this returns
   // true, so it must be on disk). False, with last_error() set, if it could not.
