@@ -37,6 +37,7 @@
 #include <vector>
 
 #include "io/crc32c.hpp"
+#include "io/kafka_group.hpp"
 #include "io/kafka_messages.hpp"
 #include "io/kafka_records.hpp"
 #include "io/kafka_wire.hpp"
@@ -257,6 +258,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           kafka::ConsumerSubscription s;
           static_cast<void>(kafka::decode_consumer_subscription(m.metadata, s));
         }
+        // As the elected leader: every member's subscription read, the partitions split.
+        kafka::GroupMember g({.group = "g", .topic = "t"});
+        r.error_code = 0;
+        r.leader = r.member_id;
+        g.on_join(r, 0);
+        const kafka::SyncGroupRequest sync = g.sync_request({0, 1, 2, 3});
+        if (!r.member_id.empty() && sync.assignments.size() > r.members.size()) {
+          fail("the leader assigned more members than joined");
+        }
       }
       break;
     }
@@ -265,6 +275,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       if (decode_checked(kafka::ApiKey::sync_group, version, in, r)) {
         kafka::ConsumerAssignment a;
         static_cast<void>(kafka::decode_consumer_assignment(r.assignment, a));
+        // As a member waiting for its assignment.
+        kafka::GroupMember g({.group = "g", .topic = "t"});
+        kafka::JoinGroupResponse joined;
+        joined.generation_id = 1;
+        joined.leader = "l";
+        joined.member_id = "m";
+        g.on_join(joined, 0);
+        static_cast<void>(g.sync_request({}));
+        g.on_sync(r, 0);
       }
       break;
     }

@@ -442,6 +442,74 @@ TEST(KafkaMessages, GroupMembership) {
   EXPECT_TRUE(r.finish());
 }
 
+TEST(KafkaMessages, GroupMembershipAtTheOldestVersions) {
+  // JoinGroup before v5 has no group_instance_id per member.
+  const std::string join = build([](kafka::Writer& w) {
+    w.int32(0);
+    w.int16(0);
+    w.int32(1);
+    w.string("range");
+    w.string("m-2");
+    w.string("m-1");
+    w.array_count(2);
+    w.string("m-1");
+    w.bytes("s1");
+    w.string("m-2");
+    w.bytes("s2");
+  });
+  for (const std::int16_t v : {2, 3, 4}) {
+    const auto jg =
+        decode_all_ways<kafka::JoinGroupResponse>(join, v, "JoinGroup v" + std::to_string(v));
+    EXPECT_EQ(jg.leader, "m-2");
+    EXPECT_EQ(jg.member_id, "m-1");
+    ASSERT_EQ(jg.members.size(), 2u);
+    EXPECT_EQ(jg.members[1].metadata, "s2");
+  }
+  // A follower's SyncGroup answer with an empty assignment.
+  const std::string sync = build([](kafka::Writer& w) {
+    w.int32(0);
+    w.int16(0);
+    w.bytes("");
+  });
+  const auto sg = decode_all_ways<kafka::SyncGroupResponse>(sync, 1, "SyncGroup v1");
+  kafka::ConsumerAssignment none;
+  EXPECT_TRUE(kafka::decode_consumer_assignment(sg.assignment, none));
+  EXPECT_TRUE(none.assigned.empty());
+  const std::string short_answer = build([](kafka::Writer& w) {
+    w.int32(0);
+    w.int16(25);
+  });
+  EXPECT_EQ(decode_all_ways<kafka::HeartbeatResponse>(short_answer, 1, "Heartbeat v1").error_code,
+            25);
+  decode_all_ways<kafka::LeaveGroupResponse>(short_answer, 2, "LeaveGroup v2");
+
+  // The requests of the versions below the ones that added group_instance_id.
+  std::string out;
+  ASSERT_TRUE(kafka::append_request(
+      out, {.version = 1},
+      kafka::SyncGroupRequest{
+          .group_id = "g", .generation_id = 4, .member_id = "m", .assignments = {{"m", "a"}}}));
+  const ParsedRequest parsed = parse_request(out);
+  EXPECT_EQ(parsed.api_key, 14);
+  kafka::Reader r(parsed.body, "SyncGroup request");
+  EXPECT_EQ(r.string("group_id"), "g");
+  EXPECT_EQ(r.int32("generation_id"), 4);
+  EXPECT_EQ(r.string("member_id"), "m");
+  EXPECT_EQ(r.array_count("assignments", 1), 1u);
+  EXPECT_EQ(r.string("member_id"), "m");
+  EXPECT_EQ(r.bytes("assignment"), "a");
+  EXPECT_TRUE(r.finish());
+  out.clear();
+  ASSERT_TRUE(kafka::append_request(
+      out, {.version = 1},
+      kafka::HeartbeatRequest{.group_id = "g", .generation_id = 4, .member_id = "m"}));
+  kafka::Reader h(parse_request(out).body, "Heartbeat request");
+  EXPECT_EQ(h.string("group_id"), "g");
+  EXPECT_EQ(h.int32("generation_id"), 4);
+  EXPECT_EQ(h.string("member_id"), "m");
+  EXPECT_TRUE(h.finish());
+}
+
 TEST(KafkaMessages, ConsumerProtocolLaterVersionsAreReadByTheirFirstFields) {
   // A version 1 subscription (Kafka 2.4+) has owned partitions after the user data.
   const std::string v1 = build([](kafka::Writer& w) {
