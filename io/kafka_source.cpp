@@ -20,8 +20,10 @@
 #include <map>
 #include <optional>
 #include <set>
+#include <type_traits>
 #include <utility>
 
+#include "io/kafka_group.hpp"
 #include "io/kafka_messages.hpp"
 #include "io/kafka_records.hpp"
 #include "io/kafka_wire.hpp"
@@ -90,6 +92,18 @@ bool leader_error(std::int16_t code) {
   }
 }
 
+// OffsetCommit errors that say the member's generation is over.
+bool generation_error(std::int16_t code) {
+  switch (static_cast<k::ErrorCode>(code)) {
+    case k::ErrorCode::rebalance_in_progress:
+    case k::ErrorCode::illegal_generation:
+    case k::ErrorCode::unknown_member_id:
+      return true;
+    default:
+      return false;
+  }
+}
+
 // Errors after which a client looks for the group's coordinator again.
 bool coordinator_error(std::int16_t code) {
   switch (static_cast<k::ErrorCode>(code)) {
@@ -135,6 +149,11 @@ struct Part {
   std::int64_t next_commit_ns = 0;
   std::optional<Error> commit_error;
   PartitionStatus st;
+  // Group membership: held by this host (pinned partitions always are), and being given
+  // up in a rebalance (no fetching, commits still go out).
+  bool owned = true;
+  bool releasing = false;
+  bool active() const { return owned && !releasing; }
 };
 
 // A request sent on a connection whose response has not been read yet. Kafka answers
@@ -154,6 +173,7 @@ struct Conn {
   UringConnection conn;
   std::string key;      // "host:port", or "coordinator host:port"
   std::string where;    // "host:port", for messages
+  bool group = false;   // the group membership's: JoinGroup may wait there for long
   bool ready = false;   // up and ApiVersions answered
   bool wanted = false;  // maintain() keeps it connected (a leader, the coordinator, ...)
   std::array<std::int16_t, 19> versions{};
@@ -181,19 +201,18 @@ class KafkaSource final : public Source {
   }
   Status commit(std::uint32_t partition, std::uint64_t position) override;
   Status flush(std::chrono::milliseconds timeout) override;
-  PartitionStatus status(std::uint32_t partition) const override {
-    return partition < parts_.size() ? parts_[partition].st : PartitionStatus{};
-  }
+  PartitionStatus status(std::uint32_t partition) const override;
   void wake() override { wakeups_.wake(); }
   bool watch_readable(int fd) override { return ring_.ready() && wakeups_.watch(fd, 16); }
   const std::string& uri() const override { return uri_; }
 
  private:
-  Conn* connection(const std::string& host, std::uint16_t port, bool coordinator);
+  enum class Role : std::uint8_t { broker, coordinator, group };
+  Conn* connection(const std::string& host, std::uint16_t port, Role role);
   Conn* broker(std::int32_t node_id);
   Conn* control_connection();
   template <typename Req>
-  void send(Conn& c, const Req& r, Request meta);
+  bool send(Conn& c, const Req& r, Request meta);
   void reap();
   void on_event(Conn& c, UringConnection::Event e);
   void on_connected(Conn& c);
@@ -209,6 +228,15 @@ class KafkaSource final : public Source {
   void on_list_offsets(Conn& c, const Request& rq, const k::ListOffsetsResponse& r);
   void on_fetch(Conn& c, const Request& rq, const k::FetchResponse& r);
   void on_offset_commit(Conn& c, const Request& rq, const k::OffsetCommitResponse& r);
+  template <typename Resp>
+  void on_group(Conn& c, const Request& rq, std::string_view body);
+  bool grouped() const { return group_.has_value(); }
+  void run_group(std::int64_t now);
+  void begin_revoke(std::int64_t now);
+  bool revoke_done(std::int64_t now) const;
+  void end_revoke();
+  void assign(const std::vector<std::int32_t>& kafka_partitions);
+  void leave_group();
   Part* part_of(const Request& rq, std::int32_t kafka_partition);
   void lost_leader(Part& p, const std::string& why, std::int64_t now);
   void lost_coordinator(const std::string& why, std::int64_t now);
@@ -234,6 +262,16 @@ class KafkaSource final : public Source {
   bool find_in_flight_ = false;
   std::int64_t next_find_ns_ = 0;
   std::string coordinator_error_;
+  // Group membership (without pinned partitions): the member, its connection to the
+  // coordinator, and the revocation under way.
+  std::optional<k::GroupMember> group_;
+  Conn* group_conn_ = nullptr;
+  bool revoking_ = false;
+  std::int64_t revoke_deadline_ns_ = 0;
+  bool commits_refused_ = false;  // an OffsetCommit said the generation is over
+  std::string assignment_problem_;
+  bool closing_ = false;
+  bool left_ = false;
   std::int32_t next_correlation_id_ = 1;
   std::int64_t timer_ns_ = INT64_MAX;  // maintain() has something to do then
   Wakeups wakeups_{kWakeTag, kWatchTag};
@@ -252,7 +290,18 @@ Status KafkaSource::open() {
     return Error{Uring::describe_init_error(rc) + " (" + uri_ + ")", -rc};
   }
   if (Status s = wakeups_.open(uri_); !s) return s;
-  for (const KafkaBroker& b : options_.bootstrap) connection(b.host, b.port, false);
+  if (options_.partitions.empty()) {
+    const auto ms = [](std::uint32_t v) { return static_cast<std::int32_t>(v); };
+    group_.emplace(k::GroupOptions{.group = options_.group,
+                                   .topic = options_.topic,
+                                   .session_timeout_ms = ms(options_.session_timeout_ms),
+                                   // How long the coordinator waits for the members to join again:
+                                   // the grace of a revocation, and then some.
+                                   .rebalance_timeout_ms = ms(std::max<std::uint32_t>(
+                                       30'000, options_.revoke_grace_ms + 10'000)),
+                                   .heartbeat_interval_ms = ms(options_.heartbeat_interval_ms)});
+  }
+  for (const KafkaBroker& b : options_.bootstrap) connection(b.host, b.port, Role::broker);
   for (const std::int32_t kp : options_.partitions) {
     by_kafka_.emplace(kp, static_cast<std::uint32_t>(parts_.size()));
     parts_.push_back({.kafka = kp});
@@ -284,6 +333,7 @@ Status KafkaSource::open() {
 
 KafkaSource::~KafkaSource() {
   if (!ring_.ready()) return;
+  leave_group();
   // The eventfd read and the watches never finish on their own, and the connections'
   // receives only when the peer says something: cancel and shut down, then see every
   // completion, so the kernel writes into no buffer after this.
@@ -319,11 +369,14 @@ KafkaSource::~KafkaSource() {
   }
 }
 
-// The connection to host:port (a separate one for the coordinator, so that commits do
-// not wait behind a Fetch), made on first use.
-Conn* KafkaSource::connection(const std::string& host, std::uint16_t port, bool coordinator) {
+// The connection to host:port (separate ones for the coordinator, so that commits do not
+// wait behind a Fetch nor offsets behind a JoinGroup), made on first use.
+Conn* KafkaSource::connection(const std::string& host, std::uint16_t port, Role role) {
   const std::string where = host + ":" + std::to_string(port);
-  const std::string key = (coordinator ? "coordinator " : "") + where;
+  const std::string key = (role == Role::coordinator ? "coordinator "
+                           : role == Role::group     ? "group "
+                                                     : "") +
+                          where;
   for (auto& c : conns_) {
     if (c->key == key) return c.get();
   }
@@ -339,13 +392,14 @@ Conn* KafkaSource::connection(const std::string& host, std::uint16_t port, bool 
                         .connect_timeout = std::chrono::milliseconds(options_.connect_timeout_ms)},
       key));
   conns_.back()->where = where;
+  conns_.back()->group = role == Role::group;
   return conns_.back().get();
 }
 
 Conn* KafkaSource::broker(std::int32_t node_id) {
   const auto it = brokers_.find(node_id);
   if (it == brokers_.end()) return nullptr;
-  return connection(it->second.first, it->second.second, false);
+  return connection(it->second.first, it->second.second, Role::broker);
 }
 
 // Where Metadata and FindCoordinator go: a ready connection, one with nothing in flight
@@ -353,7 +407,7 @@ Conn* KafkaSource::broker(std::int32_t node_id) {
 Conn* KafkaSource::control_connection() {
   Conn* any = nullptr;
   for (auto& c : conns_) {
-    if (!c->ready) continue;
+    if (!c->ready || c->group) continue;
     if (c->pending.empty()) return c.get();
     if (any == nullptr) any = c.get();
   }
@@ -361,7 +415,7 @@ Conn* KafkaSource::control_connection() {
 }
 
 template <typename Req>
-void KafkaSource::send(Conn& c, const Req& r, Request meta) {
+bool KafkaSource::send(Conn& c, const Req& r, Request meta) {
   meta.api = Req::kApi;
   if constexpr (Req::kApi == k::ApiKey::api_versions) {
     meta.version = k::supported_versions(k::ApiKey::api_versions).max;
@@ -370,7 +424,7 @@ void KafkaSource::send(Conn& c, const Req& r, Request meta) {
   }
   meta.correlation_id = next_correlation_id_++;
   if (next_correlation_id_ == INT32_MAX) next_correlation_id_ = 1;
-  meta.deadline_ns = now_ns() + kReplyTimeoutNs;
+  if (meta.deadline_ns == 0) meta.deadline_ns = now_ns() + kReplyTimeoutNs;
   if (Status s = k::append_request(c.conn.out(),
                                    {.correlation_id = meta.correlation_id,
                                     .version = meta.version,
@@ -378,9 +432,10 @@ void KafkaSource::send(Conn& c, const Req& r, Request meta) {
                                    r);
       !s) {
     drop(c, s.error().message);
-    return;
+    return false;
   }
   c.pending.push_back(std::move(meta));
+  return true;
 }
 
 // Handles every completion there is, without waiting.
@@ -470,6 +525,14 @@ void KafkaSource::on_failed(Conn& c) {
       case k::ApiKey::find_coordinator:
         find_in_flight_ = false;
         break;
+      case k::ApiKey::join_group:
+      case k::ApiKey::sync_group:
+      case k::ApiKey::heartbeat:
+        if (group_ && &c == group_conn_) group_->on_lost(k::api_name(rq.api) + " to " + why, now);
+        break;
+      case k::ApiKey::leave_group:
+        left_ = true;  // nobody to wait for
+        break;
       case k::ApiKey::offset_commit:
         for (const std::uint32_t i : rq.parts) {
           Part& p = parts_[i];
@@ -492,7 +555,9 @@ void KafkaSource::on_failed(Conn& c) {
   for (Part& p : parts_) {
     if (p.leader >= 0 && broker(p.leader) == &c) lost_leader(p, why, now);
   }
-  if (&c == coordinator_ && c.conn.failures() >= 3) lost_coordinator(why, now);
+  if ((&c == coordinator_ || &c == group_conn_) && c.conn.failures() >= 3) {
+    lost_coordinator(why, now);
+  }
 }
 
 template <typename Resp>
@@ -511,6 +576,11 @@ bool KafkaSource::decode(Conn& c, const Request& rq, std::string_view body, Resp
     }
     if (rq.api == k::ApiKey::metadata) metadata_in_flight_ = false;
     if (rq.api == k::ApiKey::find_coordinator) find_in_flight_ = false;
+    if (group_ && &c == group_conn_ &&
+        (rq.api == k::ApiKey::join_group || rq.api == k::ApiKey::sync_group ||
+         rq.api == k::ApiKey::heartbeat)) {
+      group_->on_lost(why, now_ns());
+    }
     drop(c, s.error().message);
     return false;
   }
@@ -556,6 +626,21 @@ void KafkaSource::on_response(Conn& c, Request& rq, std::string_view body) {
       if (decode(c, rq, body, r)) on_offset_commit(c, rq, r);
       return;
     }
+    case k::ApiKey::join_group:
+      on_group<k::JoinGroupResponse>(c, rq, body);
+      return;
+    case k::ApiKey::sync_group:
+      on_group<k::SyncGroupResponse>(c, rq, body);
+      return;
+    case k::ApiKey::heartbeat:
+      on_group<k::HeartbeatResponse>(c, rq, body);
+      return;
+    case k::ApiKey::leave_group: {
+      left_ = true;  // whatever it says: the session ends anyway
+      k::LeaveGroupResponse r;
+      static_cast<void>(decode(c, rq, body, r));
+      return;
+    }
     default:
       drop(c, "a response to " + k::api_name(rq.api) + ", which was never sent");
       return;
@@ -569,7 +654,11 @@ void KafkaSource::on_api_versions(Conn& c, const k::ApiVersionsResponse& r) {
   }
   for (const k::ApiKey api :
        {k::ApiKey::metadata, k::ApiKey::list_offsets, k::ApiKey::fetch, k::ApiKey::offset_commit,
-        k::ApiKey::offset_fetch, k::ApiKey::find_coordinator}) {
+        k::ApiKey::offset_fetch, k::ApiKey::find_coordinator, k::ApiKey::join_group,
+        k::ApiKey::sync_group, k::ApiKey::heartbeat, k::ApiKey::leave_group}) {
+    const bool membership = api == k::ApiKey::join_group || api == k::ApiKey::sync_group ||
+                            api == k::ApiKey::heartbeat || api == k::ApiKey::leave_group;
+    if (membership && !grouped()) continue;
     const std::optional<std::int16_t> v = k::pick_version(r, api);
     if (!v) {
       const k::VersionRange ours = k::supported_versions(api);
@@ -617,6 +706,7 @@ void KafkaSource::on_metadata(Conn& c, const k::MetadataResponse& r) {
     for (const std::int32_t kp : all) {
       by_kafka_.emplace(kp, static_cast<std::uint32_t>(parts_.size()));
       parts_.push_back({.kafka = kp});
+      parts_.back().owned = !grouped();  // a member waits for its assignment
     }
   }
   have_metadata_ = true;
@@ -656,7 +746,8 @@ void KafkaSource::on_find_coordinator(Conn& c, const k::FindCoordinatorResponse&
     return;
   }
   coordinator_error_.clear();
-  coordinator_ = connection(r.host, static_cast<std::uint16_t>(r.port), true);
+  coordinator_ = connection(r.host, static_cast<std::uint16_t>(r.port), Role::coordinator);
+  if (grouped()) group_conn_ = connection(r.host, static_cast<std::uint16_t>(r.port), Role::group);
 }
 
 void KafkaSource::lost_leader(Part& p, const std::string& why, std::int64_t now) {
@@ -668,6 +759,12 @@ void KafkaSource::lost_leader(Part& p, const std::string& why, std::int64_t now)
 
 void KafkaSource::lost_coordinator(const std::string& why, std::int64_t now) {
   coordinator_ = nullptr;
+  if (group_conn_ != nullptr) {
+    // The member joins the new coordinator's group again; answers still to come on the
+    // old connection are ignored.
+    group_conn_ = nullptr;
+    group_->on_lost("the coordinator of group '" + options_.group + "' moved: " + why, now);
+  }
   coordinator_error_ = why;
   next_find_ns_ = std::max(next_find_ns_, now + kRetryBackoffNs);
 }
@@ -676,6 +773,8 @@ Part* KafkaSource::part_of(const Request& rq, std::int32_t kafka_partition) {
   const auto it = by_kafka_.find(kafka_partition);
   if (it == by_kafka_.end()) return nullptr;
   if (std::find(rq.parts.begin(), rq.parts.end(), it->second) == rq.parts.end()) return nullptr;
+  // An answer for a partition given up meanwhile: its state starts again when it comes back.
+  if (!parts_[it->second].active()) return nullptr;
   return &parts_[it->second];
 }
 
@@ -712,9 +811,11 @@ void KafkaSource::on_offset_fetch(Conn& c, const Request& rq, const k::OffsetFet
       } else {
         const auto at = static_cast<std::uint64_t>(op.committed_offset);
         p->phase = Phase::fetching;
-        p->position = at;
         p->st.committed = std::max(p->st.committed, at);
+        // A partition given back to this host resumes after what its ring already holds
+        // (kafka_source.hpp): offsets handed out only grow.
         p->st.fetched = std::max(p->st.fetched, at);
+        p->position = p->st.fetched;
       }
       p->retry_ns = 0;
     }
@@ -858,6 +959,12 @@ void KafkaSource::on_offset_commit(Conn& c, const Request& rq, const k::OffsetCo
                                 " for group '" + options_.group + "' at " + c.where + ": " +
                                 k::error_name(cp.error_code);
         if (coordinator_error(cp.error_code)) lost_coordinator(why, now);
+        if (group_ && generation_error(cp.error_code)) {
+          // Not this generation's to commit any more; a revocation under way stops
+          // waiting for it.
+          commits_refused_ = true;
+          group_->on_commit_refused(cp.error_code, now);
+        }
         p.commit_error = Error{why, EIO};
         p.next_commit_ns = now + kErrorBackoffNs;
         continue;
@@ -867,11 +974,179 @@ void KafkaSource::on_offset_commit(Conn& c, const Request& rq, const k::OffsetCo
   }
 }
 
+template <typename Resp>
+void KafkaSource::on_group(Conn& c, const Request& rq, std::string_view body) {
+  Resp r;
+  if (!decode(c, rq, body, r)) return;
+  // An answer on the connection of a coordinator given up: the member moved on.
+  if (!group_ || &c != group_conn_) return;
+  const std::int64_t now = now_ns();
+  if constexpr (std::is_same_v<Resp, k::JoinGroupResponse>) {
+    group_->on_join(r, now);
+  } else if constexpr (std::is_same_v<Resp, k::SyncGroupResponse>) {
+    group_->on_sync(r, now);
+  } else {
+    group_->on_heartbeat(r, now);
+  }
+  if (coordinator_error(r.error_code)) {
+    lost_coordinator(k::api_name(rq.api) + " of group '" + options_.group + "' at " + c.where +
+                         ": " + k::error_name(r.error_code),
+                     now);
+  }
+}
+
+// The group membership's turn in maintain(): a revocation under way, a new assignment,
+// the request that is due.
+void KafkaSource::run_group(std::int64_t now) {
+  std::int64_t wake = INT64_MAX;
+  k::GroupMember::Due due = group_->next(now, wake);
+  if (group_->phase() == k::GroupMember::Phase::revoking) {
+    if (!revoking_) begin_revoke(now);
+    if (revoke_done(now)) {
+      end_revoke();
+      group_->released(now);
+      due = group_->next(now, wake);
+    } else {
+      later(revoke_deadline_ns_);
+    }
+  }
+  if (std::optional<std::vector<std::int32_t>> a = group_->take_assignment()) assign(*a);
+  later(wake);
+  if (due == k::GroupMember::Due::nothing || group_conn_ == nullptr || !group_conn_->ready) return;
+  const auto ms = [now](std::int64_t v) { return now + v * 1'000'000; };
+  const std::int64_t session = options_.session_timeout_ms;
+  bool sent = false;
+  switch (due) {
+    case k::GroupMember::Due::join:
+      // The coordinator answers once every member joined, or the rebalance timed out.
+      sent = send(*group_conn_, group_->join_request(),
+                  {.deadline_ns = ms(group_->options().rebalance_timeout_ms + session)});
+      break;
+    case k::GroupMember::Due::sync: {
+      std::vector<std::int32_t> all;
+      for (const Part& p : parts_) all.push_back(p.kafka);
+      sent = send(*group_conn_, group_->sync_request(all), {.deadline_ns = ms(2 * session)});
+      break;
+    }
+    case k::GroupMember::Due::heartbeat:
+      sent = send(*group_conn_, group_->heartbeat_request(), {.deadline_ns = ms(session)});
+      break;
+    case k::GroupMember::Due::nothing:
+      break;
+  }
+  if (!sent) group_->on_lost("the request could not be sent", now);
+}
+
+// A rebalance began: nothing more is fetched of the partitions held, and what was
+// fetched and not handed out goes (whoever gets the partition fetches it again).
+void KafkaSource::begin_revoke(std::int64_t now) {
+  revoking_ = true;
+  commits_refused_ = false;
+  revoke_deadline_ns_ = now + std::int64_t{options_.revoke_grace_ms} * 1'000'000;
+  for (Part& p : parts_) {
+    if (!p.owned) continue;
+    p.releasing = true;
+    p.ready.clear();
+    p.ready_bytes = 0;
+  }
+}
+
+// Whether the partitions being given up may go: everything handed out is committed, the
+// coordinator refused the generation's commits, or the grace is over.
+bool KafkaSource::revoke_done(std::int64_t now) const {
+  if (now >= revoke_deadline_ns_ || !group_->member()) return true;
+  return std::all_of(parts_.begin(), parts_.end(), [this](const Part& p) {
+    if (!p.releasing || p.st.stopped) return true;
+    if (p.commit_in_flight) return false;
+    return commits_refused_ || p.st.committed >= std::max(p.st.fetched, p.commit_target);
+  });
+}
+
+void KafkaSource::end_revoke() {
+  revoking_ = false;
+  for (Part& p : parts_) {
+    if (!p.releasing) continue;
+    p.releasing = false;
+    p.owned = false;
+    p.phase = Phase::offset_fetch;
+    p.retry_ns = 0;
+    p.commit_error.reset();
+    p.next_commit_ns = 0;
+  }
+}
+
+// The partitions of a new generation: each starts again from the group's committed
+// offset (OffsetFetch).
+void KafkaSource::assign(const std::vector<std::int32_t>& kafka_partitions) {
+  assignment_problem_.clear();
+  for (Part& p : parts_) p.owned = false;
+  for (const std::int32_t kp : kafka_partitions) {
+    const auto it = by_kafka_.find(kp);
+    if (it == by_kafka_.end()) {
+      // A partition added to the topic after the source opened has no ring here.
+      assignment_problem_ += (assignment_problem_.empty() ? "" : ", ") + std::to_string(kp);
+      continue;
+    }
+    Part& p = parts_[it->second];
+    p.owned = true;
+    p.releasing = false;
+    p.phase = Phase::offset_fetch;
+    p.retry_ns = 0;
+    p.ready.clear();
+    p.ready_bytes = 0;
+  }
+}
+
+// LeaveGroup on a clean close, so that the others take the partitions over at once; the
+// answer is waited for a short while (a dead coordinator drops the member anyway).
+void KafkaSource::leave_group() {
+  if (!group_ || group_->member_id().empty() || group_conn_ == nullptr || !group_conn_->ready) {
+    return;
+  }
+  closing_ = true;
+  if (!send(*group_conn_, group_->leave_request(), {})) return;
+  group_conn_->conn.pump();
+  io_uring_submit(ring_.get());
+  const std::int64_t deadline = now_ns() + 1'000'000'000;
+  while (!left_ && !fatal_ && now_ns() < deadline) drive(deadline);
+}
+
+PartitionStatus KafkaSource::status(std::uint32_t partition) const {
+  if (partition >= parts_.size()) return PartitionStatus{};
+  const Part& p = parts_[partition];
+  PartitionStatus s = p.st;
+  if (!group_ || p.active()) return s;
+  s.assigned = false;
+  const std::string group = "group '" + options_.group + "'";
+  if (p.releasing) {
+    s.error = "being given up: " + group + " rebalances (" + group_->problem() +
+              "); the acks of the local groups are committed first";
+  } else if (group_->phase() == k::GroupMember::Phase::stable) {
+    s.error = "not assigned to this host: " + group + " (generation " +
+              std::to_string(group_->generation()) + ") gives it to another member";
+  } else {
+    s.error = "not assigned to this host: " + group + " is " + k::to_string(group_->phase()) +
+              (group_->problem().empty() ? std::string() : " (" + group_->problem() + ")");
+  }
+  return s;
+}
+
 // Sends whatever the state asks for: metadata, the coordinator, start positions,
 // fetches, commits; and connects where needed.
 void KafkaSource::maintain() {
   const std::int64_t now = now_ns();
   timer_ns_ = INT64_MAX;
+  if (closing_) {
+    for (auto& c : conns_) c->conn.pump();
+    wakeups_.arm(ring_.get());
+    return;
+  }
+  // A request whose answer is overdue gives its connection up.
+  for (auto& c : conns_) {
+    if (!c->pending.empty() && c->conn.up() && now > c->pending.front().deadline_ns) {
+      drop(*c, "no answer to " + k::api_name(c->pending.front().api) + " in time");
+    }
+  }
   // Connections: to the leaders and the coordinator; to the bootstrap brokers while no
   // connection is ready.
   const auto want = [now](Conn* c) {
@@ -884,7 +1159,7 @@ void KafkaSource::maintain() {
   if (control == nullptr) {
     std::string why;
     for (const KafkaBroker& b : options_.bootstrap) {
-      Conn* c = connection(b.host, b.port, false);
+      Conn* c = connection(b.host, b.port, Role::broker);
       want(c);
       if (c != nullptr && !c->conn.last_error().empty())
         why += (why.empty() ? "" : "; ") + c->where + ": " + c->conn.last_error();
@@ -896,6 +1171,7 @@ void KafkaSource::maintain() {
     }
   }
   want(coordinator_);
+  want(group_conn_);
   for (const Part& p : parts_) {
     if (p.leader >= 0 && !p.st.stopped) want(broker(p.leader));
   }
@@ -925,6 +1201,8 @@ void KafkaSource::maintain() {
     }
   }
 
+  if (grouped() && have_metadata_) run_group(now);
+
   // Start positions: the group's committed offsets, at its coordinator.
   if (coordinator_ != nullptr && coordinator_->ready) {
     k::OffsetFetchTopicRequest topic{.name = options_.topic};
@@ -932,7 +1210,10 @@ void KafkaSource::maintain() {
     for (std::uint32_t i = 0; i < parts_.size(); ++i) {
       Part& p = parts_[i];
       // Only partitions the metadata knows (a leader found) are asked about.
-      if (p.phase != Phase::offset_fetch || p.in_request || p.st.stopped || p.leader < 0) continue;
+      if (p.phase != Phase::offset_fetch || p.in_request || p.st.stopped || p.leader < 0 ||
+          !p.active()) {
+        continue;
+      }
       if (now < p.retry_ns) {
         later(p.retry_ns);
         continue;
@@ -960,7 +1241,10 @@ void KafkaSource::maintain() {
   std::map<Conn*, std::pair<Request, Request>> per_leader;
   for (std::uint32_t i = 0; i < parts_.size(); ++i) {
     Part& p = parts_[i];
-    if (p.leader < 0 || p.in_request || p.st.stopped || p.phase == Phase::offset_fetch) continue;
+    if (p.leader < 0 || p.in_request || p.st.stopped || p.phase == Phase::offset_fetch ||
+        !p.active()) {
+      continue;
+    }
     if (p.phase == Phase::fetching &&
         (p.st.paused || p.ready_bytes >= options_.max_bytes || p.ready.size() >= 100'000)) {
       continue;
@@ -1012,11 +1296,18 @@ void KafkaSource::maintain() {
 // coordinator confirmed and that has no commit in flight.
 void KafkaSource::send_commits(std::int64_t now) {
   if (coordinator_ == nullptr || !coordinator_->ready) return;
+  // A member commits with its generation, while it has one.
+  if (group_ && (!group_->member() || (group_->phase() != k::GroupMember::Phase::stable &&
+                                       group_->phase() != k::GroupMember::Phase::revoking))) {
+    return;
+  }
   k::OffsetCommitTopicRequest topic{.name = options_.topic};
   Request rq;
   for (std::uint32_t i = 0; i < parts_.size(); ++i) {
     Part& p = parts_[i];
-    if (p.commit_target <= p.st.committed || p.commit_in_flight || p.st.stopped) continue;
+    if (p.commit_target <= p.st.committed || p.commit_in_flight || p.st.stopped || !p.owned) {
+      continue;
+    }
     if (now < p.next_commit_ns) {
       later(p.next_commit_ns);
       continue;
@@ -1028,9 +1319,12 @@ void KafkaSource::send_commits(std::int64_t now) {
     rq.positions.push_back(p.commit_target);
   }
   if (rq.parts.empty()) return;
-  send(*coordinator_,
-       k::OffsetCommitRequest{.group_id = options_.group, .topics = {std::move(topic)}},
-       std::move(rq));
+  k::OffsetCommitRequest commit{.group_id = options_.group, .topics = {std::move(topic)}};
+  if (group_) {
+    commit.generation_id = group_->generation();
+    commit.member_id = group_->member_id();
+  }
+  send(*coordinator_, commit, std::move(rq));
 }
 
 std::size_t KafkaSource::deliver(std::uint32_t i, BatchSink& sink) {
@@ -1040,7 +1334,7 @@ std::size_t KafkaSource::deliver(std::uint32_t i, BatchSink& sink) {
     p.ready_bytes -= p.ready.front().key.size() + p.ready.front().value.size();
     p.ready.pop_front();
   }
-  if (p.st.paused || p.st.stopped || p.ready.empty()) return 0;
+  if (p.st.paused || p.st.stopped || p.ready.empty() || !p.active()) return 0;
   records_.clear();
   for (const Entry& e : p.ready) {
     records_.push_back({.partition = i,
@@ -1121,6 +1415,8 @@ Status KafkaSource::commit(std::uint32_t partition, std::uint64_t position) {
                  EINVAL};
   }
   p.commit_target = std::max(p.commit_target, position);
+  // Not held now: kept back, and committed only if the partition comes back here.
+  if (!p.owned) return Ok{};
   if (std::optional<Error> e = std::exchange(p.commit_error, std::nullopt)) return *e;
   if (coordinator_ == nullptr || !coordinator_->ready) {
     std::string why = coordinator_error_;
@@ -1139,7 +1435,7 @@ Status KafkaSource::commit(std::uint32_t partition, std::uint64_t position) {
 
 bool KafkaSource::commits_outstanding() const {
   return std::any_of(parts_.begin(), parts_.end(), [](const Part& p) {
-    return !p.st.stopped && p.commit_target > p.st.committed;
+    return !p.st.stopped && p.owned && p.commit_target > p.st.committed;
   });
 }
 
@@ -1249,12 +1545,27 @@ Result<KafkaSourceOptions> parse_kafka_uri(std::string_view uri) {
       o.client_id = std::string(value);
     } else if (name == "connect-timeout-ms") {
       ok = number(o.connect_timeout_ms, 1, 600'000);
+    } else if (name == "session-timeout-ms") {
+      ok = number(o.session_timeout_ms, 100, 3'600'000);
+    } else if (name == "heartbeat-interval-ms") {
+      ok = number(o.heartbeat_interval_ms, 10, 3'600'000);
+    } else if (name == "revoke-grace-ms") {
+      ok = number(o.revoke_grace_ms, 0, 3'600'000);
     } else {
       return bad_uri(uri, "unknown parameter '" + std::string(name) +
                               "' (kafka:// takes topic, group, partitions, reset, max-bytes, "
-                              "client-id, connect-timeout-ms)");
+                              "client-id, connect-timeout-ms, session-timeout-ms, "
+                              "heartbeat-interval-ms, revoke-grace-ms)");
     }
     if (!ok) return ok.error();
+  }
+  // A member learns of a rebalance from a heartbeat, up to an interval late, and must
+  // join again, after the grace, before the coordinator gives up on it.
+  if (std::uint64_t{o.heartbeat_interval_ms} + o.revoke_grace_ms >= o.session_timeout_ms) {
+    return bad_uri(uri, "heartbeat-interval-ms " + std::to_string(o.heartbeat_interval_ms) +
+                            " + revoke-grace-ms " + std::to_string(o.revoke_grace_ms) +
+                            " must be below session-timeout-ms " +
+                            std::to_string(o.session_timeout_ms));
   }
   if (o.topic.empty()) return bad_uri(uri, "no topic (add ?topic=T)");
   if (o.group.empty()) return bad_uri(uri, "no group (add &group=G)");

@@ -1,16 +1,47 @@
 // The Kafka source: `kafka://HOST:PORT[,HOST:PORT...]?topic=T&group=G` with optional
-// `partitions=P0,P1,...` (pinned partitions; without it every partition of the topic, as
-// Metadata lists them when the source opens), `reset=earliest|latest` (where a partition
-// with no committed offset starts; default earliest), `max-bytes=N` (per partition and
-// fetch, default 1 MiB), `client-id=ID` (default ringfeed) and `connect-timeout-ms=MS`.
-// Partition i of the source (ring i) is Kafka partition partitions[i].
+// `partitions=P0,P1,...` (pinned partitions, no group membership), `reset=earliest|latest`
+// (where a partition with no committed offset starts; default earliest), `max-bytes=N`
+// (per partition and fetch, default 1 MiB), `client-id=ID` (default ringfeed),
+// `connect-timeout-ms=MS`, and for group membership `session-timeout-ms=MS` (default
+// 10000), `heartbeat-interval-ms=MS` (default 3000) and `revoke-grace-ms=MS` (default
+// 2000; with the heartbeat interval below the session timeout, so that a member that
+// learns of a rebalance from a heartbeat joins again before the coordinator drops it).
 //
-// The fetcher is a consumer of group G that assigns its partitions by hand: it does not
-// join the group (no JoinGroup), it reads the group's committed offsets (OffsetFetch at
-// the group's coordinator) to know where to start, and commits with OffsetCommit
-// (generation -1, no member id). A partition with nothing committed starts by the reset
-// policy (ListOffsets at its leader), as does one whose position fell out of the log
-// (OFFSET_OUT_OF_RANGE).
+// Partitions. The source serves every partition of the topic, as Metadata lists them
+// when it opens (partition i is ring i, so ring numbers stay the same whoever fetches),
+// or the pinned ones (partition i is Kafka partition partitions[i]).
+//
+// Group membership (no `partitions=`): the fetcher joins consumer group G (FindCoordinator,
+// JoinGroup, SyncGroup, Heartbeat; io/kafka_group.hpp) on its own connection to the
+// coordinator and fetches only the partitions the group assigns to it; the others say
+// "not assigned to this host" in their status (assigned false). When a rebalance begins
+// (the eager protocol: a heartbeat answered REBALANCE_IN_PROGRESS, ...), it stops
+// fetching every partition it holds and drops what it fetched and did not hand out, then
+// waits up to revoke-grace-ms for the fetcher to commit what the local groups acked (the
+// commits go out as usual, with the member's generation); once everything handed out is
+// committed, the coordinator refused the commit, or the grace is over, it lets the
+// partitions go and joins again. Records handed out and not committed by then are
+// fetched again by whoever gets the partition: at-least-once. A clean close sends
+// LeaveGroup, so the others take over at once; a fetcher that dies is dropped by the
+// coordinator after the session timeout.
+//
+// A partition given back to a host whose ring still holds records of it: the ring keeps
+// them (its consumers finish them and the fetcher commits them as they are acked), and
+// fetching resumes at the group's committed offset or after the last record this host
+// handed out, whichever is further, so that offsets in a ring only grow. What lies
+// between was handed out here before (it is in the ring or was acked), or was consumed
+// on another host. Commits of a partition not held are kept back, and sent only if it
+// comes back (never past what was handed out here).
+//
+// Pinned partitions: the fetcher does not join the group (no JoinGroup); it commits
+// with OffsetCommit (generation -1, no member id), which a coordinator refuses while
+// the group has members (UNKNOWN_MEMBER_ID): do not mix pinned and joined fetchers in
+// one group.
+//
+// Either way it reads the group's committed offsets (OffsetFetch at the group's
+// coordinator) to know where to start. A partition with nothing committed starts by the
+// reset policy (ListOffsets at its leader), as does one whose position fell out of the
+// log (OFFSET_OUT_OF_RANGE).
 //
 // Records: the Kafka offset is the upstream offset and next_offset is offset + 1, so a
 // committed position is the next offset to read, as Kafka's consumers commit it; the
@@ -19,8 +50,9 @@
 //
 // I/O: one connection per broker on one io_uring (io/uring_connection.hpp: reconnects
 // with backoff and jitter), plus one to the group's coordinator for offsets, so that a
-// commit never waits behind a long-polling Fetch. Each connection starts with
-// ApiVersions and then speaks, per API, the highest version both sides know. Metadata
+// commit never waits behind a long-polling Fetch, and one more there for the group
+// membership, whose JoinGroup waits at the coordinator for the whole rebalance. Each connection
+// starts with ApiVersions and then speaks, per API, the highest version both sides know. Metadata
 // finds each partition's leader; every leader gets Fetch requests for its partitions
 // (one in flight per partition, the partitions of one leader in one request). A leader
 // change (NOT_LEADER_OR_FOLLOWER, UNKNOWN_TOPIC_OR_PARTITION, LEADER_NOT_AVAILABLE, a
@@ -53,6 +85,10 @@ struct KafkaSourceOptions {
   std::uint32_t max_bytes = 1024 * 1024;  // per partition and fetch
   std::string client_id = "ringfeed";
   std::uint32_t connect_timeout_ms = 2000;
+  // Group membership (without `partitions`).
+  std::uint32_t session_timeout_ms = 10'000;
+  std::uint32_t heartbeat_interval_ms = 3'000;
+  std::uint32_t revoke_grace_ms = 2'000;
 };
 
 // Parses a kafka:// URI strictly: an unknown parameter or a bad value is an error that

@@ -31,6 +31,7 @@ struct SourceRecord {
   std::int64_t timestamp_ns = 0;      // producer time, ns since the Unix epoch (0: unknown)
   std::string_view key;
   std::string_view value;
+  std::string_view headers;  // encoded as ringfeed/headers.hpp says; empty: none
 };
 
 // Takes one record. Returning false means "no room now" (the partition's ring is full):
@@ -70,6 +71,8 @@ struct PartitionStatus {
   std::uint64_t fetched = 0;    // next_offset of the last record handed out
   bool paused = false;          // a sink refused a record and resume() was not called yet
   bool stopped = false;         // an error stopped this partition (other partitions go on)
+  bool assigned = true;         // false: the upstream gives it to another host now (a Kafka
+                                // group's assignment); `error` says so, nothing is fetched
   std::string error;            // what and where: file and byte offset, for stat and logs
 };
 

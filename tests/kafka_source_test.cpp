@@ -19,6 +19,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
@@ -146,7 +147,8 @@ class KafkaSourceTest : public ::testing::Test {
 TEST(KafkaUri, ReadsEveryParameter) {
   auto o = io::parse_kafka_uri(
       "kafka://a:9092,[::1]:9093?topic=t&group=g&partitions=3,1&reset=latest&max-bytes=4096&"
-      "client-id=me&connect-timeout-ms=50");
+      "client-id=me&connect-timeout-ms=50&session-timeout-ms=6000&heartbeat-interval-ms=1000&"
+      "revoke-grace-ms=4000");
   ASSERT_TRUE(o.ok()) << o.error().message;
   ASSERT_EQ(o->bootstrap.size(), 2u);
   EXPECT_EQ(o->bootstrap[0].host, "a");
@@ -160,6 +162,9 @@ TEST(KafkaUri, ReadsEveryParameter) {
   EXPECT_EQ(o->max_bytes, 4096u);
   EXPECT_EQ(o->client_id, "me");
   EXPECT_EQ(o->connect_timeout_ms, 50u);
+  EXPECT_EQ(o->session_timeout_ms, 6000u);
+  EXPECT_EQ(o->heartbeat_interval_ms, 1000u);
+  EXPECT_EQ(o->revoke_grace_ms, 4000u);
   auto d = io::parse_kafka_uri("kafka://a:1?topic=t&group=g");
   ASSERT_TRUE(d.ok()) << d.error().message;
   EXPECT_TRUE(d->partitions.empty());
@@ -178,6 +183,9 @@ TEST(KafkaUri, BadUrisAreRefusedNamingWhatIsWrong) {
            {"kafka://a:1?topic=t&group=g&reset=middle", "reset 'middle'"},
            {"kafka://a:1?topic=t&group=g&max-bytes=1", "max-bytes '1'"},
            {"kafka://a:1?topic=t&group=g&topic=u", "given twice"},
+           {"kafka://a:1?topic=t&group=g&session-timeout-ms=5000&revoke-grace-ms=3000",
+            "heartbeat-interval-ms 3000 + revoke-grace-ms 3000 must be below session-timeout-ms "
+            "5000"},
            {"kafka://a:1?topic=t&group=g&colour=red", "unknown parameter 'colour'"}}) {
     auto o = io::open_source(bad, {});
     ASSERT_FALSE(o.ok()) << bad;
@@ -313,6 +321,134 @@ TEST_F(KafkaSourceTest, LeadersMovedAndInjectedErrorsLoseAndRepeatNothing) {
   Collect none;
   for (int i = 0; i < 20; ++i) ASSERT_TRUE(again->poll_batches(none, 10ms).ok());
   EXPECT_EQ(none.total(), 0u);
+}
+
+// Kafka partitions each source holds now (status().assigned), in order.
+std::vector<std::uint32_t> held(const io::Source& s) {
+  std::vector<std::uint32_t> out;
+  for (std::uint32_t p = 0; p < s.partitions(); ++p) {
+    if (s.status(p).assigned) out.push_back(p);
+  }
+  return out;
+}
+
+// Whether `a` and `b` hold disjoint, non-empty sets of partitions that cover them all.
+bool split(const io::Source& a, const io::Source& b) {
+  const auto ha = held(a);
+  const auto hb = held(b);
+  if (ha.empty() || hb.empty() || ha.size() + hb.size() != a.partitions()) return false;
+  for (const std::uint32_t p : ha) {
+    if (std::find(hb.begin(), hb.end(), p) != hb.end()) return false;
+  }
+  return true;
+}
+
+// Offsets of partition `p` in `sink` strictly grow.
+bool only_grow(const Collect& sink, std::uint32_t p) {
+  const auto it = sink.got.find(p);
+  if (it == sink.got.end()) return true;
+  for (std::size_t i = 1; i < it->second.size(); ++i) {
+    if (it->second[i].offset <= it->second[i - 1].offset) return false;
+  }
+  return true;
+}
+
+// Whether records [0, n) of every partition are among those of `a` and `b`.
+bool covered(const Collect& a, const Collect& b, int n) {
+  for (std::uint32_t p = 0; p < kPartitions; ++p) {
+    std::vector<bool> seen(static_cast<std::size_t>(n), false);
+    for (const Collect* c : {&a, &b}) {
+      const auto it = c->got.find(p);
+      if (it == c->got.end()) continue;
+      for (const Got& g : it->second) {
+        if (g.offset < static_cast<std::uint64_t>(n)) seen[g.offset] = true;
+      }
+    }
+    if (std::find(seen.begin(), seen.end(), false) != seen.end()) return false;
+  }
+  return true;
+}
+
+// Group membership between two sources of one group: the cluster splits the partitions
+// between them (each holds a non-empty, disjoint part; the others say they are not
+// assigned), and when one leaves, the other holds them all again. A source that gave a
+// partition up and gets it back resumes after what it handed out before, or after what
+// the other committed: its offsets only grow, as a ring's must. Nothing is lost.
+TEST_F(KafkaSourceTest, TwoMembersSplitThePartitionsAndALeavingOneHandsThemBack) {
+  produce_all(100);
+  const std::string params =
+      "group=gm&session-timeout-ms=3000&heartbeat-interval-ms=200&revoke-grace-ms=300";
+  auto s1 = open(params);
+  ASSERT_NE(s1, nullptr);
+  Collect got1;
+  // Alone, it gets every partition (after the coordinator's first wait).
+  ASSERT_TRUE(poll_until(*s1, got1, 3 * 100)) << got1.total();
+  EXPECT_EQ(held(*s1).size(), static_cast<std::size_t>(kPartitions));
+
+  auto s2 = open(params);
+  ASSERT_NE(s2, nullptr);
+  Collect got2;
+  const auto poll_both = [&] {
+    for (const auto& [s, sink] : {std::pair{s1.get(), &got1}, std::pair{s2.get(), &got2}}) {
+      auto n = s->poll_batches(*sink, 10ms);
+      EXPECT_TRUE(n.ok()) << (n.ok() ? "" : n.error().message);
+    }
+    // The second member commits what it takes; the first never does.
+    for (const auto& [p, records] : got2.got) {
+      if (!records.empty() && s2->status(p).assigned) {
+        static_cast<void>(s2->commit(p, records.back().next_offset));
+      }
+    }
+  };
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        poll_both();
+        return split(*s1, *s2);
+      },
+      30s))
+      << held(*s1).size() << " and " << held(*s2).size() << " held";
+  for (const auto* s : {s1.get(), s2.get()}) {
+    for (std::uint32_t p = 0; p < kPartitions; ++p) {
+      const io::PartitionStatus st = s->status(p);
+      if (!st.assigned) {
+        EXPECT_TRUE(contains(st.error, "not assigned to this host: group 'gm'")) << st.error;
+      }
+    }
+  }
+  ASSERT_EQ(produce(cluster_.bootstrap(), 0, 100, 200), "");
+  ASSERT_EQ(produce(cluster_.bootstrap(), 1, 100, 200), "");
+  ASSERT_EQ(produce(cluster_.bootstrap(), 2, 100, 200), "");
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        poll_both();
+        return covered(got1, got2, 200);
+      },
+      30s));
+  ASSERT_TRUE(s2->flush(10s).ok());
+  s2.reset();  // LeaveGroup: the first takes everything back
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        auto n = s1->poll_batches(got1, 10ms);
+        return n.ok() && held(*s1).size() == static_cast<std::size_t>(kPartitions);
+      },
+      30s));
+  for (int p = 0; p < kPartitions; ++p) ASSERT_EQ(produce(cluster_.bootstrap(), p, 200, 300), "");
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        auto n = s1->poll_batches(got1, 10ms);
+        if (!n.ok()) return false;
+        for (std::uint32_t p = 0; p < kPartitions; ++p) {
+          if (got1.got[p].empty() || got1.got[p].back().offset != 299) return false;
+        }
+        return true;
+      },
+      30s));
+  Collect none;
+  EXPECT_TRUE(covered(got1, none, 300) || covered(got1, got2, 300));
+  for (std::uint32_t p = 0; p < kPartitions; ++p) {
+    EXPECT_TRUE(only_grow(got1, p)) << "partition " << p;
+    EXPECT_TRUE(only_grow(got2, p)) << "partition " << p;
+  }
 }
 
 // A broker on loopback that answers ApiVersions properly and Metadata with a body cut
@@ -578,7 +714,9 @@ TEST_F(KafkaSourceTest, ThroughTheFetcherEveryRecordIsConsumedAndAKilledFetcherL
   produce_all(kPerPartition / 2);
   test::TempDir dir{"ringfeed-kafka-fetch"};
   const std::string ns = test::unique_ns("rkf");
-  const std::string source = uri("group=ringfeed");
+  // A killed fetcher stays a member of the group until its session times out.
+  const std::string source =
+      uri("group=ringfeed&session-timeout-ms=3000&heartbeat-interval-ms=300&revoke-grace-ms=500");
   Ledger* ledger = make_ledger();
   const auto fetch = [&](const std::string& err) {
     return test::spawn_program(RINGFEED_BIN,
