@@ -26,6 +26,7 @@
 
 #include "children.hpp"
 #include "commands.hpp"
+#include "fetcher_child.hpp"
 #include "harness.hpp"
 #include "io/framed_record.hpp"
 #include "io/local_log_source.hpp"
@@ -118,22 +119,15 @@ struct alignas(kLine) Progress {
 };
 
 struct IngestControl {
-  Rendezvous rv;                          // only its failure slot is used
-  alignas(kLine) std::atomic<bool> stop;  // the fetcher's run() flag
-  alignas(kLine) std::atomic<std::int64_t> start_ns;
-  std::atomic<std::int64_t> started_ns;
-  std::atomic<std::uint64_t> fetched;  // messages the fetcher published, at its end
-  std::atomic<std::uint32_t> waiting;  // consumers in their attach loop
-  std::atomic<std::uint32_t> ready;    // latency: the reader is set up
-  std::atomic<std::uint32_t> done;     // latency: the reader took every record
-  std::atomic<std::uint64_t> late;     // latency: records the producer appended >100 us late
+  Rendezvous rv;  // only its failure slot is used
+  FetcherControl fetcher;
+  alignas(kLine) std::atomic<std::uint32_t> waiting;  // consumers in their attach loop
+  std::atomic<std::uint32_t> ready;                   // latency: the reader is set up
+  std::atomic<std::uint32_t> done;                    // latency: the reader took every record
+  std::atomic<std::uint64_t> late;  // latency: records the producer appended >100 us late
   Progress c[kMaxParts];
   Histogram hist;  // latency: the reader's
 };
-
-std::string log_path(const std::string& dir, std::uint32_t p) {
-  return dir + "/" + std::to_string(p) + ".log";
-}
 
 std::uint64_t file_size(const std::string& path) {
   struct stat st {};
@@ -252,36 +246,6 @@ ReadResult read_logs(const Options& o, const std::string& dir, bool decode) {
   return res;
 }
 
-// Attaches to the ring of `options` once its fetcher created it (up to 10 s).
-std::unique_ptr<Consumer> attach_when_ready(Rendezvous& rv, const ConsumerOptions& options) {
-  const std::int64_t deadline = now_ns() + 10'000'000'000;
-  for (;;) {
-    auto c = Consumer::attach(options);
-    if (c) return std::move(c.value());
-    if (rv.failed.load(std::memory_order_acquire) != 0) return nullptr;
-    if (now_ns() > deadline) {
-      rv.fail("attaching to partition " + std::to_string(options.partition) +
-              " for 10 s: " + c.error().message);
-      return nullptr;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(100));
-  }
-}
-
-// The fetcher process: start, run until ctl.stop, leave its message count behind.
-int fetcher_process(IngestControl& ctl, const std::string& ns, const std::string& dir,
-                    std::uint32_t partitions, std::uint64_t ring_bytes) {
-  ctl.start_ns.store(now_ns(), std::memory_order_release);
-  auto f = Fetcher::start(
-      {.ns = ns, .source = "file:" + dir, .partitions = partitions, .ring_bytes = ring_bytes});
-  if (!f) {
-    ctl.rv.fail("Fetcher::start: " + f.error().message);
-    return 1;
-  }
-  ctl.started_ns.store(now_ns(), std::memory_order_release);
-  return run_fetcher(ctl.rv, **f, ctl.stop, ctl.fetched);
-}
-
 // One consumer of the throughput part: takes every record of partition p, checking that
 // each carries the next sequence number of its partition.
 int ingest_consumer(IngestControl& ctl, const Options& o, const std::string& ns, std::uint32_t p) {
@@ -323,22 +287,6 @@ int ingest_consumer(IngestControl& ctl, const Options& o, const std::string& ns,
   }
   ctl.c[p].last_ns.store(now_ns(), std::memory_order_release);
   return 0;
-}
-
-// Waits until pred(), a failure, or `seconds`; false unless pred() came true.
-template <typename Pred>
-bool wait_for(IngestControl& ctl, Children& kids, double seconds, const char* what, Pred&& pred) {
-  const std::int64_t deadline = now_ns() + static_cast<std::int64_t>(seconds * 1e9);
-  while (!pred()) {
-    if (!kids.check()) return false;
-    if (now_ns() > deadline) {
-      ctl.rv.fail(std::string("waited ") + std::to_string(static_cast<int>(seconds)) + " s for " +
-                  what);
-      return false;
-    }
-    std::this_thread::sleep_for(std::chrono::microseconds(200));
-  }
-  return true;
 }
 
 struct IngestRun {
@@ -405,21 +353,23 @@ bool ingest_run(const Options& o, const std::string& dir, const std::string& ns,
                                      [&, p] { return ingest_consumer(ctl, o, ns, p); }));
       ok = consumers.back() > 0;
     }
-    ok = ok && wait_for(ctl, kids, 10, "the consumers to start",
-                        [&] { return ctl.waiting.load() == parts; });
+    ok = ok && wait_until(ctl.rv, kids, 10, "the consumers to start",
+                          [&] { return ctl.waiting.load() == parts; });
+    const FetcherOptions fetcher_options{
+        .ns = ns, .source = "file:" + dir, .partitions = parts, .ring_bytes = ring_mb << 20};
     const pid_t fetcher =
         ok ? kids.spawn("fetcher", o.pin ? 0 : kAnyCpu,
-                        [&] { return fetcher_process(ctl, ns, dir, parts, ring_mb << 20); })
+                        [&] { return fetcher_process(ctl.rv, ctl.fetcher, fetcher_options); })
            : -1;
     ok = ok && fetcher > 0;
     // Generous: below 0.1 M records a second something is wrong.
     const double limit = 30 + static_cast<double>(o.count) / 1e5;
-    ok = ok && wait_for(ctl, kids, limit, "the consumers to take every record", [&] {
+    ok = ok && wait_until(ctl.rv, kids, limit, "the consumers to take every record", [&] {
            std::uint64_t sum = 0;
            for (std::uint32_t p = 0; p < parts; ++p) sum += ctl.c[p].last_ns.load() != 0 ? 1 : 0;
            return sum == parts;
          });
-    ctl.stop.store(true, std::memory_order_release);
+    ctl.fetcher.stop.store(true, std::memory_order_release);
     if (!ok) kids.kill_all();
     ok = kids.wait_all(10) && ok;
     out.fetcher_cpu = kids.cpu_seconds(fetcher);
@@ -428,15 +378,16 @@ bool ingest_run(const Options& o, const std::string& dir, const std::string& ns,
   remove_namespace(ns);
   unwatch_segments();
   if (!ok) return false;
-  if (ctl.fetched.load() != o.count) {
-    ctl.rv.fail("the fetcher published " + std::to_string(ctl.fetched.load()) + " messages of " +
-                std::to_string(o.count));
+  if (ctl.fetcher.fetched.load() != o.count) {
+    ctl.rv.fail("the fetcher published " + std::to_string(ctl.fetcher.fetched.load()) +
+                " messages of " + std::to_string(o.count));
     return false;
   }
   std::int64_t end = 0;
   for (std::uint32_t p = 0; p < parts; ++p) end = std::max(end, ctl.c[p].last_ns.load());
-  out.seconds = static_cast<double>(end - ctl.start_ns.load()) / 1e9;
-  out.start_seconds = static_cast<double>(ctl.started_ns.load() - ctl.start_ns.load()) / 1e9;
+  out.seconds = static_cast<double>(end - ctl.fetcher.start_ns.load()) / 1e9;
+  out.start_seconds =
+      static_cast<double>(ctl.fetcher.started_ns.load() - ctl.fetcher.start_ns.load()) / 1e9;
   return true;
 }
 
@@ -623,17 +574,21 @@ bool latency_run(const Options& o, const std::string& dir, const std::string& ns
       ok = kids.spawn("latency consumer", kAnyCpu, [&] { return latency_consumer(ctl, o, ns); }) >
                0 &&
            kids.spawn("fetcher", kAnyCpu, [&] {
-             return fetcher_process(ctl, ns, dir, 1, o.ring_mb.front() << 20);
+             return fetcher_process(ctl.rv, ctl.fetcher,
+                                    {.ns = ns,
+                                     .source = "file:" + dir,
+                                     .partitions = 1,
+                                     .ring_bytes = o.ring_mb.front() << 20});
            }) > 0;
     }
-    ok = ok &&
-         wait_for(ctl, kids, 10, "the reader to be ready", [&] { return ctl.ready.load() != 0; });
+    ok = ok && wait_until(ctl.rv, kids, 10, "the reader to be ready",
+                          [&] { return ctl.ready.load() != 0; });
     ok = ok && kids.spawn("producer", kAnyCpu, [&] { return producer_process(ctl, o, dir); }) > 0;
     const double limit =
         30 + 3.0 * static_cast<double>(latency_records(o)) / static_cast<double>(o.rate);
-    ok = ok && wait_for(ctl, kids, limit, "every record to reach the reader",
-                        [&] { return ctl.done.load() != 0; });
-    ctl.stop.store(true, std::memory_order_release);
+    ok = ok && wait_until(ctl.rv, kids, limit, "every record to reach the reader",
+                          [&] { return ctl.done.load() != 0; });
+    ctl.fetcher.stop.store(true, std::memory_order_release);
     if (!ok) kids.kill_all();
     ok = kids.wait_all(10) && ok;
   }
@@ -713,51 +668,13 @@ Options parse(ArgReader& args) {
   return o;
 }
 
-// A directory for the logs, removed with this object unless the user named it.
-struct WorkDir {
-  std::string path;
-  bool ours = false;
-  explicit WorkDir(const std::string& given) {
-    if (!given.empty()) {
-      path = given;
-      std::error_code ec;
-      std::filesystem::create_directories(path, ec);
-      if (ec) throw std::runtime_error("cannot create " + path + ": " + ec.message());
-      for (const auto& e : std::filesystem::directory_iterator(path)) {
-        const std::string name = e.path().filename().string();
-        if (name.ends_with(".log") || name.ends_with(".checkpoint")) {
-          throw std::runtime_error(path + " already holds " + name +
-                                   ": give an empty or new directory");
-        }
-      }
-      return;
-    }
-    const char* tmp = std::getenv("TMPDIR");
-    std::string templ = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") +
-                        "/ringfeed-bench-ingest-XXXXXX";
-    if (::mkdtemp(templ.data()) == nullptr) {
-      throw std::runtime_error("mkdtemp " + templ + ": " + std::strerror(errno));
-    }
-    path = templ;
-    ours = true;
-  }
-  ~WorkDir() {
-    std::error_code ec;
-    if (ours) {
-      std::filesystem::remove_all(path, ec);
-    }
-  }
-  WorkDir(const WorkDir&) = delete;
-  WorkDir& operator=(const WorkDir&) = delete;
-};
-
 }  // namespace
 
 int ingest_main(ArgReader& args) {
   const Options o = parse(args);
   std::printf("ringfeed-bench ingest on %s\n", machine_description().c_str());
-  WorkDir dir(o.dir);
-  const std::string logs = dir.path + "/logs";
+  WorkDir dir(o.dir, "ringfeed-bench-ingest");
+  const std::string logs = dir.path() + "/logs";
   std::filesystem::create_directories(logs);
 
   std::int64_t t = now_ns();
@@ -828,7 +745,7 @@ int ingest_main(ArgReader& args) {
     if (o.latency) {
       for (int v = 0; v < kLatencyVariants; ++v) {
         SharedObject<IngestControl> ctl;
-        if (!latency_run(o, dir.path + "/lat", run_namespace("inl", run * 10 + v),
+        if (!latency_run(o, dir.path() + "/lat", run_namespace("inl", run * 10 + v),
                          static_cast<LatencyVariant>(v), *ctl)) {
           std::fprintf(stderr, "ringfeed-bench ingest: run %llu, latency of %s: %s\n",
                        static_cast<unsigned long long>(run), kLatencyNames[v],
