@@ -64,6 +64,54 @@ std::optional<std::string_view> read_field(Reader& r, std::size_t record_end, co
   return r.raw(static_cast<std::size_t>(n), field);
 }
 
+// Reads `count` headers of the record ending at `end` into `out`.
+void read_headers(Reader& r, std::size_t end, std::size_t count,
+                  std::vector<RecordHeaderView>& out) {
+  for (std::size_t k = 0; k < count && r.ok(); ++k) {
+    Reader::Element he(r, "headers", k);
+    RecordHeaderView hv;
+    hv.key = read_field(r, end, "key", false).value_or(std::string_view());
+    const std::optional<std::string_view> hvalue = read_field(r, end, "value", true);
+    hv.value = hvalue.value_or(std::string_view());
+    hv.value_null = !hvalue;
+    out.push_back(hv);
+  }
+}
+
+// Reads a header count and checks that so many headers (2 bytes each at least) fit in
+// the record ending at `end`. -1 after an error.
+std::int32_t read_header_count(Reader& r, std::size_t end) {
+  const std::size_t at = r.position();
+  const std::int32_t count = r.varint("header_count");
+  if (!r.ok()) return -1;
+  const std::size_t left = end > r.position() ? end - r.position() : 0;
+  if (count < 0 || static_cast<std::size_t>(count) > left / 2) {
+    r.fail("header_count", "count " + std::to_string(count) + " at byte " + std::to_string(at) +
+                               " does not fit in the " + std::to_string(left) +
+                               " bytes left of the record");
+    return -1;
+  }
+  return count;
+}
+
+// Writes a varint length and the bytes; null as length -1.
+void write_field(Writer& b, std::optional<std::string_view> v) {
+  if (!v) {
+    b.varint(-1);
+  } else {
+    b.varint(static_cast<std::int32_t>(v->size()));
+    b.raw(*v);
+  }
+}
+
+void write_headers(Writer& b, std::span<const OutRecordHeader> headers) {
+  b.varint(static_cast<std::int32_t>(headers.size()));
+  for (const OutRecordHeader& hdr : headers) {
+    write_field(b, hdr.key);
+    write_field(b, hdr.value);
+  }
+}
+
 // Decodes `count` records from `data` (the batch's records section, decompressed) into
 // `out`.
 Status decode_records(std::string_view data, std::size_t count, std::string context,
@@ -98,29 +146,15 @@ Status decode_records(std::string_view data, std::size_t count, std::string cont
     }
     const std::optional<std::string_view> key = read_field(r, end, "key", true);
     const std::optional<std::string_view> value = read_field(r, end, "value", true);
-    const std::size_t header_count_at = r.position();
-    const std::int32_t header_count = r.varint("header_count");
+    const std::size_t headers_at = r.position();
+    const std::int32_t header_count = read_header_count(r, end);
     if (!r.ok()) break;
-    const std::size_t left = end > r.position() ? end - r.position() : 0;
-    // Each header takes at least 2 bytes (its two lengths).
-    if (header_count < 0 || static_cast<std::size_t>(header_count) > left / 2) {
-      r.fail("header_count", "count " + std::to_string(header_count) + " at byte " +
-                                 std::to_string(header_count_at) + " does not fit in the " +
-                                 std::to_string(left) + " bytes left of the record");
-      break;
-    }
     rec.first_header = static_cast<std::uint32_t>(out.headers.size());
     rec.header_count = static_cast<std::uint32_t>(header_count);
-    for (std::int32_t k = 0; k < header_count && r.ok(); ++k) {
-      Reader::Element he(r, "headers", static_cast<std::size_t>(k));
-      RecordHeaderView hv;
-      hv.key = read_field(r, end, "key", false).value_or(std::string_view());
-      const std::optional<std::string_view> hvalue = read_field(r, end, "value", true);
-      hv.value = hvalue.value_or(std::string_view());
-      hv.value_null = !hvalue;
-      out.headers.push_back(hv);
-    }
+    read_headers(r, end, rec.header_count, out.headers);
     if (!r.ok()) break;
+    rec.headers_encoded =
+        header_count == 0 ? std::string_view() : data.substr(headers_at, r.position() - headers_at);
     if (r.position() != end) {
       r.fail("length",
              "length " + std::to_string(length) + " at byte " + std::to_string(length_at) +
@@ -275,21 +309,9 @@ Status append_record_batch(std::string& out, const BatchOptions& options,
     b.int8(0);  // attributes
     b.varlong(wrapping_sub(rec.timestamp, base_timestamp));
     b.varint(static_cast<std::int32_t>(i));
-    auto field = [&b](std::optional<std::string_view> v) {
-      if (!v) {
-        b.varint(-1);
-      } else {
-        b.varint(static_cast<std::int32_t>(v->size()));
-        b.raw(*v);
-      }
-    };
-    field(rec.key);
-    field(rec.value);
-    b.varint(static_cast<std::int32_t>(rec.headers.size()));
-    for (const OutRecordHeader& hdr : rec.headers) {
-      field(hdr.key);
-      field(hdr.value);
-    }
+    write_field(b, rec.key);
+    write_field(b, rec.value);
+    write_headers(b, rec.headers);
     w.varint(static_cast<std::int32_t>(body.size()));
     w.raw(body);
   }
@@ -320,6 +342,27 @@ Status append_record_batch(std::string& out, const BatchOptions& options,
                 static_cast<std::int32_t>(out.size() - start - kBatchLogOverhead));
   const std::uint32_t crc = crc_of(std::string_view(out).substr(start + kBatchAttributesOffset));
   o.patch_int32(start + kBatchCrcOffset, static_cast<std::int32_t>(crc));
+  return Ok{};
+}
+
+std::string encode_record_headers(std::span<const OutRecordHeader> headers) {
+  std::string out;
+  if (headers.empty()) return out;
+  Writer w(out);
+  write_headers(w, headers);
+  return out;
+}
+
+Status decode_record_headers(std::string_view encoded, std::vector<RecordHeaderView>& out) {
+  out.clear();
+  if (encoded.empty()) return Ok{};
+  Reader r(encoded, "record headers", "the headers");
+  const std::int32_t count = read_header_count(r, encoded.size());
+  if (r.ok()) read_headers(r, encoded.size(), static_cast<std::size_t>(count), out);
+  if (r.ok() && r.remaining() != 0) {
+    r.fail("headers", std::to_string(r.remaining()) + " bytes after the last header");
+  }
+  if (!r.ok()) return r.error();
   return Ok{};
 }
 

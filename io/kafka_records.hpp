@@ -113,6 +113,9 @@ struct RecordView {
   bool value_null = false;
   std::uint32_t first_header = 0;  // in RecordBatch::headers
   std::uint32_t header_count = 0;
+  // The headers as on the wire (count, then each header), for passing on as they are;
+  // empty when the record has none.
+  std::string_view headers_encoded;
 };
 
 // A decoded batch. Reused across decodes: its vectors keep their capacity. Views stay
@@ -176,6 +179,15 @@ struct OutRecord {
   std::int64_t timestamp = 0;  // ms
   std::vector<OutRecordHeader> headers;
 };
+
+// Record headers alone, in the record's encoding: a varint count, then per header a
+// varint key length, the key, a varint value length (-1: null) and the value. No headers
+// encode to nothing.
+std::string encode_record_headers(std::span<const OutRecordHeader> headers);
+// Decodes what encode_record_headers (or RecordView::headers_encoded) holds into `out`.
+// An error names the header and field ("record headers: headers[1].value: ..."). Never
+// reads outside `encoded`; views point into it.
+Status decode_record_headers(std::string_view encoded, std::vector<RecordHeaderView>& out);
 
 struct BatchOptions {
   std::int64_t base_offset = 0;

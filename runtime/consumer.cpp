@@ -416,6 +416,8 @@ Message& Consumer::emit(const shm::RecordView& rec) {
   m.value_ = reinterpret_cast<const char*>(rec.value);
   m.key_len_ = rec.key_len;
   m.value_len_ = rec.value_len;
+  m.headers_ = reinterpret_cast<const char*>(rec.headers);
+  m.headers_len_ = rec.headers_len;
   m.upstream_offset_ = rec.upstream_offset;
   m.timestamp_ns_ = rec.timestamp_ns;
   m.position_ = rec.position;

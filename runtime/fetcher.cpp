@@ -395,13 +395,15 @@ std::size_t FetcherImpl::take(std::uint32_t index, std::span<const io::SourceRec
   std::size_t n = 0;
   for (; n < records.size(); ++n) {
     const io::SourceRecord& r = records[n];
-    if (r.key.size() > UINT32_MAX || r.value.size() > UINT32_MAX) [[unlikely]] {
+    if (r.key.size() > UINT32_MAX || r.value.size() > UINT32_MAX || r.headers.size() > UINT32_MAX)
+        [[unlikely]] {
       refuse_too_large(index, r);
       break;
     }
     const auto key_len = static_cast<std::uint32_t>(r.key.size());
     const auto value_len = static_cast<std::uint32_t>(r.value.size());
-    const std::uint64_t size = shm::record_size(key_len, value_len);
+    const auto headers_len = static_cast<std::uint32_t>(r.headers.size());
+    const std::uint64_t size = shm::record_size(key_len, value_len, headers_len);
     if (size > max_size) [[unlikely]] {
       refuse_too_large(index, r);
       break;
@@ -416,7 +418,8 @@ std::size_t FetcherImpl::take(std::uint32_t index, std::span<const io::SourceRec
       ts = now_rt;
     }
     shm::Reservation res;
-    const shm::PublishStatus st = w.try_reserve(key_len, value_len, r.upstream_offset, ts, res);
+    const shm::PublishStatus st =
+        w.try_reserve(key_len, value_len, r.upstream_offset, ts, res, headers_len);
     if (st != shm::PublishStatus::ok) [[unlikely]] {
       if (st == shm::PublishStatus::full) {
         pause(index);
@@ -427,6 +430,7 @@ std::size_t FetcherImpl::take(std::uint32_t index, std::span<const io::SourceRec
     }
     if (key_len != 0) std::memcpy(res.key, r.key.data(), key_len);
     if (value_len != 0) std::memcpy(res.value, r.value.data(), value_len);
+    if (headers_len != 0) std::memcpy(res.headers, r.headers.data(), headers_len);
     p.reserved_end = res.position + size;
     p.unacked.push(p.reserved_end, r.next_offset);
     p.fetched = r.next_offset;
@@ -439,17 +443,20 @@ std::size_t FetcherImpl::take(std::uint32_t index, std::span<const io::SourceRec
 // A record the ring can never take stops its partition.
 void FetcherImpl::refuse_too_large(std::uint32_t index, const io::SourceRecord& r) {
   const std::uint64_t capacity = parts_[index].writer->capacity();
-  if (r.key.size() > UINT32_MAX || r.value.size() > UINT32_MAX) {
+  if (r.key.size() > UINT32_MAX || r.value.size() > UINT32_MAX || r.headers.size() > UINT32_MAX) {
     stop_partition(
         index, "record at offset " + std::to_string(r.upstream_offset) + " is larger than 4 GiB");
     return;
   }
-  stop_partition(index, "record at offset " + std::to_string(r.upstream_offset) + " (key " +
-                            std::to_string(r.key.size()) + " + value " +
-                            std::to_string(r.value.size()) + " bytes) does not fit in a ring of " +
-                            std::to_string(capacity) + " bytes, which takes records up to " +
-                            std::to_string(shm::max_record_size(capacity)) +
-                            " bytes; give the rings more space");
+  stop_partition(
+      index,
+      "record at offset " + std::to_string(r.upstream_offset) + " (key " +
+          std::to_string(r.key.size()) + " + value " + std::to_string(r.value.size()) + " bytes" +
+          (r.headers.empty() ? std::string()
+                             : " + headers " + std::to_string(r.headers.size()) + " bytes") +
+          ") does not fit in a ring of " + std::to_string(capacity) +
+          " bytes, which takes records up to " + std::to_string(shm::max_record_size(capacity)) +
+          " bytes; give the rings more space");
 }
 
 // Publishes what was reserved (one commit per batch) and the counters that go with it.

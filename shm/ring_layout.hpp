@@ -13,7 +13,11 @@
 // kRecordAlign and is contiguous in the area: one that would cross the end is preceded
 // by a padding record that fills the rest of the lap.
 //
-// Record = RecordHeader, key bytes, value bytes, zero padding up to kRecordAlign.
+// Record = RecordHeader, key bytes, value bytes, zero padding up to kRecordAlign. A
+// record with headers (kind kTagMessageWithHeaders) has after its value a 32-bit
+// headers_len (native order, unaligned) and that many bytes of headers in Kafka's record
+// encoding (runtime/include/ringfeed/headers.hpp); records without keep the short form,
+// so that readers of header-less streams do not pay for them.
 //
 // Publication protocol (the handoff costs one cache-line transfer: the reader polls the
 // tag of the record it wants next, which shares its line with the record's fields):
@@ -47,6 +51,7 @@ namespace ringfeed::shm {
 inline constexpr std::uint64_t kRecordAlign = 32;
 inline constexpr std::uint64_t kTagMessage = 1;
 inline constexpr std::uint64_t kTagPadding = 2;
+inline constexpr std::uint64_t kTagMessageWithHeaders = 3;
 inline constexpr std::uint64_t kTagKindMask = kRecordAlign - 1;
 
 inline constexpr std::uint32_t kRingOpen = 1;
@@ -77,8 +82,13 @@ static_assert((kRecordAlign & (kRecordAlign - 1)) == 0);
 constexpr std::uint64_t align_record(std::uint64_t n) {
   return (n + kRecordAlign - 1) & ~(kRecordAlign - 1);
 }
-constexpr std::uint64_t record_size(std::uint64_t key_len, std::uint64_t value_len) {
-  return align_record(sizeof(RecordHeader) + key_len + value_len);
+// Bytes that follow the value of a record with headers: their length, then the headers.
+constexpr std::uint64_t headers_size(std::uint64_t headers_len) {
+  return headers_len == 0 ? 0 : sizeof(std::uint32_t) + headers_len;
+}
+constexpr std::uint64_t record_size(std::uint64_t key_len, std::uint64_t value_len,
+                                    std::uint64_t headers_len = 0) {
+  return align_record(sizeof(RecordHeader) + key_len + value_len + headers_size(headers_len));
 }
 // The largest record a ring of `capacity` bytes accepts: a quarter of it, so padding
 // at the end of a lap never wastes more than that.

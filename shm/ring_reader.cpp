@@ -1,5 +1,7 @@
 #include "shm/ring_reader.hpp"
 
+#include <cstring>
+
 #include "shm/names.hpp"
 #include "shm/process.hpp"
 
@@ -51,6 +53,35 @@ Result<RingReader> RingReader::open(const std::string& ns, std::uint32_t partiti
   r.creator_pid_ = header.creator_pid;
   r.creator_owner_ = pack_owner({header.creator_pid, header.creator_start_time});
   return r;
+}
+
+// Each length is checked before what it locates is read: the headers' length lies past
+// the key and value, which must fit first.
+ReadStatus RingReader::read_with_headers(std::uint64_t position, const RecordHeader* h,
+                                         RecordView& out) const {
+  const std::uint64_t idx = position & mask_;
+  const std::uint32_t key_len = h->key_len;
+  const std::uint32_t value_len = h->value_len;
+  const std::uint64_t before_headers = sizeof(RecordHeader) + std::uint64_t{key_len} + value_len;
+  if (before_headers + sizeof(std::uint32_t) > max_record_ ||
+      idx + before_headers + sizeof(std::uint32_t) > capacity_) {
+    return ReadStatus::corrupt;
+  }
+  std::uint32_t headers_len = 0;
+  std::memcpy(&headers_len, data_ + idx + before_headers, sizeof headers_len);
+  const std::uint64_t size = record_size(key_len, value_len, headers_len);
+  if (headers_len == 0 || size > max_record_ || idx + size > capacity_) return ReadStatus::corrupt;
+  out.position = position;
+  out.next = position + size;
+  out.key = data_ + idx + sizeof(RecordHeader);
+  out.value = out.key + key_len;
+  out.key_len = key_len;
+  out.value_len = value_len;
+  out.headers = out.value + value_len + sizeof(std::uint32_t);
+  out.headers_len = headers_len;
+  out.upstream_offset = h->upstream_offset;
+  out.timestamp_ns = h->timestamp_ns;
+  return ReadStatus::record;
 }
 
 bool RingReader::writer_alive() const {

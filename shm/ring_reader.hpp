@@ -20,6 +20,8 @@ struct RecordView {
   const std::byte* value = nullptr;
   std::uint32_t key_len = 0;
   std::uint32_t value_len = 0;
+  const std::byte* headers = nullptr;  // encoded (headers.hpp); none: headers_len 0
+  std::uint32_t headers_len = 0;
   std::uint64_t upstream_offset = 0;
   std::int64_t timestamp_ns = 0;
 };
@@ -50,11 +52,14 @@ class RingReader {
       out.value = out.key + key_len;
       out.key_len = key_len;
       out.value_len = value_len;
+      out.headers = nullptr;
+      out.headers_len = 0;
       out.upstream_offset = h->upstream_offset;
       out.timestamp_ns = h->timestamp_ns;
       return ReadStatus::record;
     }
     if (tag == 0) return ReadStatus::empty;
+    if (tag == (position | kTagMessageWithHeaders)) return read_with_headers(position, h, out);
     if (tag == (position | kTagPadding)) {
       out.position = position;
       out.next = (position | mask_) + 1;
@@ -87,6 +92,9 @@ class RingReader {
   pid_t writer_pid() const { return creator_pid_; }
 
  private:
+  ReadStatus read_with_headers(std::uint64_t position, const RecordHeader* h,
+                               RecordView& out) const;
+
   Segment segment_;
   const RingControl* control_ = nullptr;
   const std::byte* data_ = nullptr;

@@ -179,8 +179,8 @@ void RingWriter::close() {
 
 PublishStatus RingWriter::try_reserve(std::uint32_t key_len, std::uint32_t value_len,
                                       std::uint64_t upstream_offset, std::int64_t timestamp_ns,
-                                      Reservation& out) {
-  const std::uint64_t size = record_size(key_len, value_len);
+                                      Reservation& out, std::uint32_t headers_len) {
+  const std::uint64_t size = record_size(key_len, value_len, headers_len);
   if (size > max_record_) return PublishStatus::too_large;
   const std::uint64_t idx = reserved_ & mask_;
   const std::uint64_t pad = idx + size > capacity_ ? capacity_ - idx : 0;
@@ -199,10 +199,16 @@ PublishStatus RingWriter::try_reserve(std::uint32_t key_len, std::uint32_t value
   }
   // The header fields are written at commit, right before the tag: the line a reader
   // polls is then written in one go instead of twice.
-  pending_.push_back({reserved_ | kTagMessage, key_len, value_len, upstream_offset, timestamp_ns});
+  const std::uint64_t kind = headers_len == 0 ? kTagMessage : kTagMessageWithHeaders;
+  pending_.push_back({reserved_ | kind, key_len, value_len, upstream_offset, timestamp_ns});
   out.position = reserved_;
   out.key = reinterpret_cast<std::byte*>(header_at(reserved_)) + sizeof(RecordHeader);
   out.value = out.key + key_len;
+  out.headers = nullptr;
+  if (headers_len != 0) {
+    std::memcpy(out.value + value_len, &headers_len, sizeof headers_len);
+    out.headers = out.value + value_len + sizeof headers_len;
+  }
   reserved_ += size;
   // A reader that reaches the next position must see 0 there, not stale bytes of an
   // older lap; this store is ordered before the release of this record's tag.
@@ -212,8 +218,10 @@ PublishStatus RingWriter::try_reserve(std::uint32_t key_len, std::uint32_t value
 
 PublishStatus RingWriter::reserve(std::uint32_t key_len, std::uint32_t value_len,
                                   std::uint64_t upstream_offset, std::int64_t timestamp_ns,
-                                  Reservation& out, std::chrono::nanoseconds wait) {
-  PublishStatus st = try_reserve(key_len, value_len, upstream_offset, timestamp_ns, out);
+                                  Reservation& out, std::chrono::nanoseconds wait,
+                                  std::uint32_t headers_len) {
+  PublishStatus st =
+      try_reserve(key_len, value_len, upstream_offset, timestamp_ns, out, headers_len);
   if (st != PublishStatus::full || wait.count() <= 0) return st;
   commit();  // consumers can only release space for what they can see
   const std::int64_t deadline = now_ns() + wait.count();
@@ -223,7 +231,7 @@ PublishStatus RingWriter::reserve(std::uint32_t key_len, std::uint32_t value_len
     const bool reap = now >= next_reap;
     if (reap) next_reap = now + 1'000'000;
     reclaim(reap);
-    st = try_reserve(key_len, value_len, upstream_offset, timestamp_ns, out);
+    st = try_reserve(key_len, value_len, upstream_offset, timestamp_ns, out, headers_len);
     if (st != PublishStatus::full || now >= deadline) return st;
     if (spins < 64) {
       // busy: consumers usually free space within microseconds
@@ -240,7 +248,7 @@ void RingWriter::commit() {
   const std::uint64_t published_before = published_;
   for (const PendingRecord& p : pending_) {
     RecordHeader* h = header_at(p.tag & ~kTagKindMask);
-    if ((p.tag & kTagKindMask) == kTagMessage) {
+    if ((p.tag & kTagKindMask) != kTagPadding) {
       h->key_len = p.key_len;
       h->value_len = p.value_len;
       h->upstream_offset = p.upstream_offset;
@@ -302,22 +310,24 @@ std::size_t RingWriter::publish(std::span<const OutMessage> batch, std::chrono::
   PublishStatus st = PublishStatus::ok;
   std::int64_t deadline = 0;  // read the clock only if the ring fills up
   for (const OutMessage& m : batch) {
-    if (m.key.size() > UINT32_MAX || m.value.size() > UINT32_MAX) {
+    if (m.key.size() > UINT32_MAX || m.value.size() > UINT32_MAX || m.headers.size() > UINT32_MAX) {
       st = PublishStatus::too_large;
       break;
     }
     const auto key_len = static_cast<std::uint32_t>(m.key.size());
     const auto value_len = static_cast<std::uint32_t>(m.value.size());
+    const auto headers_len = static_cast<std::uint32_t>(m.headers.size());
     Reservation r;
-    st = try_reserve(key_len, value_len, m.upstream_offset, m.timestamp_ns, r);
+    st = try_reserve(key_len, value_len, m.upstream_offset, m.timestamp_ns, r, headers_len);
     if (st == PublishStatus::full && wait.count() > 0) {
       if (deadline == 0) deadline = now_ns() + wait.count();
       const auto left = std::chrono::nanoseconds(std::max<std::int64_t>(0, deadline - now_ns()));
-      st = reserve(key_len, value_len, m.upstream_offset, m.timestamp_ns, r, left);
+      st = reserve(key_len, value_len, m.upstream_offset, m.timestamp_ns, r, left, headers_len);
     }
     if (st != PublishStatus::ok) break;
     if (key_len != 0) std::memcpy(r.key, m.key.data(), key_len);
     if (value_len != 0) std::memcpy(r.value, m.value.data(), value_len);
+    if (headers_len != 0) std::memcpy(r.headers, m.headers.data(), headers_len);
     ++n;
   }
   commit();
@@ -568,7 +578,9 @@ void RingWriter::store_dead_letters(TrackedGroup& g) {
     if (d.seq >= published_) continue;  // garbage: no such message
     const std::uint64_t position = index_[d.seq & index_mask_].load(std::memory_order_relaxed);
     const RecordHeader* h = header_at(position);
-    if (h->tag.load(std::memory_order_relaxed) != (position | kTagMessage)) continue;
+    const std::uint64_t tag = h->tag.load(std::memory_order_relaxed);
+    if (tag != (position | kTagMessage) && tag != (position | kTagMessageWithHeaders)) continue;
+    // Key and value (the headers are not kept in dead letters).
     const std::uint64_t size = record_size(h->key_len, h->value_len);
     if (size > max_record_ || (position & mask_) + size > capacity_) continue;
     const char* key = reinterpret_cast<const char*>(h) + sizeof(RecordHeader);

@@ -60,6 +60,8 @@ struct RingWriterOptions {
 struct OutMessage {
   std::string_view key;
   std::string_view value;
+  // Encoded headers (ringfeed/headers.hpp), copied as they are; empty: none.
+  std::string_view headers;
   std::uint64_t upstream_offset = 0;
   std::int64_t timestamp_ns = 0;
 };
@@ -74,6 +76,7 @@ enum class PublishStatus {
 struct Reservation {
   std::byte* key = nullptr;
   std::byte* value = nullptr;
+  std::byte* headers = nullptr;  // headers_len bytes, when asked for
   std::uint64_t position = 0;
 };
 
@@ -110,14 +113,15 @@ class RingWriter {
   RingWriter(const RingWriter&) = delete;
   RingWriter& operator=(const RingWriter&) = delete;
 
-  // Reserves one record; never blocks. Visible to consumers after commit().
+  // Reserves one record (with `headers_len` bytes of headers, if not 0); never blocks.
+  // Visible to consumers after commit().
   PublishStatus try_reserve(std::uint32_t key_len, std::uint32_t value_len,
                             std::uint64_t upstream_offset, std::int64_t timestamp_ns,
-                            Reservation& out);
+                            Reservation& out, std::uint32_t headers_len = 0);
   // As try_reserve, waiting up to `wait` for space (committing pending records first).
   PublishStatus reserve(std::uint32_t key_len, std::uint32_t value_len,
                         std::uint64_t upstream_offset, std::int64_t timestamp_ns, Reservation& out,
-                        std::chrono::nanoseconds wait);
+                        std::chrono::nanoseconds wait, std::uint32_t headers_len = 0);
   // Publishes every reserved record, in order, and wakes sleeping consumers if any.
   void commit();
 

@@ -32,6 +32,7 @@
 
 #include "io/framed_record.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/headers.hpp"
 #include "ringfeed/writer.hpp"
 #include "shm/fetcher_layout.hpp"
 #include "shm/group_layout.hpp"
@@ -765,6 +766,32 @@ TEST_F(CliConsume, JsonEscapesQuotesControlAndBinaryBytesAndKeepsUtf8) {
   EXPECT_EQ(lines[1],
             "{\"partition\":0,\"offset\":101,\"key\":\"\",\"value\":\"\",\"deliveries\":1,"
             "\"timestamp\":1700000000000000001}");
+}
+
+// Headers (a Kafka record's) are printed after the other fields, null values as null;
+// headers that do not decode are named, and the message still printed and acked.
+TEST_F(CliConsume, JsonShowsHeaders) {
+  create_group("g", Mode::exclusive);
+  const ringfeed::OutHeader headers[] = {{.key = "trace", .value = "a\"b"},
+                                         {.key = "gone", .value = std::nullopt}};
+  const std::string encoded = ringfeed::encode_headers(headers);
+  const std::string bad = encoded.substr(0, encoded.size() - 1);
+  const ringfeed::OutMessage out[] = {
+      {.key = "k", .value = "v", .headers = encoded, .upstream_offset = 7, .timestamp_ns = 9},
+      {.value = "w", .headers = bad, .upstream_offset = 8, .timestamp_ns = 9}};
+  ASSERT_EQ(writers_[0]->publish(out, 1s), 2u);
+  const Finished f = cli_.run(consume_args("g", "exclusive", {"--count", "2", "--output", "json"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  const std::vector<std::string> lines = split_lines(f.out);
+  ASSERT_EQ(lines.size(), 2u) << f.out;
+  EXPECT_EQ(lines[0],
+            "{\"partition\":0,\"offset\":7,\"key\":\"k\",\"value\":\"v\",\"deliveries\":1,"
+            "\"timestamp\":9,\"headers\":[{\"key\":\"trace\",\"value\":\"a\\\"b\"},"
+            "{\"key\":\"gone\",\"value\":null}]}");
+  EXPECT_NE(lines[1].find("\"value\":\"w\""), std::string::npos) << lines[1];
+  EXPECT_NE(lines[1].find("\"headers_error\":\"record headers: headers[1].value"),
+            std::string::npos)
+      << lines[1];
 }
 
 TEST_F(CliConsume, NackEveryKRedeliversInSharedModeAndEveryValueIsPrintedOnce) {

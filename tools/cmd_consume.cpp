@@ -26,6 +26,7 @@
 
 #include "cli_args.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/headers.hpp"
 #include "ringfeed/histogram.hpp"
 #include "shm/fetcher_layout.hpp"
 #include "shm/names.hpp"
@@ -51,8 +52,8 @@ constexpr Flag kFlags[] = {
     {"timeout-ms", "MS", false,
      "exit 0 after MS milliseconds with nothing to take (default: wait)"},
     {"output", "value|json|none", false,
-     "print each value on its own line (default), one JSON object per message, or "
-     "nothing (messages are still acked)"},
+     "print each value on its own line (default), one JSON object per message (with "
+     "its headers, if any), or nothing (messages are still acked)"},
     {"nack-every", "K", false,
      "nack every K-th message taken (delay 0) instead of printing it (modes with leases)"},
     {"latency", "", false,
@@ -175,6 +176,32 @@ class LatencyMeter {
   std::uint64_t untimed_ = 0;
 };
 
+// ,"headers":[{"key":"K","value":"V"|null},...], or ,"headers_error":"WHY" for headers
+// that do not decode.
+void append_headers(std::string& out, std::string_view encoded) {
+  auto headers = decode_headers(encoded);
+  if (!headers) {
+    out += ",\"headers_error\":\"";
+    append_json_string(out, headers.error().message);
+    out += '"';
+    return;
+  }
+  out += ",\"headers\":[";
+  for (std::size_t i = 0; i < headers->size(); ++i) {
+    const Header& h = (*headers)[i];
+    out += i == 0 ? "{\"key\":\"" : ",{\"key\":\"";
+    append_json_string(out, h.key);
+    if (h.value_null) {
+      out += "\",\"value\":null}";
+    } else {
+      out += "\",\"value\":\"";
+      append_json_string(out, h.value);
+      out += "\"}";
+    }
+  }
+  out += ']';
+}
+
 void append_message(std::string& out, bool json, std::uint32_t partition, const Message& m) {
   if (!json) {
     out.append(m.value());
@@ -187,7 +214,9 @@ void append_message(std::string& out, bool json, std::uint32_t partition, const 
   out += "\",\"value\":\"";
   append_json_string(out, m.value());
   out += "\",\"deliveries\":" + std::to_string(m.delivery_count()) +
-         ",\"timestamp\":" + std::to_string(m.timestamp_ns()) + "}\n";
+         ",\"timestamp\":" + std::to_string(m.timestamp_ns());
+  if (!m.headers().empty()) append_headers(out, m.headers());
+  out += "}\n";
 }
 
 // Gives back what a stopping consume holds. Exclusive and broadcast groups have no
