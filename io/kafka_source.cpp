@@ -123,6 +123,9 @@ struct Entry {
   std::int64_t timestamp_ns = 0;
   std::string key;
   std::string value;
+  std::string headers;  // as in the record (SourceRecord::headers)
+
+  std::size_t bytes() const { return key.size() + value.size() + headers.size(); }
 };
 
 enum class Phase : std::uint8_t {
@@ -850,7 +853,7 @@ void KafkaSource::on_list_offsets(Conn& c, const Request& rq, const k::ListOffse
       // Records fetched from before the reset that it moved behind stay out: offsets
       // handed out only grow.
       while (!p->ready.empty() && p->ready.back().offset >= at) {
-        p->ready_bytes -= p->ready.back().key.size() + p->ready.back().value.size();
+        p->ready_bytes -= p->ready.back().bytes();
         p->ready.pop_back();
       }
       p->position = at;
@@ -928,8 +931,9 @@ void KafkaSource::on_fetch(Conn& c, const Request& rq, const k::FetchResponse& r
             p->ready.push_back({.offset = static_cast<std::uint64_t>(rv.offset),
                                 .timestamp_ns = rv.timestamp * 1'000'000,
                                 .key = std::string(rv.key),
-                                .value = std::string(rv.value)});
-            p->ready_bytes += rv.key.size() + rv.value.size();
+                                .value = std::string(rv.value),
+                                .headers = std::string(rv.headers_encoded)});
+            p->ready_bytes += p->ready.back().bytes();
             p->position = static_cast<std::uint64_t>(rv.offset) + 1;
           }
         }
@@ -1331,7 +1335,7 @@ std::size_t KafkaSource::deliver(std::uint32_t i, BatchSink& sink) {
   Part& p = parts_[i];
   // Offsets handed out only grow (a reset to an earlier offset does not repeat them).
   while (!p.ready.empty() && p.ready.front().offset < p.st.fetched) {
-    p.ready_bytes -= p.ready.front().key.size() + p.ready.front().value.size();
+    p.ready_bytes -= p.ready.front().bytes();
     p.ready.pop_front();
   }
   if (p.st.paused || p.st.stopped || p.ready.empty() || !p.active()) return 0;
@@ -1342,12 +1346,13 @@ std::size_t KafkaSource::deliver(std::uint32_t i, BatchSink& sink) {
                         .next_offset = e.offset + 1,
                         .timestamp_ns = e.timestamp_ns,
                         .key = e.key,
-                        .value = e.value});
+                        .value = e.value,
+                        .headers = e.headers});
   }
   const std::size_t taken = std::min(sink.take(i, records_), records_.size());
   if (taken > 0) p.st.fetched = records_[taken - 1].next_offset;
   for (std::size_t n = 0; n < taken; ++n) {
-    p.ready_bytes -= p.ready.front().key.size() + p.ready.front().value.size();
+    p.ready_bytes -= p.ready.front().bytes();
     p.ready.pop_front();
   }
   if (taken < records_.size()) p.st.paused = true;

@@ -82,6 +82,16 @@ void expect_same(const kafka::RecordBatch& b, std::span<const kafka::OutRecord> 
       EXPECT_EQ(headers[h].value_null, !w.headers[h].value);
       EXPECT_EQ(headers[h].value, w.headers[h].value.value_or(""));
     }
+    // What the fetcher passes on: the headers as on the wire, which decode the same.
+    EXPECT_EQ(r.headers_encoded, kafka::encode_record_headers(w.headers)) << i;
+    std::vector<kafka::RecordHeaderView> again;
+    ASSERT_TRUE(kafka::decode_record_headers(r.headers_encoded, again).ok()) << i;
+    ASSERT_EQ(again.size(), headers.size()) << i;
+    for (std::size_t h = 0; h < headers.size(); ++h) {
+      EXPECT_EQ(again[h].key, headers[h].key);
+      EXPECT_EQ(again[h].value, headers[h].value);
+      EXPECT_EQ(again[h].value_null, headers[h].value_null);
+    }
   }
 }
 
