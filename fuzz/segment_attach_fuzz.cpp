@@ -152,6 +152,10 @@ void hostile_ring(const std::vector<std::byte>& bytes, Mode mode) {
       const shm::ReadStatus st = reader->read(pos, r);
       if (st != shm::ReadStatus::record && st != shm::ReadStatus::padding) break;
       if (r.next <= pos) fail("a record that does not move the reader on");
+      if (st == shm::ReadStatus::record && r.headers_len != 0 &&
+          (r.headers < r.value + r.value_len || r.next - r.position < r.headers_len)) {
+        fail("headers outside their record");
+      }
       pos = r.next;
     }
   } else {

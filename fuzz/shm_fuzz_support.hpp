@@ -15,6 +15,7 @@
 #include <string>
 
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/headers.hpp"
 #include "ringfeed/writer.hpp"
 #include "shm/segment.hpp"
 
@@ -40,13 +41,18 @@ inline void remove_all() {
   for (const auto& name : shm::Segment::list("ringfeed." + ns() + ".")) shm::Segment::remove(name);
 }
 
-// Every byte of every message handed out is read into this, so ASan checks the views.
+// Every byte of every message handed out is read into this, so ASan checks the views;
+// the headers are decoded too (what they hold is another process's to write).
 inline volatile unsigned g_touched = 0;
 
 inline void touch(const Message& m) {
   unsigned sum = 0;
   for (const char ch : m.key()) sum += static_cast<unsigned char>(ch);
   for (const char ch : m.value()) sum += static_cast<unsigned char>(ch);
+  for (const char ch : m.headers()) sum += static_cast<unsigned char>(ch);
+  if (auto headers = decode_headers(m.headers())) {
+    for (const Header& h : *headers) sum += static_cast<unsigned>(h.key.size() + h.value.size());
+  }
   g_touched = g_touched + sum;
 }
 
