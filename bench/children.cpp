@@ -134,6 +134,24 @@ bool Children::wait_all(double seconds) {
   return rv_.failed.load(std::memory_order_acquire) == 0;
 }
 
+bool Children::terminate(pid_t pid, double seconds) {
+  for (Child& c : children_) {
+    if (c.pid != pid || c.reaped) continue;
+    ::kill(c.pid, SIGTERM);
+    const std::int64_t deadline = now_ns() + static_cast<std::int64_t>(seconds * 1e9);
+    while (!reap(c, WNOHANG)) {
+      if (now_ns() > deadline) {
+        rv_.fail("the " + c.name + " (pid " + std::to_string(c.pid) + ") did not exit within " +
+                 std::to_string(static_cast<int>(seconds)) + " s of SIGTERM");
+        kill_one(c.pid);
+        return false;
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(500));
+    }
+  }
+  return rv_.failed.load(std::memory_order_acquire) == 0;
+}
+
 void Children::kill_one(pid_t pid) {
   for (Child& c : children_) {
     if (c.pid != pid || c.reaped) continue;

@@ -42,6 +42,10 @@ class Children {
   // Waits up to `seconds` for every child to exit; after that kills what is left. True if
   // all exited with status 0 and nothing failed.
   bool wait_all(double seconds);
+  // Stops one child as an operator would, with SIGTERM, and waits up to `seconds` for
+  // it; it must exit with status 0 (else rv fails naming it). One that overstays is
+  // SIGKILLed. True if it exited 0 and nothing failed.
+  bool terminate(pid_t pid, double seconds);
   // SIGKILLs one child and reaps it (an expected death).
   void kill_one(pid_t pid);
   // SIGKILLs one child without waiting; check() and wait_all() reap it as expected.

@@ -1,5 +1,6 @@
 #include "fetcher_child.hpp"
 
+#include <signal.h>
 #include <stdlib.h>
 
 #include <cerrno>
@@ -12,19 +13,49 @@
 
 namespace ringfeed::bench {
 
+namespace {
+
+static_assert(std::atomic<std::atomic<bool>*>::is_always_lock_free, "read from a signal handler");
+static_assert(std::atomic<Fetcher*>::is_always_lock_free, "read from a signal handler");
+static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
+
+// The fetcher child's stop flag and fetcher, for its SIGTERM handler.
+std::atomic<std::atomic<bool>*> g_stop{nullptr};
+std::atomic<Fetcher*> g_fetcher{nullptr};
+
+extern "C" void on_stop_signal(int /*signal*/) {
+  if (std::atomic<bool>* stop = g_stop.load(std::memory_order_acquire)) {
+    stop->store(true, std::memory_order_release);
+  }
+  // Fetcher::wake is async-signal-safe; before the fetcher exists run() sees the flag.
+  if (Fetcher* f = g_fetcher.load(std::memory_order_acquire)) f->wake();
+}
+
+}  // namespace
+
 std::string log_path(const std::string& dir, std::uint32_t partition) {
   return dir + "/" + std::to_string(partition) + ".log";
 }
 
 int fetcher_process(Rendezvous& rv, FetcherControl& ctl, const FetcherOptions& options) {
+  g_stop.store(&ctl.stop, std::memory_order_release);
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  ::sigemptyset(&sa.sa_mask);
+  ::sigaction(SIGTERM, &sa, nullptr);
+
   ctl.start_ns.store(now_ns(), std::memory_order_release);
   auto f = Fetcher::start(options);
   if (!f) {
     rv.fail("Fetcher::start: " + f.error().message);
     return 1;
   }
+  g_fetcher.store(f->get(), std::memory_order_release);
   ctl.started_ns.store(now_ns(), std::memory_order_release);
-  return run_fetcher(rv, **f, ctl.stop, ctl.fetched);
+  const int rc = run_fetcher(rv, **f, ctl.stop, ctl.fetched);
+  // The handler must not wake a fetcher that is being destroyed.
+  g_fetcher.store(nullptr, std::memory_order_release);
+  return rc;
 }
 
 std::unique_ptr<Consumer> attach_when_ready(Rendezvous& rv, const ConsumerOptions& options) {

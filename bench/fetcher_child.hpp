@@ -22,15 +22,16 @@ std::string log_path(const std::string& dir, std::uint32_t partition);
 
 // What the fetcher child and its parent share (in a shared mapping).
 struct FetcherControl {
-  alignas(kLine) std::atomic<bool> stop;              // run()'s flag, set by the parent
+  alignas(kLine) std::atomic<bool> stop;  // run()'s flag: set by the parent, or by SIGTERM
   alignas(kLine) std::atomic<std::int64_t> start_ns;  // just before Fetcher::start
   std::atomic<std::int64_t> started_ns;               // Fetcher::start returned: rings exist
   std::atomic<std::uint64_t> fetched;                 // messages it published, at its end
 };
 
 // The fetcher child's body: Fetcher::start with `options`, then run() until ctl.stop is
-// set; stores its message count in ctl.fetched. Returns the exit status: 0 after a clean
-// stop, 1 after a failure (in rv).
+// set or SIGTERM arrives (the handler sets ctl.stop and wakes run(), as `ringfeed fetch`
+// does); stores its message count in ctl.fetched. Returns the exit status: 0 after a
+// clean stop, 1 after a failure (in rv).
 int fetcher_process(Rendezvous& rv, FetcherControl& ctl, const FetcherOptions& options);
 
 // Attaches to the ring of `options` once its fetcher created it (up to 10 s).

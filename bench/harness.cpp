@@ -1,5 +1,7 @@
 #include "harness.hpp"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -47,6 +49,10 @@ pid_t g_reader_pid = 0;
 bool g_reader_reaped = false;
 int g_reader_status = 0;
 
+// Another child whose death fails the run, and which the signal handler kills.
+volatile sig_atomic_t g_watched_child = 0;
+std::string g_watched_child_name;
+
 bool reader_gone() {
   if (g_reader_pid <= 0) return false;
   if (!g_reader_reaped && ::waitpid(g_reader_pid, &g_reader_status, WNOHANG) == g_reader_pid) {
@@ -61,11 +67,48 @@ std::string describe_status(int status) {
   return "stopped";
 }
 
+// Whether the watched child has exited, with how; WNOWAIT leaves it to its owner to reap.
+bool watched_child_gone(std::string& how) {
+  if (g_watched_child <= 0) return false;
+  siginfo_t info{};
+  const int options = WEXITED | WNOHANG | WNOWAIT;
+  if (::waitid(P_PID, static_cast<id_t>(g_watched_child), &info, options) != 0) return false;
+  if (info.si_pid == 0) return false;  // still running
+  how = info.si_code == CLD_EXITED ? "exited with status " + std::to_string(info.si_status)
+                                   : "was killed by signal " + std::to_string(info.si_status);
+  return true;
+}
+
 // Names to unlink from a signal handler: fixed storage, no allocation there.
 constexpr int kMaxWatched = 16;
 char g_watched[kMaxWatched][160];
 volatile sig_atomic_t g_watched_count = 0;
 unsigned g_watchdog_seconds = 0;
+char g_watched_dir[256];  // empty: none
+
+// Removes the entry `name` of the directory `parent_fd`, and if it is a directory all
+// that is in it first, with system calls only: it runs in a signal handler. Deep trees
+// are left (a run's directory holds logs and the fetcher's files, two levels at most).
+void remove_tree(int parent_fd, const char* name, int depth) {
+  if (::unlinkat(parent_fd, name, 0) == 0 || errno != EISDIR || depth > 4) return;
+  const int fd = ::openat(parent_fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd >= 0) {
+    alignas(dirent64) char buf[4096];
+    for (;;) {
+      const ssize_t n = ::getdents64(fd, buf, sizeof buf);
+      if (n <= 0) break;
+      for (ssize_t at = 0; at < n;) {
+        const auto* d = reinterpret_cast<const dirent64*>(buf + at);
+        const char* entry = d->d_name;
+        const bool dots = entry[0] == '.' && (entry[1] == 0 || (entry[1] == '.' && entry[2] == 0));
+        if (!dots) remove_tree(fd, entry, depth + 1);
+        at += d->d_reclen;
+      }
+    }
+    ::close(fd);
+  }
+  ::unlinkat(parent_fd, name, AT_REMOVEDIR);
+}
 
 void write_err(const char* s) {
   const ssize_t rc = ::write(STDERR_FILENO, s, std::strlen(s));
@@ -78,7 +121,12 @@ extern "C" void on_abort_signal(int sig) {
   } else {
     write_err("ringfeed-bench: interrupted; removing this run's segments\n");
   }
+  if (g_watched_child > 0) {
+    ::kill(g_watched_child, SIGKILL);
+    ::waitpid(g_watched_child, nullptr, 0);
+  }
   for (int i = 0; i < g_watched_count; ++i) ::unlink(g_watched[i]);
+  if (g_watched_dir[0] != 0) remove_tree(AT_FDCWD, g_watched_dir, 0);
   ::_exit(1);  // the reader dies with us (PR_SET_PDEATHSIG)
 }
 
@@ -113,6 +161,12 @@ bool Rendezvous::sync(int side, std::uint32_t& my_step) {
     if (side == 0 && reader_gone()) {
       fail("the reader process " + describe_status(g_reader_status) + " before step " +
            std::to_string(my_step));
+      return false;
+    }
+    std::string how;
+    if (side == 0 && watched_child_gone(how)) {
+      fail("the " + g_watched_child_name + " (pid " + std::to_string(g_watched_child) + ") " + how +
+           " before step " + std::to_string(my_step));
       return false;
     }
     std::this_thread::sleep_for(std::chrono::microseconds(20));
@@ -197,6 +251,26 @@ void watch_segment(const std::string& name) {
 
 void unwatch_segments() {
   g_watched_count = 0;
+}
+
+void watch_child(pid_t pid, const std::string& name) {
+  g_watched_child_name = name;
+  g_watched_child = pid;
+}
+
+void watch_directory(const std::string& path) {
+  g_watched_dir[0] = 0;
+  if (path.size() >= sizeof g_watched_dir) return;  // too long to keep: not watched
+  std::memcpy(g_watched_dir + 1, path.c_str() + 1, path.size());
+  g_watched_dir[0] = path[0];  // last: the handler sees a whole name or none
+}
+
+void unwatch_child() {
+  g_watched_child = 0;
+}
+
+void unwatch_directory() {
+  g_watched_dir[0] = 0;
 }
 
 void arm_watchdog(unsigned seconds) {

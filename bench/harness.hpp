@@ -76,6 +76,16 @@ int run_pair(Rendezvous& rv, bool pin, const std::function<int()>& writer,
 // Segment names (under /dev/shm) removed if the watchdog fires or SIGINT/SIGTERM arrive.
 void watch_segment(const std::string& name);
 void unwatch_segments();
+// A child process besides the reader (a fetcher): SIGKILLed and reaped first, before
+// the segments and the directory are removed (it could otherwise write into them while
+// they go), if the watchdog fires or SIGINT/SIGTERM arrive; and while it is watched, the
+// writer's sync() fails the run once it has exited (it is left for its owner to reap:
+// unwatch it before that, its pid may be reused then). One at a time.
+void watch_child(pid_t pid, const std::string& name);
+void unwatch_child();
+// A directory removed with everything in it on those signals. One at a time.
+void watch_directory(const std::string& path);
+void unwatch_directory();
 // Aborts the process (and so the reader) if the current run takes longer than this.
 void arm_watchdog(unsigned seconds);
 void disarm_watchdog();
