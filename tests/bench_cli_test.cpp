@@ -1,6 +1,7 @@
 // The `ringfeed-bench` command line, through the real binary: a bad flag exits 2 with
-// exactly one line on stderr naming the flag and why, nothing on stdout; and a short
-// latency run writes the percentile distribution of every variant as CSV.
+// exactly one line on stderr naming the flag and why, nothing on stdout; a short
+// latency run writes the percentile distribution of every variant as CSV; and one
+// through a fetcher prints its percentiles and leaves neither segment nor directory.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -30,6 +31,7 @@ std::string read_text(const std::string& path) {
 }
 
 struct Finished {
+  pid_t pid = -1;
   int status = -1;
   std::string out, err;
 };
@@ -38,6 +40,7 @@ Finished run_bench(const TempDir& dir, const std::vector<std::string>& args,
                    std::chrono::milliseconds timeout = std::chrono::seconds(60)) {
   Finished f;
   const pid_t pid = spawn_program(RINGFEED_BENCH_BIN, args, "", dir.file("out"), dir.file("err"));
+  f.pid = pid;
   f.status = wait_child(pid, timeout);
   f.out = read_text(dir.file("out"));
   f.err = read_text(dir.file("err"));
@@ -85,6 +88,13 @@ TEST(BenchCli, LatencyBadFlags) {
   expect_usage_error({"latency", "--count", "5", "--rounds", "10"}, "--count must be at least");
   expect_usage_error({"latency", "--csv", "/nonexistent-dir/x.csv"},
                      "--csv: cannot write /nonexistent-dir/x.csv");
+}
+
+TEST(BenchCli, LatencyThroughTakesRingOrFetcherOnly) {
+  expect_usage_error({"latency", "--through", "kafka"},
+                     "--through: 'kafka' is not ring or fetcher");
+  expect_usage_error({"latency", "--through"}, "--through needs a value");
+  expect_usage_error({"latency", "--through="}, "--through needs a non-empty value");
 }
 
 TEST(BenchCli, OtherCommandsBadFlags) {
@@ -142,6 +152,46 @@ TEST(BenchCli, LatencyWritesTheDistribution) {
   for (std::string v; std::getline(fields, v, ',');) values.push_back(v);
   ASSERT_EQ(values.size(), 8u) << last;
   for (std::size_t i = 2; i < values.size(); ++i) EXPECT_GT(std::stoull(values[i]), 0u) << last;
+}
+
+// Through a real fetcher namespace: every mode's line and ratios, the fetcher stopped by
+// SIGTERM with status 0, and afterwards no segment of the run's namespace and no log
+// directory left.
+TEST(BenchCli, LatencyThroughAFetcherPrintsThePercentilesAndLeavesNothing) {
+  TempDir dir("ringfeed-bench-cli");
+  const std::vector<std::string> args = {
+      "latency",          "--through", "fetcher",  "--runs", "1",         "--rounds", "2",
+      "--count",          "400",       "--warmup", "10",     "--ring-mb", "1",        "--modes",
+      "exclusive,shared", "--no-pin"};
+  const Finished f = run_bench(dir, args, std::chrono::seconds(120));
+  ASSERT_EQ(f.status, 0) << describe(args) << "\nstdout: " << f.out << "\nstderr: " << f.err;
+  // Each run prints one line per variant with its percentiles.
+  for (const char* variant : {"ringfeed exclusive via fetcher ", "ringfeed shared via fetcher "}) {
+    std::istringstream lines(f.out);
+    bool found = false;
+    for (std::string line; std::getline(lines, line);) {
+      if (line.rfind(std::string("  ") + variant, 0) != 0) continue;
+      found = line.find(" p50 ") != std::string::npos && line.find(" p99.99 ") != std::string::npos;
+      break;
+    }
+    EXPECT_TRUE(found) << variant << "\n" << f.out;
+  }
+  for (const char* line : {"ringfeed exclusive via fetcher / floor (cache line)",
+                           "ringfeed shared via fetcher / message_queue",
+                           "stopped by SIGTERM, exit status 0, no segment left"}) {
+    EXPECT_NE(f.out.find(line), std::string::npos) << line << "\n" << f.out;
+  }
+  const std::string logs_in = "logs in ";
+  const std::size_t at = f.out.find(logs_in);
+  ASSERT_NE(at, std::string::npos) << f.out;
+  const std::size_t from = at + logs_in.size();
+  const std::string logs = f.out.substr(from, f.out.find(' ', from) - from);
+  ASSERT_NE(logs.find("/ringfeed-bench-latency-"), std::string::npos) << f.out;
+  EXPECT_FALSE(std::filesystem::exists(logs)) << logs;
+  const std::string ns_prefix = "ringfeed.lat" + std::to_string(f.pid) + "r";
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    EXPECT_NE(e.path().filename().string().rfind(ns_prefix, 0), 0u) << e.path();
+  }
 }
 
 TEST(BenchCli, SharedMeasuresBroadcastGroupsWhereEveryConsumerTakesEverything) {
