@@ -439,7 +439,8 @@ struct JoinGroupResponse {
 // --- SyncGroup (key 14), v1-3 ------------------------------------------------------
 // Request: group_id STRING, generation_id int32, member_id STRING, group_instance_id
 // NULLABLE_STRING (v3+), assignments [member_id STRING, assignment BYTES].
-// Response: throttle_time_ms int32, error_code int16, assignment BYTES.
+// Response: throttle_time_ms int32, error_code int16, assignment BYTES (null, as
+// librdkafka's mock cluster sends with an error, reads as empty).
 
 struct SyncGroupAssignment {
   std::string member_id;

@@ -475,6 +475,15 @@ TEST(KafkaMessages, GroupMembershipAtTheOldestVersions) {
   kafka::ConsumerAssignment none;
   EXPECT_TRUE(kafka::decode_consumer_assignment(sg.assignment, none));
   EXPECT_TRUE(none.assigned.empty());
+  // An error answer with a null assignment (as librdkafka's mock cluster sends it).
+  const std::string refused = build([](kafka::Writer& w) {
+    w.int32(0);
+    w.int16(27);
+    w.nullable_bytes(std::nullopt);
+  });
+  const auto sr = decode_all_ways<kafka::SyncGroupResponse>(refused, 3, "SyncGroup v3");
+  EXPECT_EQ(sr.error_code, 27);
+  EXPECT_EQ(sr.assignment, "");
   const std::string short_answer = build([](kafka::Writer& w) {
     w.int32(0);
     w.int16(25);
@@ -503,7 +512,8 @@ TEST(KafkaMessages, GroupMembershipAtTheOldestVersions) {
   ASSERT_TRUE(kafka::append_request(
       out, {.version = 1},
       kafka::HeartbeatRequest{.group_id = "g", .generation_id = 4, .member_id = "m"}));
-  kafka::Reader h(parse_request(out).body, "Heartbeat request");
+  const ParsedRequest beat = parse_request(out);
+  kafka::Reader h(beat.body, "Heartbeat request");
   EXPECT_EQ(h.string("group_id"), "g");
   EXPECT_EQ(h.int32("generation_id"), 4);
   EXPECT_EQ(h.string("member_id"), "m");

@@ -618,6 +618,7 @@ constexpr int kPerPartition = 4000;
 struct Ledger {
   std::atomic<std::uint32_t> seen[kPartitions][kPerPartition];
   std::atomic<std::uint64_t> taken;
+  std::atomic<std::uint64_t> by_host[2][kPartitions];  // records taken through each namespace
 };
 
 Ledger* make_ledger() {
@@ -628,7 +629,7 @@ Ledger* make_ledger() {
 
 // A shared consumer of `partition` that records every record it takes (by its value) and
 // acks it. Runs until killed; waits for the fetcher (and its successor) by itself.
-int worker(const std::string& ns, std::uint32_t partition, Ledger* ledger) {
+int worker(const std::string& ns, std::uint32_t partition, Ledger* ledger, int host = 0) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
   std::unique_ptr<ringfeed::Consumer> c;
   for (const auto until = std::chrono::steady_clock::now() + 60s; !c;) {
@@ -664,6 +665,7 @@ int worker(const std::string& ns, std::uint32_t partition, Ledger* ledger) {
       }
       ledger->seen[p][i].fetch_add(1);
       ledger->taken.fetch_add(1);
+      ledger->by_host[host][p].fetch_add(1);
     }
     c->ack(b);
   }
@@ -771,6 +773,127 @@ TEST_F(KafkaSourceTest, ThroughTheFetcherEveryRecordIsConsumedAndAKilledFetcherL
   EXPECT_EQ(test::wait_child(fetcher, 30s), 0) << slurp(dir.file("fetch3.err"));
   // Taken twice: what the first killed fetcher had handed out and not committed.
   std::printf("%llu taken for %llu records\n",
+              static_cast<unsigned long long>(ledger->taken.load()),
+              static_cast<unsigned long long>(total));
+}
+
+// The partitions a `ringfeed fetch` holds by what it last said on stderr of each: one
+// that it said is not assigned to it (or is being given up) is not held.
+std::vector<bool> held_by_log(const std::string& log) {
+  std::vector<bool> held(kPartitions, true);
+  std::size_t at = 0;
+  const std::string text = slurp(log);
+  while (at < text.size()) {
+    const std::size_t end = std::min(text.find('\n', at), text.size());
+    const std::string line = text.substr(at, end - at);
+    at = end + 1;
+    unsigned p = 0;
+    if (std::sscanf(line.c_str(), "ringfeed fetch: partition %u", &p) != 1 || p >= kPartitions) {
+      continue;
+    }
+    held[p] = !contains(line, "not assigned to this host") && !contains(line, "being given up");
+  }
+  return held;
+}
+
+// Two fetchers (two namespaces standing for two hosts) of one Kafka group: the cluster
+// splits the partitions between them, each taking a non-empty part, none taken by both;
+// one is SIGKILLed, and once its session timed out the other holds every partition; every
+// record is consumed at least once, and in the end the group committed every partition to
+// its end.
+TEST_F(KafkaSourceTest, TwoFetchersSplitThePartitionsAndTheSurvivorTakesAllOfAKilledOne) {
+  const int third = kPerPartition / 3;
+  for (int p = 0; p < kPartitions; ++p) ASSERT_EQ(produce(cluster_.bootstrap(), p, 0, third), "");
+  test::TempDir dir{"ringfeed-kafka-split"};
+  const std::string ns[2] = {test::unique_ns("rks"), test::unique_ns("rks")};
+  const std::string source =
+      uri("group=split&session-timeout-ms=3000&heartbeat-interval-ms=300&revoke-grace-ms=500");
+  Ledger* ledger = make_ledger();
+  const auto fetch = [&](int host) {
+    return test::spawn_program(
+        RINGFEED_BIN, {"fetch", "--namespace", ns[host], "--source", source, "--ring-mb", "1"}, "",
+        "", dir.file("fetch" + std::to_string(host) + ".err"));
+  };
+  pid_t fetchers[2] = {fetch(0), fetch(1)};
+  std::vector<pid_t> workers;
+  for (int host = 0; host < 2; ++host) {
+    for (std::uint32_t p = 0; p < kPartitions; ++p) {
+      workers.push_back(
+          test::fork_child([&, host, p] { return worker(ns[host], p, ledger, host); }));
+    }
+  }
+  const auto logs = [&] {
+    return "\nfetcher 0: " + slurp(dir.file("fetch0.err")) +
+           "\nfetcher 1: " + slurp(dir.file("fetch1.err"));
+  };
+  const auto split = [&] {
+    const std::vector<bool> a = held_by_log(dir.file("fetch0.err"));
+    const std::vector<bool> b = held_by_log(dir.file("fetch1.err"));
+    int in_a = 0;
+    int in_b = 0;
+    for (int p = 0; p < kPartitions; ++p) {
+      if (a[p] == b[p]) return false;
+      in_a += a[p];
+      in_b += b[p];
+    }
+    return in_a > 0 && in_b > 0;
+  };
+  ASSERT_TRUE(test::wait_until(split, 60s)) << logs();
+  const std::vector<bool> held_by_0 = held_by_log(dir.file("fetch0.err"));
+  std::uint64_t before[2][kPartitions];
+  for (int h = 0; h < 2; ++h) {
+    for (int p = 0; p < kPartitions; ++p) before[h][p] = ledger->by_host[h][p].load();
+  }
+  // Records produced now go to the fetcher that holds their partition.
+  for (int p = 0; p < kPartitions; ++p) {
+    ASSERT_EQ(produce(cluster_.bootstrap(), p, third, 2 * third), "");
+  }
+  ASSERT_TRUE(test::wait_until(
+      [&] { return consumed(ledger) == std::uint64_t{kPartitions} * 2 * third; }, 60s))
+      << consumed(ledger) << " consumed" << logs();
+  std::uint64_t took[2] = {0, 0};
+  for (int h = 0; h < 2; ++h) {
+    for (int p = 0; p < kPartitions; ++p) took[h] += ledger->by_host[h][p].load() - before[h][p];
+  }
+  EXPECT_GT(took[0], 0u);
+  EXPECT_GT(took[1], 0u);
+  for (int p = 0; p < kPartitions; ++p) {
+    // Unless the group rebalanced meanwhile, only the holder took them.
+    if (split()) {
+      EXPECT_EQ(ledger->by_host[held_by_0[p] ? 1 : 0][p].load(), before[held_by_0[p] ? 1 : 0][p])
+          << "partition " << p;
+    }
+  }
+
+  // Fetcher 1 dies without leaving the group: once the coordinator dropped it, fetcher 0
+  // holds everything.
+  ::kill(fetchers[1], SIGKILL);
+  test::wait_child(fetchers[1]);
+  const auto killed_at = std::chrono::steady_clock::now();
+  for (int p = 0; p < kPartitions; ++p) {
+    ASSERT_EQ(produce(cluster_.bootstrap(), p, 2 * third, kPerPartition), "");
+  }
+  ASSERT_TRUE(test::wait_until(
+      [&] {
+        const std::vector<bool> a = held_by_log(dir.file("fetch0.err"));
+        return std::find(a.begin(), a.end(), false) == a.end();
+      },
+      60s))
+      << logs();
+  const auto takeover = std::chrono::steady_clock::now() - killed_at;
+  const std::uint64_t total = std::uint64_t{kPartitions} * kPerPartition;
+  const std::vector<std::int64_t> end(kPartitions, kPerPartition);
+  ASSERT_TRUE(test::wait_until(
+      [&] { return consumed(ledger) == total && committed_offsets(cluster_, "split") == end; },
+      120s))
+      << consumed(ledger) << " of " << total << " consumed" << logs();
+  for (pid_t w : workers) ::kill(w, SIGKILL);
+  for (pid_t w : workers) test::wait_child(w);
+  ::kill(fetchers[0], SIGTERM);
+  EXPECT_EQ(test::wait_child(fetchers[0], 30s), 0) << logs();
+  std::printf("took all partitions %lld ms after the kill; %llu taken for %llu records\n",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(takeover).count()),
               static_cast<unsigned long long>(ledger->taken.load()),
               static_cast<unsigned long long>(total));
 }
