@@ -14,6 +14,7 @@ int ingest_main(ArgReader& args);
 int failover_main(ArgReader& args);
 int idle_main(ArgReader& args);
 int redis_main(ArgReader& args);
+int kafka_main(ArgReader& args);
 
 // The takeover of `shared`, once, on a ring of namespace `ns`: nanoseconds from the
 // SIGKILL of a consumer holding `leases` leases to the last of them popped again by a

@@ -35,6 +35,9 @@ commands:
   redis        consumers of a Redis stream: workers through ringfeed against workers
                reading it directly with hiredis (XREADGROUP COUNT c + XACK per batch):
                messages/s, XADD-to-worker latency, redis-server CPU per message
+  kafka        consumers of a Kafka topic (a mock cluster): workers through ringfeed
+               against librdkafka consumers reading it directly: messages/s, broadcast
+               deliveries/s and bytes fetched per message, produce-to-worker latency
 
 Every figure comes with same-run baselines, per run and as the median of --runs runs.
 'ringfeed-bench <command> --help' lists a command's flags.
@@ -72,7 +75,7 @@ int main(int argc, char** argv) {
     std::fprintf(
         stderr,
         "ringfeed-bench: missing command: latency, throughput, jitter, shared, ingest, failover, "
-        "idle or redis (see --help)\n");
+        "idle, redis or kafka (see --help)\n");
     return 2;
   }
   const std::string_view command = args.front();
@@ -90,6 +93,7 @@ int main(int argc, char** argv) {
     if (command == "failover") return failover_main(rest);
     if (command == "idle") return idle_main(rest);
     if (command == "redis") return redis_main(rest);
+    if (command == "kafka") return kafka_main(rest);
     throw UsageError("unknown command '" + std::string(command) +
                      "': expected latency, throughput, jitter, shared, ingest, failover, idle or "
                      "redis (see --help)");

@@ -11,7 +11,6 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
-#include <charconv>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -31,6 +30,7 @@
 #include "ringfeed/histogram.hpp"
 #include "ringfeed_steps.hpp"
 #include "tests/support/redis_server.hpp"
+#include "upstream_report.hpp"
 
 namespace ringfeed::bench {
 namespace {
@@ -215,11 +215,6 @@ Context hiredis_connect(std::uint16_t port, std::uint64_t timeout_ms) {
 
 std::string_view text_of(const redisReply* r) {
   return {r->str, r->len};
-}
-
-bool parse_decimal(std::string_view s, std::uint64_t& out) {
-  const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), out);
-  return ec == std::errc() && end == s.data() + s.size();
 }
 
 // Records the latency of one message of the latency part, whose value starts with its
@@ -693,35 +688,8 @@ bool latency_variant(const Options& o, test::RedisServer& server, test::RedisCli
 
 // --- report --------------------------------------------------------------------------------
 
-constexpr double kQuantiles[] = {0.5, 0.9, 0.99, 0.999};
-constexpr const char* kFigureNames[] = {"p50", "p90", "p99", "p99.9", "max"};
-constexpr int kFigures = 5;
-
-double value_of(const Histogram& h, int f) {
-  return static_cast<double>(f < 4 ? h.percentile(kQuantiles[f]) : h.max());
-}
-
 double per_million(double cpu, std::uint64_t messages) {
   return messages == 0 ? 0 : cpu / static_cast<double>(messages) * 1e6;
-}
-
-std::vector<std::uint64_t> parse_list(std::string_view flag, std::string_view text,
-                                      std::uint64_t min, std::uint64_t max) {
-  std::vector<std::uint64_t> out;
-  std::size_t at = 0;
-  while (at <= text.size()) {
-    const std::size_t comma = std::min(text.find(',', at), text.size());
-    const std::string_view item = text.substr(at, comma - at);
-    std::uint64_t v = 0;
-    if (!parse_decimal(item, v) || v < min || v > max) {
-      throw UsageError(std::string(flag) + ": '" + std::string(item) +
-                       "' is not a whole number in [" + std::to_string(min) + ", " +
-                       std::to_string(max) + "]");
-    }
-    out.push_back(v);
-    at = comma + 1;
-  }
-  return out;
 }
 
 Options parse(ArgReader& args) {
@@ -767,14 +735,6 @@ Options parse(ArgReader& args) {
   if (!o.throughput && !o.latency)
     throw UsageError("--no-throughput and --no-latency: nothing to do");
   return o;
-}
-
-// Messages per second, with three digits also below 1 M/s ("22.4 k/s", "1.23 M/s").
-std::string rate_text(double per_second) {
-  if (per_second >= 1e6) return format_rate(per_second);
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.1f k/s", per_second / 1e3);
-  return buf;
 }
 
 std::string cpu_text(double seconds_per_million) {
@@ -903,8 +863,9 @@ int redis_main(ArgReader& args) {
         }
         const double cpu = per_million(m.redis_cpu, m.acked);
         std::printf("  %-38s", v.name.c_str());
-        for (int f = 0; f < kFigures; ++f) {
-          std::printf(" %s %s", kFigureNames[f], format_ns(value_of(m.hist, f)).c_str());
+        for (int f = 0; f < kLatencyFigures; ++f) {
+          std::printf(" %s %s", kLatencyFigureNames[f],
+                      format_ns(latency_figure(m.hist, f)).c_str());
         }
         std::printf(" (n=%llu)  redis cpu %s", static_cast<unsigned long long>(m.hist.count()),
                     cpu_text(cpu).c_str());
@@ -917,8 +878,8 @@ int redis_main(ArgReader& args) {
         }
         std::printf("\n");
         std::fflush(stdout);
-        for (int f = 0; f < kFigures; ++f) {
-          fig.add(v.name + "|" + kFigureNames[f], value_of(m.hist, f));
+        for (int f = 0; f < kLatencyFigures; ++f) {
+          fig.add(v.name + "|" + kLatencyFigureNames[f], latency_figure(m.hist, f));
         }
         fig.add(v.name + "|latcpu", cpu);
       }
@@ -934,7 +895,7 @@ int redis_main(ArgReader& args) {
   std::printf("  %-38s", "variant");
   if (o.throughput) std::printf(" %10s %10s", "msgs/s", "redis cpu");
   if (o.latency) {
-    for (const char* name : kFigureNames) std::printf(" %9s", name);
+    for (const char* name : kLatencyFigureNames) std::printf(" %9s", name);
     std::printf(" %10s", "cpu @rate");
   }
   std::printf("\n");
@@ -946,7 +907,7 @@ int redis_main(ArgReader& args) {
                   cpu_text(fig.median(v.name + "|cpu")).c_str());
     }
     if (o.latency) {
-      for (const char* name : kFigureNames) {
+      for (const char* name : kLatencyFigureNames) {
         std::printf(" %9s", format_ns(fig.median(v.name + "|" + name)).c_str());
       }
       std::printf(" %10s", cpu_text(fig.median(v.name + "|latcpu")).c_str());
@@ -967,7 +928,7 @@ int redis_main(ArgReader& args) {
   std::printf("  %-38s", "against");
   if (o.throughput) std::printf(" %10s %10s", "msgs/s", "redis cpu");
   if (o.latency) {
-    for (const char* name : kFigureNames) std::printf(" %9s", name);
+    for (const char* name : kLatencyFigureNames) std::printf(" %9s", name);
     std::printf(" %10s", "cpu @rate");
   }
   std::printf("\n");
@@ -984,7 +945,7 @@ int redis_main(ArgReader& args) {
                   ratio(r + "|cpu", d.name + "|cpu"));
     }
     if (o.latency) {
-      for (const char* name : kFigureNames) {
+      for (const char* name : kLatencyFigureNames) {
         std::printf(" %9.3f", ratio(r + "|" + name, d.name + "|" + name));
       }
       std::printf(" %10.3f", ratio(r + "|latcpu", d.name + "|latcpu"));

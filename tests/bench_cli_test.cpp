@@ -1,7 +1,8 @@
 // The `ringfeed-bench` command line, through the real binary: a bad flag exits 2 with
 // exactly one line on stderr naming the flag and why, nothing on stdout; a short
-// latency run writes the percentile distribution of every variant as CSV; and one
-// through a fetcher prints its percentiles and leaves neither segment nor directory.
+// latency run writes the percentile distribution of every variant as CSV; one through
+// a fetcher prints its percentiles and leaves neither segment nor directory; and a tiny
+// kafka run prints every variant and its ratios.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -108,6 +109,52 @@ TEST(BenchCli, OtherCommandsBadFlags) {
   expect_usage_error({"jitter", "--seconds", "x"}, "--seconds: 'x' is not a whole number");
   expect_usage_error({"throughput", "--mode", "x"}, "--mode: 'x' is not exclusive, shared");
 }
+
+// `kafka` is left out of builds without librdkafka (ThreadSanitizer).
+#ifdef RINGFEED_BENCH_KAFKA
+TEST(BenchCli, KafkaBadFlagsAndHelp) {
+  expect_usage_error({"kafka", "--bogus"}, "unknown argument '--bogus'");
+  expect_usage_error({"kafka", "--runs", "x"}, "--runs: 'x' is not a whole number");
+  expect_usage_error({"kafka", "--workers", "1,0"},
+                     "--workers: '0' is not a whole number in [1, 16]");
+  expect_usage_error({"kafka", "--workers", "4,"}, "--workers: '' is not a whole number");
+  expect_usage_error({"kafka", "--partitions", "65"}, "--partitions 65 is out of range [1, 64]");
+  expect_usage_error({"kafka", "--broadcast-workers", "17"},
+                     "--broadcast-workers 17 is out of range [1, 16]");
+  expect_usage_error({"kafka", "--ring-mb", "3"}, "--ring-mb 3 is not a power of two");
+  expect_usage_error({"kafka", "--source-params="}, "--source-params needs a non-empty value");
+  expect_usage_error({"kafka", "--no-throughput", "--no-broadcast", "--no-latency"},
+                     "nothing to do");
+  TempDir dir("ringfeed-bench-cli");
+  const Finished help = run_bench(dir, {"kafka", "--help"});
+  EXPECT_EQ(help.status, 0) << help.err;
+  EXPECT_EQ(help.out.rfind("usage: ringfeed-bench kafka", 0), 0u) << help.out;
+}
+
+// A tiny run against a mock cluster: every variant's line, the ratios, and no segment of
+// the run's namespaces left.
+TEST(BenchCli, KafkaPrintsEveryVariantAndTheRatios) {
+  TempDir dir("ringfeed-bench-cli");
+  const std::vector<std::string> args = {"kafka", "--runs",    "1",    "--count",
+                                         "2000",  "--workers", "1",    "--broadcast-workers",
+                                         "2",     "--rate",    "1000", "--latency-seconds",
+                                         "1",     "--warmup",  "100",  "--ring-mb",
+                                         "1"};
+  const Finished f = run_bench(dir, args, std::chrono::seconds(240));
+  ASSERT_EQ(f.status, 0) << describe(args) << "\nstdout: " << f.out << "\nstderr: " << f.err;
+  for (const char* line : {"direct, 1 consumer, one group", "ringfeed, 1 shared worker",
+                           "direct, 2 consumers, own groups", "ringfeed, 2 broadcast workers",
+                           "ringfeed, 1 shared worker / direct",
+                           "ringfeed, 2 broadcast workers / direct", "medians of 1 runs"}) {
+    EXPECT_NE(f.out.find(line), std::string::npos) << line << "\n" << f.out;
+  }
+  EXPECT_EQ(f.out.find("(time limit)"), std::string::npos) << f.out;
+  const std::string ns_prefix = "ringfeed.kf" + std::to_string(f.pid) + "r";
+  for (const auto& e : std::filesystem::directory_iterator("/dev/shm")) {
+    EXPECT_NE(e.path().filename().string().rfind(ns_prefix, 0), 0u) << e.path();
+  }
+}
+#endif
 
 TEST(BenchCli, HelpExitsZero) {
   TempDir dir("ringfeed-bench-cli");
