@@ -796,6 +796,12 @@ int latency_main(ArgReader& args) {
   for (std::uint64_t run = 1; run <= o.runs; ++run) {
     SharedObject<Shared> s;
     Channels ch{.ns = run_namespace("lat", run), .mq = mq_name("lat", run)};
+    PinReport pin;
+    const std::string idle =
+        o.wait_idle > 0 ? wait_for_idle(static_cast<unsigned>(o.wait_idle)) : "";
+    const CpuSample before = sample_cpu();
+    arm_watchdog(watchdog);
+    // Its directory is made once the watchdog's handler is there to remove it.
     std::optional<FetcherFeed> feed;
     if (o.through == Through::fetcher) {
       feed.emplace(s->rv,
@@ -806,11 +812,6 @@ int latency_main(ArgReader& args) {
     }
     WriterSide writer(*s, o, variants, ch, feed ? &*feed : nullptr);
     ReaderSide reader(*s, o, variants, ch);
-    PinReport pin;
-    const std::string idle =
-        o.wait_idle > 0 ? wait_for_idle(static_cast<unsigned>(o.wait_idle)) : "";
-    const CpuSample before = sample_cpu();
-    arm_watchdog(watchdog);
     int rc = 1;
     if (!feed || feed->start()) {
       rc = run_pair(
