@@ -34,6 +34,7 @@
 #include "io/kafka_source.hpp"
 #include "io/source.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/headers.hpp"
 #include "source_test_support.hpp"
 #include "test_support.hpp"
 #include "tests/support/kafka_mock.hpp"
@@ -65,6 +66,17 @@ std::string value_of(int partition, int i) {
          ", compressible compressible compressible";
 }
 constexpr std::int64_t kBaseTimestampMs = 1'700'000'000'000;
+// Every third record has headers: "i" (its number) and "gone" (a null value).
+bool has_headers(int i) {
+  return i % 3 == 0;
+}
+std::string headers_of(int i) {
+  if (!has_headers(i)) return "";
+  const std::string n = std::to_string(i);
+  const ringfeed::OutHeader h[] = {{.key = "i", .value = n},
+                                   {.key = "gone", .value = std::nullopt}};
+  return ringfeed::encode_headers(h);
+}
 
 // Produces records [from, to) of partition `partition` with librdkafka, compressed by
 // `codec`; returns an error message, or "" once every record was acknowledged.
@@ -88,16 +100,25 @@ std::string produce(const std::string& bootstrap, int partition, int from, int t
   for (int i = from; i < to; ++i) {
     const std::string key = key_of(partition, i);
     std::string value = value_of(partition, i);
+    // Owned by the message once produced.
+    rd_kafka_headers_t* headers = rd_kafka_headers_new(2);
+    if (has_headers(i)) {
+      const std::string n = std::to_string(i);
+      rd_kafka_header_add(headers, "i", -1, n.data(), static_cast<ssize_t>(n.size()));
+      rd_kafka_header_add(headers, "gone", -1, nullptr, 0);
+    }
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wold-style-cast"
     const rd_kafka_resp_err_t e = rd_kafka_producev(
         rk, RD_KAFKA_V_TOPIC(kTopic), RD_KAFKA_V_PARTITION(partition),
         RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_KEY(key.data(), key.size()),
         RD_KAFKA_V_VALUE(value.data(), value.size()), RD_KAFKA_V_TIMESTAMP(kBaseTimestampMs + i),
-        RD_KAFKA_V_END);
+        RD_KAFKA_V_HEADERS(headers), RD_KAFKA_V_END);
 #pragma GCC diagnostic pop
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+      rd_kafka_headers_destroy(headers);
       return std::string("rd_kafka_producev: ") + rd_kafka_err2str(e);
+    }
     rd_kafka_poll(rk, 0);
   }
   if (rd_kafka_flush(rk, 30'000) != RD_KAFKA_RESP_ERR_NO_ERROR) return "rd_kafka_flush timed out";
@@ -113,6 +134,7 @@ void expect_records(const std::vector<Got>& got, int partition, int from, int to
     EXPECT_EQ(g.next_offset, g.offset + 1);
     EXPECT_EQ(g.key, key_of(partition, i));
     EXPECT_EQ(g.value, value_of(partition, i));
+    EXPECT_EQ(g.headers, headers_of(i)) << "record " << i;
     EXPECT_EQ(g.timestamp_ns, (kBaseTimestampMs + i) * 1'000'000);
   }
 }
@@ -662,6 +684,11 @@ int worker(const std::string& ns, std::uint32_t partition, Ledger* ledger, int h
         std::fprintf(stderr, "unexpected record at offset %llu: %s\n",
                      static_cast<unsigned long long>(m.offset()), v.c_str());
         return 4;
+      }
+      if (m.headers() != headers_of(i)) {
+        std::fprintf(stderr, "record %d of partition %d: %zu bytes of headers, not %zu\n", i, p,
+                     m.headers().size(), headers_of(i).size());
+        return 5;
       }
       ledger->seen[p][i].fetch_add(1);
       ledger->taken.fetch_add(1);

@@ -30,6 +30,7 @@ struct Got {
   std::int64_t timestamp_ns;
   std::string key;
   std::string value;
+  std::string headers;  // encoded (SourceRecord::headers)
 };
 
 // Keeps what it is given, per partition; refuses everything once `limit` is reached.
@@ -40,7 +41,7 @@ class Collect final : public io::BatchSink {
     for (const auto& r : records) {
       if (total_ >= limit) break;
       got[partition].push_back({r.upstream_offset, r.next_offset, r.timestamp_ns,
-                                std::string(r.key), std::string(r.value)});
+                                std::string(r.key), std::string(r.value), std::string(r.headers)});
       ++total_;
       ++n;
     }
