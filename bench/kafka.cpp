@@ -83,7 +83,8 @@ run, then medians of --runs runs and ratios of medians ringfeed / direct.
 
 flags:
   --runs K              runs (default 5); medians are taken over them
-  --count N             backlog messages (default 1000000)
+  --count N             backlog messages (default 200000: the mock cluster keeps about
+                        5 MB per partition and drops the oldest beyond; checked)
   --seconds S           throughput and broadcast: most seconds per variant (default 60)
   --partitions P        partitions of each topic, 1..64 (default 4)
   --brokers B           brokers of the mock cluster, 1..16 (default 3)
@@ -116,7 +117,7 @@ constexpr const char* kBacklogTopic = "bench";
 
 struct Options {
   std::uint64_t runs = 5;
-  std::uint64_t count = 1'000'000;
+  std::uint64_t count = 200'000;
   std::uint64_t seconds = 60;
   std::uint64_t partitions = 4;
   std::uint64_t brokers = 3;
@@ -471,6 +472,23 @@ double produce_backlog(const Options& o, const std::string& bootstrap) {
     }
     if (rd_kafka_flush(rk.get(), 120'000) != RD_KAFKA_RESP_ERR_NO_ERROR) {
       throw std::runtime_error("producing the backlog: flush timed out");
+    }
+    // The mock cluster drops a partition's oldest records beyond its size limit: every
+    // partition must still start at offset 0 and hold its share.
+    for (std::uint64_t p = 0; p < o.partitions; ++p) {
+      std::int64_t low = -1;
+      std::int64_t high = -1;
+      const rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+          rk.get(), kBacklogTopic, static_cast<std::int32_t>(p), &low, &high, 10'000);
+      const auto share =
+          static_cast<std::int64_t>(o.count / o.partitions + (p < o.count % o.partitions ? 1 : 0));
+      if (e != RD_KAFKA_RESP_ERR_NO_ERROR || low != 0 || high != share) {
+        throw std::runtime_error(
+            "the backlog's partition " + std::to_string(p) + " holds offsets " +
+            std::to_string(low) + ".." + std::to_string(high) + ", expected 0.." +
+            std::to_string(share) + " (" + rd_kafka_err2str(e) +
+            "); the mock cluster keeps about 5 MB per partition: lower --count");
+      }
     }
   }
   if (errors != 0) {
