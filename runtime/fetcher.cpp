@@ -693,11 +693,21 @@ Status FetcherImpl::run(const std::atomic<bool>& stop) {
   }
   commit_acked();
   // The groups outlive this fetcher: the next one creates them again (group_list.hpp).
+  // Without groups there is nothing to keep (and no directory to make for it).
   GroupList groups(parts_.size());
-  for (std::uint32_t i = 0; i < parts_.size(); ++i) groups[i] = shm::find_groups(options_.ns, i);
-  if (auto saved = save_group_list(group_list_path(), groups); !saved && result.ok()) {
-    result = saved.error();
+  bool any_group = false;
+  for (std::uint32_t i = 0; i < parts_.size(); ++i) {
+    groups[i] = shm::find_groups(options_.ns, i);
+    any_group = any_group || !groups[i].empty();
   }
+  Status saved = Ok{};
+  if (any_group) {
+    saved = save_group_list(group_list_path(), groups);
+  } else if (::unlink(group_list_path().c_str()) != 0 && errno != ENOENT) {
+    saved = Error{"cannot remove the group list " + group_list_path() + ": " + std::strerror(errno),
+                  errno};
+  }
+  if (!saved && result.ok()) result = saved.error();
   // What every group acked is durable upstream before the rings go.
   if (auto flushed = source_->flush(kFlushTimeout); !flushed) {
     for (std::uint32_t i = 0; i < parts_.size(); ++i) {

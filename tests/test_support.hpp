@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -21,9 +22,22 @@
 namespace ringfeed::test {
 
 // A namespace no other test (or earlier run) uses.
+// With a tag of the process's start time besides its pid, so that a later run whose pid
+// repeats does not meet what an earlier one left (a group list in a dead-letter directory).
 inline std::string unique_ns(const std::string& stem) {
   static int counter = 0;
-  return "t" + std::to_string(::getpid()) + "-" + stem + "-" + std::to_string(++counter);
+  static const std::string tag = [] {
+    timespec ts{};
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    static const char digits[] = "0123456789abcdefghijklmnopqrstuvwxyz";
+    std::string t;
+    for (auto v = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000 + ts.tv_nsec / 1000;
+         t.size() < 4; v /= 36) {
+      t += digits[v % 36];
+    }
+    return t;
+  }();
+  return "t" + std::to_string(::getpid()) + tag + "-" + stem + "-" + std::to_string(++counter);
 }
 
 // Polls `cond` until it holds or `timeout` passes. Returns whether it held.
