@@ -18,6 +18,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -1251,6 +1252,30 @@ void restarted_fetcher_keeps_the_groups(int signal) {
   ASSERT_EQ(::kill(second, SIGTERM), 0);
   EXPECT_EQ(wait_child(second), 0);
   EXPECT_EQ(segments_of(ns), std::vector<std::string>{});
+}
+
+// A clean stop with no group keeps nothing: no directory made for an empty list, and an
+// old list (here one that names no group) removed.
+TEST(FetcherFileSource, AFetcherThatStopsWithoutGroupsLeavesNoGroupList) {
+  TempDir dir;
+  ASSERT_FALSE(dir.path.empty());
+  const auto ns = unique_ns("nolist");
+  Producer produce(dir, 1);
+  produce.append(0, 10);
+  const FetcherOptions options{.ns = ns, .source = "file:" + dir.path, .ring_bytes = 1 << 16};
+  const std::string state = dir.path + "/" + ns + ".dead-letters";
+  for (const bool old_list : {false, true}) {
+    if (old_list) {
+      ASSERT_EQ(::mkdir(state.c_str(), 0700), 0);
+      std::ofstream(state + "/groups") << "ringfeed-groups 1\n";
+    }
+    const pid_t fetcher = spawn_fetcher(options);
+    ASSERT_GT(fetcher, 0);
+    ASSERT_EQ(::kill(fetcher, SIGTERM), 0);
+    EXPECT_EQ(wait_child(fetcher), 0);
+    EXPECT_FALSE(std::filesystem::exists(state + "/groups"));
+    EXPECT_EQ(std::filesystem::exists(state), old_list);
+  }
 }
 
 // From the dead fetcher's segments.
