@@ -41,6 +41,8 @@ const char* to_string(PopStatus status) {
       return "the writer stopped serving this group (corrupt group state)";
     case PopStatus::corrupt:
       return "a record in the ring failed validation";
+    case PopStatus::end_of_partition:
+      return "end of partition: the upstream gives it to another host now";
   }
   return "unknown";
 }
@@ -514,7 +516,7 @@ const Batch& Consumer::pop_attached(std::size_t max, std::chrono::nanoseconds wa
       group_->sleepers.fetch_add(1, std::memory_order_seq_cst);
       // Dekker pair with the writer's commit (ring_writer.cpp, wake_sleepers).
       if (nothing_published_seq_cst() &&
-          control.state.load(std::memory_order_acquire) == shm::kRingOpen) {
+          control.state.load(std::memory_order_acquire) != shm::kRingClosed) {
         slept = shm::futex_wait(group_->wake_word, seen,
                                 std::min<std::chrono::nanoseconds>(deadline - now, kSleepSlice));
       }
@@ -531,15 +533,16 @@ const Batch& Consumer::pop_attached(std::size_t max, std::chrono::nanoseconds wa
     }
     // Closed rings say so at once; a writer that died without closing is noticed when a
     // sleep slice runs out (reading /proc is too slow to do on every wake).
-    const bool closed = control.state.load(std::memory_order_acquire) != shm::kRingOpen;
+    const bool closed = control.state.load(std::memory_order_acquire) == shm::kRingClosed;
     if ((closed || (slept == shm::WaitResult::timed_out && !ring_.writer_alive())) && !has_work()) {
       status = PopStatus::closed;
       break;
     }
   }
-  if (status == PopStatus::timed_out && !has_work() &&
-      control.state.load(std::memory_order_acquire) != shm::kRingOpen) {
-    status = PopStatus::closed;
+  if (status == PopStatus::timed_out && !has_work()) {
+    const std::uint32_t state = control.state.load(std::memory_order_acquire);
+    if (state == shm::kRingClosed) status = PopStatus::closed;
+    if (state == shm::kRingReleased) status = PopStatus::end_of_partition;
   }
   batch_.status_ = status;
   return batch_;

@@ -20,6 +20,8 @@ RunStatus Consumer::run(const std::function<Verdict(const Message&)>& handler,
         return RunStatus::fenced;
       case PopStatus::corrupt:
         return RunStatus::corrupt;
+      case PopStatus::end_of_partition:
+        return RunStatus::end_of_partition;
     }
     for (const Message& m : batch) {
       Verdict v;

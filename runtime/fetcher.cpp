@@ -564,6 +564,8 @@ void FetcherImpl::check_stopped(std::uint32_t index) {
     stop_partition(index, s.error.empty() ? "the source stopped it" : s.error);
     return;
   }
+  // Consumers that took everything learn that the partition went to another host.
+  parts_[index].writer->set_released(!s.assigned);
   // A source that waits without stopping (an upstream server down) says why.
   set_warning(index, kSourceWarning, std::move(s.error));
 }

@@ -56,6 +56,9 @@ inline constexpr std::uint64_t kTagKindMask = kRecordAlign - 1;
 
 inline constexpr std::uint32_t kRingOpen = 1;
 inline constexpr std::uint32_t kRingClosed = 2;
+// Open, but the upstream gives the partition to another host now (a Kafka rebalance):
+// nothing new comes until it is open again.
+inline constexpr std::uint32_t kRingReleased = 3;
 
 inline constexpr std::uint64_t kMinRingCapacity = 4096;
 inline constexpr std::uint64_t kMaxRingCapacity = 1ull << 40;
@@ -123,7 +126,9 @@ struct RingControl {
   // (release) then FUTEX_WAKE of all, at close. Nappers: load (acquire), then futex-wait
   // on the value they loaded. (Other sleepers wait on their group's wake word.)
   alignas(kCacheLine) std::atomic<std::uint32_t> wake_word;
-  // kRingOpen, or kRingClosed once the writer shut down. Writer: release; readers: acquire.
+  // kRingOpen; kRingReleased while the upstream gives the partition to another host (it
+  // may come back: open again); kRingClosed once the writer shut down, for good. Writer:
+  // release store, then a wake of every sleeper; readers: acquire.
   std::atomic<std::uint32_t> state;
 
   // [256, 320): defaults for groups created on this ring (the fetcher's --lease-ms,

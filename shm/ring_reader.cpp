@@ -85,7 +85,7 @@ ReadStatus RingReader::read_with_headers(std::uint64_t position, const RecordHea
 }
 
 bool RingReader::writer_alive() const {
-  if (control_->state.load(std::memory_order_acquire) != kRingOpen) return false;
+  if (control_->state.load(std::memory_order_acquire) == kRingClosed) return false;
   return owner_alive(creator_owner_);
 }
 

@@ -297,6 +297,16 @@ void RingWriter::wake_sleepers(std::uint64_t new_messages) {
   }
 }
 
+void RingWriter::set_released(bool released) {
+  const std::uint32_t want = released ? kRingReleased : kRingOpen;
+  const std::uint32_t now = control_->state.load(std::memory_order_relaxed);
+  if (now == kRingClosed || now == want) return;
+  control_->state.store(want, std::memory_order_release);
+  control_->wake_word.fetch_add(1, std::memory_order_release);
+  futex_wake_all(control_->wake_word);
+  wake_all_groups();
+}
+
 void RingWriter::wake_all_groups() {
   for (const TrackedGroup& g : groups_) {
     g.control->wake_word.fetch_add(1, std::memory_order_release);

@@ -161,6 +161,10 @@ class RingWriter {
   std::uint64_t dead_letters_dropped() const { return dead_letters_dropped_; }
   // Marks the ring closed and wakes every sleeper. The destructor also removes names.
   void close();
+  // Marks the ring released (the upstream gives its partition to another host: consumers
+  // that took everything get PopStatus::end_of_partition) or open again, and wakes every
+  // sleeper. No effect on a closed ring.
+  void set_released(bool released);
 
   std::vector<GroupInfo> groups() const;
   std::size_t group_count() const { return groups_.size(); }

@@ -768,6 +768,20 @@ TEST_F(CliConsume, JsonEscapesQuotesControlAndBinaryBytesAndKeepsUtf8) {
             "\"timestamp\":1700000000000000001}");
 }
 
+// A partition that went to another host is not an error: consume says so once, and goes
+// on waiting (here until its timeout).
+TEST_F(CliConsume, EndOfPartitionIsSaidOnceAndIsNoError) {
+  create_group("g", Mode::shared);
+  publish(*writers_[0], {{"", "a"}});
+  writers_[0]->set_released(true);
+  const Finished f = cli_.run(consume_args("g", "shared", {"--timeout-ms", "300"}));
+  EXPECT_EQ(f.status, 0) << f.err;
+  EXPECT_EQ(f.out, "a\n");
+  const std::string said = "partition 0: end of partition";
+  EXPECT_NE(f.err.find(said), std::string::npos) << f.err;
+  EXPECT_EQ(f.err.find(said), f.err.rfind(said)) << "said once: " << f.err;
+}
+
 // Headers (a Kafka record's) are printed after the other fields, null values as null;
 // headers that do not decode are named, and the message still printed and acked.
 TEST_F(CliConsume, JsonShowsHeaders) {
@@ -922,6 +936,24 @@ TEST_F(CliStat, JsonHasTheRingAndTheSharedGroupsNumbers) {
                    "\"dead_letters_pending\":0}"),
             std::string::npos)
       << j;
+  EXPECT_NE(j.find("{\"open\":true,\"released\":false,"), std::string::npos) << j;
+}
+
+// A ring whose partition went to another host (a Kafka rebalance) is open and released.
+TEST_F(CliStat, AReleasedRingSaysSo) {
+  make_state();
+  writers_[0]->set_released(true);
+  Finished f = cli_.run(stat_args({"--json"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_NE(f.out.find("{\"open\":true,\"released\":true,"), std::string::npos) << f.out;
+  f = cli_.run(stat_args({"--prometheus"}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_NE(f.out.find("ringfeed_ring_released{namespace=\"" + ns_.ns() + "\",partition=\"0\"} 1"),
+            std::string::npos)
+      << f.out;
+  f = cli_.run(stat_args({}));
+  ASSERT_EQ(f.status, 0) << f.err;
+  EXPECT_NE(f.out.find("released"), std::string::npos) << f.out;
 }
 
 TEST_F(CliStat, PrometheusHasOneHelpAndTypePerMetricAndLabelledSamples) {

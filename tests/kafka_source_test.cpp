@@ -641,6 +641,8 @@ struct Ledger {
   std::atomic<std::uint32_t> seen[kPartitions][kPerPartition];
   std::atomic<std::uint64_t> taken;
   std::atomic<std::uint64_t> by_host[2][kPartitions];  // records taken through each namespace
+  // Pops that said end_of_partition, through each namespace.
+  std::atomic<std::uint64_t> ended[2][kPartitions];
 };
 
 Ledger* make_ledger() {
@@ -668,6 +670,10 @@ int worker(const std::string& ns, std::uint32_t partition, Ledger* ledger, int h
   }
   for (;;) {
     const auto& b = c->pop(64, 100ms);
+    if (b.status() == ringfeed::PopStatus::end_of_partition) {
+      ledger->ended[host][partition].fetch_add(1);
+      continue;
+    }
     if (b.status() != ringfeed::PopStatus::ok) {
       if (b.status() == ringfeed::PopStatus::timed_out || b.status() == ringfeed::PopStatus::closed)
         continue;
@@ -867,6 +873,12 @@ TEST_F(KafkaSourceTest, TwoFetchersSplitThePartitionsAndTheSurvivorTakesAllOfAKi
   };
   ASSERT_TRUE(test::wait_until(split, 60s)) << logs();
   const std::vector<bool> held_by_0 = held_by_log(dir.file("fetch0.err"));
+  // The workers of a partition the other host holds are told so: end of partition.
+  for (int p = 0; p < kPartitions; ++p) {
+    const int other = held_by_0[p] ? 1 : 0;
+    EXPECT_TRUE(test::wait_until([&] { return ledger->ended[other][p].load() > 0; }, 30s))
+        << "partition " << p << " on host " << other << logs();
+  }
   std::uint64_t before[2][kPartitions];
   for (int h = 0; h < 2; ++h) {
     for (int p = 0; p < kPartitions; ++p) before[h][p] = ledger->by_host[h][p].load();

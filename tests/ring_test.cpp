@@ -122,6 +122,51 @@ TEST(Ring, WrapsAroundWithPaddingAndNeverOverwritesUnacked) {
   EXPECT_GT(w->write_pos(), 4096u * 20);  // it really went round many times
 }
 
+// A released ring (its partition went to another host) ends pops once everything was
+// taken, in every mode (a pop waits out its wait first), and they go on as before once it
+// is open again: a pop waiting then is woken by what comes.
+class Released : public testing::TestWithParam<Mode> {};
+
+TEST_P(Released, PopsSayEndOfPartitionUntilTheRingIsOpenAgain) {
+  const auto ns = ringfeed::test::unique_ns("released");
+  auto w = make_writer(ns);
+  auto c = attach(ns, "g", GetParam());
+  ASSERT_TRUE(c);
+  const ringfeed::OutMessage before[] = {{.value = "a", .upstream_offset = 0},
+                                         {.value = "b", .upstream_offset = 1}};
+  ASSERT_EQ(w->publish(before, 0ns), 2u);
+  w->set_released(true);
+  // What was published first is taken first.
+  const auto& b = c->pop(64, 1s);
+  ASSERT_EQ(b.status(), PopStatus::ok);
+  ASSERT_EQ(b.size(), 2u);
+  ASSERT_EQ(c->ack(b), ringfeed::AckStatus::ok);
+  EXPECT_EQ(c->pop(64, 0ns).status(), PopStatus::end_of_partition);
+  EXPECT_EQ(c->pop(64, 20ms).status(), PopStatus::end_of_partition);
+  // Open again: a waiting pop gets what comes next.
+  std::thread later([&] {
+    std::this_thread::sleep_for(50ms);
+    w->set_released(false);
+    const ringfeed::OutMessage m{.value = "c", .upstream_offset = 2};
+    w->publish({&m, 1}, 0ns);
+  });
+  const auto& again = c->pop(64, 10s);
+  later.join();
+  ASSERT_EQ(again.status(), PopStatus::ok);
+  EXPECT_EQ(again[0].value(), "c");
+  ASSERT_EQ(c->ack(again), ringfeed::AckStatus::ok);
+  EXPECT_EQ(c->pop(64, 0ns).status(), PopStatus::timed_out) << "open: nothing yet, no end";
+  // Closed wins over released.
+  w->set_released(true);
+  w->close();
+  EXPECT_EQ(c->pop(64, 0ns).status(), PopStatus::closed);
+}
+
+INSTANTIATE_TEST_SUITE_P(Modes, Released,
+                         testing::Values(Mode::exclusive, Mode::shared, Mode::broadcast,
+                                         Mode::key_shared, Mode::failover),
+                         [](const auto& p) { return std::string(to_string(p.param)); });
+
 TEST(Ring, TooLargeRecordIsRefused) {
   const auto ns = ringfeed::test::unique_ns("large");
   auto w = make_writer(ns, 4096);

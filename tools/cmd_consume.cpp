@@ -99,6 +99,7 @@ void on_stop_signal(int /*signal*/) {
 struct Attached {
   std::uint32_t partition;
   std::unique_ptr<Consumer> consumer;
+  bool said_released = false;  // said that the partition went to another host
 };
 
 std::int64_t realtime_ns() {
@@ -343,10 +344,19 @@ int consume_main(std::span<char* const> argv) {
       }
       const auto max = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, limit - printed));
       const Batch& batch = a.consumer->pop(max, wait);
+      if (batch.status() != PopStatus::end_of_partition) a.said_released = false;
       switch (batch.status()) {
         case PopStatus::ok:
           break;
         case PopStatus::timed_out:
+          continue;
+        case PopStatus::end_of_partition:
+          // Not an error: the partition may come back to this host; the others go on.
+          if (!a.said_released) {
+            std::fprintf(stderr, "ringfeed consume: partition %u: %s; waiting for it\n",
+                         a.partition, to_string(batch.status()));
+            a.said_released = true;
+          }
           continue;
         case PopStatus::closed:
           // With --timeout-ms, a fetcher that died may be replaced in time: the next pop

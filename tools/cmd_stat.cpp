@@ -84,8 +84,9 @@ struct PartitionStat {
   std::string error;
 
   bool has_ring = false;
-  std::string ring_error;  // a ring segment that cannot be read: why
-  bool ring_open = false;
+  std::string ring_error;      // a ring segment that cannot be read: why
+  bool ring_open = false;      // not closed by its writer
+  bool ring_released = false;  // open, but the partition went to another host
   pid_t writer_pid = 0;
   bool writer_alive = false;
   std::uint64_t write_pos = 0;
@@ -271,7 +272,9 @@ void read_ring(NamespaceStat& st, std::uint32_t p) {
   s.has_ring = true;
   const shm::RingControl& c = reader->control();
   s.capacity = reader->capacity();
-  s.ring_open = c.state.load(std::memory_order_acquire) == shm::kRingOpen;
+  const std::uint32_t state = c.state.load(std::memory_order_acquire);
+  s.ring_open = state == shm::kRingOpen || state == shm::kRingReleased;
+  s.ring_released = state == shm::kRingReleased;
   s.writer_pid = reader->writer_pid();
   s.writer_alive = reader->writer_alive();
   s.write_pos = c.write_pos.load(std::memory_order_acquire);
@@ -364,6 +367,7 @@ void print_human(const NamespaceStat& st) {
                        : !s.ring_error.empty() ? "bad"
                        : !s.ring_open          ? "closed"
                        : !s.writer_alive       ? "orphaned"
+                       : s.ring_released       ? "released"
                                                : "open";
     const bool r = s.has_ring && s.ring_error.empty();
     std::string error = s.stopped               ? "stopped: " + printable_text(s.error)
@@ -461,6 +465,7 @@ void print_json(const NamespaceStat& st) {
       out += "}";
     } else {
       out += "{\"open\":" + std::string(s.ring_open ? "true" : "false") +
+             ",\"released\":" + (s.ring_released ? "true" : "false") +
              ",\"writer_pid\":" + std::to_string(s.writer_pid) +
              ",\"writer_alive\":" + (s.writer_alive ? "true" : "false") +
              ",\"used\":" + std::to_string(s.used) + ",\"capacity\":" + std::to_string(s.capacity) +
@@ -585,6 +590,9 @@ void print_prometheus(const NamespaceStat& st) {
     if (!s.has_ring || !s.ring_error.empty()) continue;
     e.add("ringfeed_ring_open", "gauge", "1 if the ring's writer has not closed it.", p,
           s.ring_open ? 1 : 0);
+    e.add("ringfeed_ring_released", "gauge",
+          "1 if the upstream gives the partition to another host now (Kafka rebalance).", p,
+          s.ring_released ? 1 : 0);
     e.add("ringfeed_ring_used_bytes", "gauge", "Bytes of the ring holding unreleased records.", p,
           s.used);
     e.add("ringfeed_ring_capacity_bytes", "gauge", "Bytes of the ring's record area.", p,

@@ -83,6 +83,10 @@ enum class PopStatus {
   closed,          // the writer shut down or died, and everything published was taken
   fenced,          // the writer found this group's shared state corrupt and stopped serving it
   corrupt,         // a record in the ring failed validation
+  // Nothing came within the wait, everything published was taken, and the upstream gives
+  // the partition to another host now (a Kafka rebalance). Not an error: it may come
+  // back, and pops go on as before once it does.
+  end_of_partition,
 };
 const char* to_string(PopStatus status);
 
@@ -111,11 +115,12 @@ struct RunOptions {
 };
 
 enum class RunStatus {
-  stopped,      // stop() was called
-  closed,       // the writer is gone and everything was taken
-  fenced,       // the writer stopped serving the group
-  corrupt,      // a record in the ring failed validation
-  unsupported,  // kept for compatibility: every mode takes every verdict now
+  stopped,           // stop() was called
+  closed,            // the writer is gone and everything was taken
+  fenced,            // the writer stopped serving the group
+  corrupt,           // a record in the ring failed validation
+  end_of_partition,  // the partition went to another host (run again to wait for it)
+  unsupported,       // kept for compatibility: every mode takes every verdict now
 };
 
 class Batch {
