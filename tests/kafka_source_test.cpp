@@ -35,6 +35,7 @@
 #include "io/source.hpp"
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/headers.hpp"
+#include "shm/segment.hpp"
 #include "source_test_support.hpp"
 #include "test_support.hpp"
 #include "tests/support/kafka_mock.hpp"
@@ -755,7 +756,8 @@ TEST_F(KafkaSourceTest, ThroughTheFetcherEveryRecordIsConsumedAndAKilledFetcherL
   Ledger* ledger = make_ledger();
   const auto fetch = [&](const std::string& err) {
     return test::spawn_program(RINGFEED_BIN,
-                               {"fetch", "--namespace", ns, "--source", source, "--ring-mb", "1"},
+                               {"fetch", "--namespace", ns, "--source", source, "--ring-mb", "1",
+                                "--dead-letter", dir.file("dead-letters")},
                                "", "", dir.file(err));
   };
   pid_t fetcher = fetch("fetch.err");
@@ -844,8 +846,10 @@ TEST_F(KafkaSourceTest, TwoFetchersSplitThePartitionsAndTheSurvivorTakesAllOfAKi
   Ledger* ledger = make_ledger();
   const auto fetch = [&](int host) {
     return test::spawn_program(
-        RINGFEED_BIN, {"fetch", "--namespace", ns[host], "--source", source, "--ring-mb", "1"}, "",
-        "", dir.file("fetch" + std::to_string(host) + ".err"));
+        RINGFEED_BIN,
+        {"fetch", "--namespace", ns[host], "--source", source, "--ring-mb", "1", "--dead-letter",
+         dir.file("dead-letters" + std::to_string(host))},
+        "", "", dir.file("fetch" + std::to_string(host) + ".err"));
   };
   pid_t fetchers[2] = {fetch(0), fetch(1)};
   std::vector<pid_t> workers;
@@ -930,6 +934,10 @@ TEST_F(KafkaSourceTest, TwoFetchersSplitThePartitionsAndTheSurvivorTakesAllOfAKi
   for (pid_t w : workers) test::wait_child(w);
   ::kill(fetchers[0], SIGTERM);
   EXPECT_EQ(test::wait_child(fetchers[0], 30s), 0) << logs();
+  // What the killed fetcher left (a fetcher taking its namespace over would remove it).
+  for (const auto& name : ringfeed::shm::Segment::list("ringfeed." + ns[1] + ".")) {
+    ringfeed::shm::Segment::remove(name);
+  }
   std::printf("took all partitions %lld ms after the kill; %llu taken for %llu records\n",
               static_cast<long long>(
                   std::chrono::duration_cast<std::chrono::milliseconds>(takeover).count()),

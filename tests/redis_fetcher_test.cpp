@@ -14,6 +14,7 @@
 #include <atomic>
 #include <charconv>
 #include <chrono>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <random>
@@ -132,9 +133,13 @@ std::string slurp(const std::string& path) {
   return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
 }
 
+// Its dead letters and group list go beside `err`, in the test's directory.
 pid_t fetch(const std::string& ns, const std::string& uri, const std::string& err) {
+  const std::string state = std::filesystem::path(err).parent_path() / (ns + ".dead-letters");
   return ringfeed::test::spawn_program(
-      RINGFEED_BIN, {"fetch", "--namespace", ns, "--source", uri, "--ring-mb", "1"}, "", "", err);
+      RINGFEED_BIN,
+      {"fetch", "--namespace", ns, "--source", uri, "--ring-mb", "1", "--dead-letter", state}, "",
+      "", err);
 }
 
 TEST(RedisFetcher, WorkersTheFetcherAndTheServerKilledMidStreamLoseNothing) {
