@@ -71,16 +71,7 @@ ReadStatus RingReader::read_with_headers(std::uint64_t position, const RecordHea
   std::memcpy(&headers_len, data_ + idx + before_headers, sizeof headers_len);
   const std::uint64_t size = record_size(key_len, value_len, headers_len);
   if (headers_len == 0 || size > max_record_ || idx + size > capacity_) return ReadStatus::corrupt;
-  out.position = position;
-  out.next = position + size;
-  out.key = data_ + idx + sizeof(RecordHeader);
-  out.value = out.key + key_len;
-  out.key_len = key_len;
-  out.value_len = value_len;
-  out.headers = out.value + value_len + sizeof(std::uint32_t);
-  out.headers_len = headers_len;
-  out.upstream_offset = h->upstream_offset;
-  out.timestamp_ns = h->timestamp_ns;
+  fill(position, size, h, key_len, value_len, headers_len, out);
   return ReadStatus::record;
 }
 

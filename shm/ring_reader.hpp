@@ -46,16 +46,7 @@ class RingReader {
       const std::uint32_t value_len = h->value_len;
       const std::uint64_t size = record_size(key_len, value_len);
       if (size > max_record_ || idx + size > capacity_) return ReadStatus::corrupt;
-      out.position = position;
-      out.next = position + size;
-      out.key = data_ + idx + sizeof(RecordHeader);
-      out.value = out.key + key_len;
-      out.key_len = key_len;
-      out.value_len = value_len;
-      out.headers = nullptr;
-      out.headers_len = 0;
-      out.upstream_offset = h->upstream_offset;
-      out.timestamp_ns = h->timestamp_ns;
+      fill(position, size, h, key_len, value_len, 0, out);
       return ReadStatus::record;
     }
     if (tag == 0) return ReadStatus::empty;
@@ -94,6 +85,21 @@ class RingReader {
  private:
   ReadStatus read_with_headers(std::uint64_t position, const RecordHeader* h,
                                RecordView& out) const;
+  // Fills `out` with the record of `size` bytes at `position`, its lengths checked.
+  void fill(std::uint64_t position, std::uint64_t size, const RecordHeader* h,
+            std::uint32_t key_len, std::uint32_t value_len, std::uint32_t headers_len,
+            RecordView& out) const {
+    out.position = position;
+    out.next = position + size;
+    out.key = data_ + (position & mask_) + sizeof(RecordHeader);
+    out.value = out.key + key_len;
+    out.key_len = key_len;
+    out.value_len = value_len;
+    out.headers = headers_len == 0 ? nullptr : out.value + value_len + sizeof(std::uint32_t);
+    out.headers_len = headers_len;
+    out.upstream_offset = h->upstream_offset;
+    out.timestamp_ns = h->timestamp_ns;
+  }
 
   Segment segment_;
   const RingControl* control_ = nullptr;
