@@ -11,6 +11,14 @@ namespace {
 // After an error that joining again at once would repeat.
 constexpr std::int64_t kJoinBackoffNs = 1'000'000'000;
 constexpr std::int64_t kNsPerMs = 1'000'000;
+// The leader of a group with other members sends its SyncGroup this much after the
+// JoinGroup answer: a coordinator that completes the generation on the leader's SyncGroup
+// (librdkafka's mock cluster does) refuses a follower's SyncGroup that comes after it
+// (INVALID_REQUEST) and drops the assignment, so the follower joins again, a new
+// rebalance begins, and a follower that is always a little slower than the leader (a
+// loaded host) never gets in. A real broker answers a late follower; there it costs
+// this delay once per rebalance.
+constexpr std::int64_t kLeaderSyncDelayNs = 50'000'000;
 
 bool is(std::int16_t code, ErrorCode e) {
   return code == static_cast<std::int16_t>(e);
@@ -49,7 +57,9 @@ GroupMember::Due GroupMember::next(std::int64_t now_ns, std::int64_t& wake_ns) {
       wake_ns = std::min(wake_ns, join_at_ns_);
       return Due::nothing;
     case Phase::syncing:
-      return Due::sync;
+      if (now_ns >= sync_at_ns_) return Due::sync;
+      wake_ns = std::min(wake_ns, sync_at_ns_);
+      return Due::nothing;
     case Phase::stable:
     case Phase::revoking:
       // Heartbeats go on while the owner revokes: they keep the session alive.
@@ -144,6 +154,7 @@ void GroupMember::on_join(const JoinGroupResponse& r, std::int64_t now_ns) {
     leader_ = r.leader == r.member_id;
     members_ = r.members;
     phase_ = Phase::syncing;
+    sync_at_ns_ = leader_ && members_.size() > 1 ? now_ns + kLeaderSyncDelayNs : now_ns;
     return;
   }
   problem_ = where("JoinGroup", r.error_code);

@@ -95,6 +95,7 @@ class GroupMember {
   Phase phase_ = Phase::joining;
   bool in_flight_ = false;
   std::int64_t join_at_ns_ = 0;
+  std::int64_t sync_at_ns_ = 0;  // a leader of others syncs a little after the followers
   std::int64_t heartbeat_at_ns_ = 0;
   std::int64_t last_heartbeat_ok_ns_ = 0;
   std::int32_t generation_ = -1;
