@@ -102,7 +102,8 @@ struct GroupControl {
   // while joining; writer: acquire / seq_cst loads.
   alignas(kCacheLine) std::atomic<std::uint64_t> low_watermark;
 
-  // [320, 384): consumers of this group asleep in futex_wait on wake_word.
+  // [320, 384): consumers of this group asleep in futex_wait on wake_word (or in a
+  // futex_wait_any on it and other rings' words: runtime ConsumerSet).
   // sleepers: consumers: seq_cst fetch_add, then a seq_cst load of the ring's write_pos
   // (or, in shared mode, published), then sleep; fetch_sub after waking. Writer: seq_cst
   // load after its seq_cst stores of write_pos and published.

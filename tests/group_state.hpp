@@ -23,4 +23,13 @@ inline std::uint64_t group_low_seq(const std::string& ns, const std::string& gro
   return low == shm::kNotStarted ? 0 : low;
 }
 
+// How many pops sleep now waiting for the group's next message (0 if it does not exist).
+inline std::uint32_t group_sleepers(const std::string& ns, const std::string& group,
+                                    std::uint32_t partition = 0) {
+  auto seg =
+      shm::Segment::open(shm::group_segment_name(ns, partition, group), shm::Access::read_only);
+  if (!seg) return 0;
+  return reinterpret_cast<const shm::GroupControl*>(seg->base())->sleepers.load();
+}
+
 }  // namespace ringfeed::test

@@ -26,6 +26,7 @@
 
 #include "cli_args.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/consumer_set.hpp"
 #include "ringfeed/headers.hpp"
 #include "ringfeed/histogram.hpp"
 #include "shm/fetcher_layout.hpp"
@@ -83,11 +84,8 @@ constexpr std::string_view kDescription =
 constexpr std::string_view kOutputs[] = {"value", "json", "none"};
 
 constexpr std::size_t kBatch = 64;
-// A pop waits at most this long, so a signal is noticed quickly. With several
-// partitions each idle pop is short, so one partition's message does not wait long
-// behind another's empty wait.
-constexpr auto kSingleWait = std::chrono::milliseconds(100);
-constexpr auto kRoundRobinWait = std::chrono::milliseconds(1);
+// A pop waits at most this long, so a signal is noticed quickly.
+constexpr auto kWait = std::chrono::milliseconds(100);
 
 static_assert(std::atomic<bool>::is_always_lock_free, "set from a signal handler");
 std::atomic<bool> g_stop{false};
@@ -326,30 +324,29 @@ int consume_main(std::span<char* const> argv) {
   auto idle_since = std::chrono::steady_clock::now();
   std::string out;
   std::vector<const Message*> to_ack;
-  // Passes over every partition: busy ones are polled without waiting; only after a
-  // pass that found nothing anywhere does each pop wait (briefly, so that one idle
-  // partition does not hold up the others).
-  bool wait_in_pass = consumers.size() == 1;
+  // One set of every partition's consumer: a pop takes from whichever has messages, in
+  // turn, and sleeps on all the rings at once when none has.
+  ConsumerSet set;
+  for (Attached& a : consumers) {
+    if (Status added = set.add(*a.consumer); !added) return fail(added.error().message);
+  }
   while (printed < limit && !g_stop.load(std::memory_order_relaxed)) {
-    bool found = false;
-    for (Attached& a : consumers) {
-      if (printed >= limit || g_stop.load(std::memory_order_relaxed)) break;
-      std::chrono::nanoseconds wait{0};
-      if (wait_in_pass) {
-        wait = consumers.size() == 1 ? kSingleWait : kRoundRobinWait;
-        if (has_timeout) {
-          const auto left = timeout - (std::chrono::steady_clock::now() - idle_since);
-          wait = std::clamp<std::chrono::nanoseconds>(left, std::chrono::nanoseconds(0), wait);
-        }
-      }
-      const auto max = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, limit - printed));
-      const Batch& batch = a.consumer->pop(max, wait);
+    std::chrono::nanoseconds wait = kWait;
+    if (has_timeout) {
+      const auto left = timeout - (std::chrono::steady_clock::now() - idle_since);
+      wait = std::clamp<std::chrono::nanoseconds>(left, std::chrono::nanoseconds(0), wait);
+    }
+    const auto max = static_cast<std::size_t>(std::min<std::uint64_t>(kBatch, limit - printed));
+    const ConsumerSet::Popped popped = set.pop(max, wait);
+    const bool found = popped.consumer != nullptr && popped.batch->status() == PopStatus::ok;
+    if (popped.consumer != nullptr) {
+      Attached& a = consumers[popped.index];
+      const Batch& batch = *popped.batch;
       if (batch.status() != PopStatus::end_of_partition) a.said_released = false;
       switch (batch.status()) {
         case PopStatus::ok:
-          break;
         case PopStatus::timed_out:
-          continue;
+          break;
         case PopStatus::end_of_partition:
           // Not an error: the partition may come back to this host; the others go on.
           if (!a.said_released) {
@@ -357,13 +354,13 @@ int consume_main(std::span<char* const> argv) {
                          a.partition, to_string(batch.status()));
             a.said_released = true;
           }
-          continue;
+          break;
         case PopStatus::closed:
           // With --timeout-ms, a fetcher that died may be replaced in time: the next pop
           // moves to the new one by itself; meanwhile this counts as nothing to take.
           if (has_timeout) {
             std::this_thread::sleep_for(kClosedRetry);
-            continue;
+            break;
           }
           return fail("the fetcher of namespace '" + ns + "' stopped: the ring of partition " +
                       std::to_string(a.partition) + " is closed (after " + std::to_string(printed) +
@@ -373,7 +370,14 @@ int consume_main(std::span<char* const> argv) {
         case PopStatus::corrupt:
           return fail(describe_group(a.consumer->options()) + ": " + to_string(batch.status()));
       }
-      found = true;
+    }
+    if (!found) {
+      if (has_timeout && std::chrono::steady_clock::now() - idle_since >= timeout) break;
+      continue;
+    }
+    {
+      Attached& a = consumers[popped.index];
+      const Batch& batch = *popped.batch;
       const std::int64_t popped_ns = latency ? realtime_ns() : 0;
       if (g_stop.load(std::memory_order_relaxed)) {
         release_all(*a.consumer, batch);
@@ -407,13 +411,7 @@ int consume_main(std::span<char* const> argv) {
       }
       printed += to_ack.size();
     }
-    if (found) {
-      idle_since = std::chrono::steady_clock::now();
-      wait_in_pass = consumers.size() == 1;
-      continue;
-    }
-    if (has_timeout && std::chrono::steady_clock::now() - idle_since >= timeout) break;
-    wait_in_pass = true;
+    idle_since = std::chrono::steady_clock::now();
   }
   report();
   return kExitOk;

@@ -192,6 +192,13 @@ class Consumer {
   std::uint64_t watermark() const { return published_watermark_; }
 
  private:
+  friend class ConsumerSet;  // waits on many consumers' rings at once (consumer_set.hpp)
+  // This consumer's batch, emptied, saying `status` (a ConsumerSet's verdict for it).
+  const Batch& empty_batch(PopStatus status) {
+    batch_.messages_.clear();
+    batch_.status_ = status;
+    return batch_;
+  }
   // A message popped by an exclusive or broadcast consumer, until it is acked: the
   // consumer's own lease on it (no other process can take it; a crash ends them all).
   enum class Held : std::uint8_t { acked, leased, waiting };  // waiting: for redelivery
