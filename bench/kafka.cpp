@@ -27,6 +27,7 @@
 #include "fetcher_child.hpp"
 #include "harness.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/consumer_set.hpp"
 #include "ringfeed/fetcher.hpp"
 #include "ringfeed/histogram.hpp"
 #include "ringfeed_steps.hpp"
@@ -49,8 +50,9 @@ kafka_mock_cluster program), 64-byte values, for two kinds of workers:
   ringfeed   one fetcher process (ringfeed::Fetcher on kafka://BROKERS?topic=T&group=G&
              partitions=0,..,P-1: partitions pinned, no group membership to wait for; it
              commits what every local group acked every 50 ms) and N worker processes,
-             each attached to every partition's ring (--ring-mb MiB each) and popping up
-             to --pop-batch messages from each in turn, then acking the batch.
+             each attached to every partition's ring (--ring-mb MiB each), the consumers
+             in one ConsumerSet: up to --pop-batch messages from whichever ring has some
+             (in turn), then an ack of the batch.
 Each run measures:
   throughput  a backlog of --count messages, produced with librdkafka round robin over
               the partitions before any consumer starts, read from the start for N =
@@ -74,8 +76,8 @@ Each run measures:
               with CLOCK_REALTIME in ns just before rd_kafka_producev, then a sequence
               number. A worker records CLOCK_REALTIME as it holds the message minus that
               stamp. For N = each of --workers: direct, N consumers in one group; ringfeed,
-              N shared workers that spin --spin-us over all rings, then sleep in one ring's
-              pop for up to --poll-us (turn by turn). The producer starts once every direct
+              N shared workers that spin --spin-us over all rings, then sleep on all of
+              them at once (ConsumerSet). The producer starts once every direct
               consumer has its first assignment, or every ringfeed worker attached;
               --latency-seconds of messages are recorded after --warmup unrecorded ones.
 Nothing is pinned: the cluster, producer, fetcher and workers share the cpus. Figures per
@@ -95,10 +97,11 @@ flags:
   --spin-us U           ringfeed, latency: how long a worker polls the rings before it
                         sleeps (default 50)
   --throughput-spin-us U  ringfeed, throughput and broadcast: the same (default 0)
-  --poll-us U           ringfeed: longest sleep in one ring's pop (default 1000)
+  --poll-us U           ringfeed: longest wait of one ConsumerSet pop (default 1000)
   --source-params P     ringfeed: more URI parameters, e.g. 'max-bytes=4194304'
-  --fetch-wait-ms W     direct: fetch.wait.max.ms (default 200: the ringfeed fetcher's
-                        fixed Fetch max wait; librdkafka's own default is 500). The mock
+  --fetch-wait-ms W     both: the Fetch max wait, 1..60000 ms: direct fetch.wait.max.ms,
+                        ringfeed fetch-max-wait-ms (default 200: the fetcher's default;
+                        librdkafka's own default is 500). The mock
                         cluster holds a Fetch that finds no records for its whole max wait
                         and does not answer it when records arrive, so on the mock the
                         produce-to-worker latency of both is mostly this wait
@@ -347,74 +350,60 @@ int direct_worker(Control& ctl, const Options& o, const std::string& bootstrap,
 
 std::string source_uri(const Options& o, const std::string& bootstrap, const std::string& topic,
                        const std::string& group) {
-  std::string uri = "kafka://" + bootstrap + "?topic=" + topic + "&group=" + group + "&partitions=";
+  std::string uri = "kafka://" + bootstrap + "?topic=" + topic + "&group=" + group +
+                    "&fetch-max-wait-ms=" + std::to_string(o.fetch_wait_ms) + "&partitions=";
   for (std::uint64_t p = 0; p < o.partitions; ++p) uri += (p == 0 ? "" : ",") + std::to_string(p);
   if (!o.source_params.empty()) uri += "&" + o.source_params;
   return uri;
 }
 
-// One ringfeed worker: a consumer on every partition's ring in one group; pops from each
-// in turn, spins over them for `spin` when all are empty, then sleeps in one ring's pop
-// for up to o.poll_us (the next ring each time), until ctl.stop.
+// One ringfeed worker: a consumer on every partition's ring in one group, popped as one
+// ConsumerSet: a batch from whichever ring has messages (in turn); when none has, it spins
+// over them for `spin`, then sleeps on all of them at once for up to o.poll_us, until
+// ctl.stop.
 int ringfeed_worker(Control& ctl, const Options& o, const std::string& ns, int index, Part part) {
   WorkerSlot& me = ctl.w[index];
   Tally tally(ctl, o, me, part == Part::latency, "ringfeed worker " + std::to_string(index));
+  const auto spin =
+      std::chrono::microseconds(part == Part::latency ? o.spin_us : o.throughput_spin_us);
   std::vector<std::unique_ptr<Consumer>> rings;
+  ConsumerSet set;
   for (std::uint32_t p = 0; p < o.partitions; ++p) {
     auto c =
         attach_when_ready(ctl.rv, {.ns = ns,
                                    .partition = p,
                                    .group = kGroup,
                                    .mode = part == Part::broadcast ? Mode::broadcast : Mode::shared,
-                                   .spin = std::chrono::nanoseconds(0)});
+                                   .spin = spin});
     if (!c) return 1;
+    if (Status added = set.add(*c); !added) {
+      ctl.rv.fail(tally.who() + ": " + added.error().message);
+      return 1;
+    }
     rings.push_back(std::move(c));
   }
-  const std::int64_t spin_ns =
-      1000 * static_cast<std::int64_t>(part == Part::latency ? o.spin_us : o.throughput_spin_us);
   const auto poll = std::chrono::microseconds(o.poll_us);
   ctl.ready.fetch_add(1, std::memory_order_acq_rel);
-  // Takes and acks one batch; false after a failure.
-  auto take = [&](Consumer& c, const Batch& b) {
-    if (b.status() == PopStatus::timed_out) return true;
+  while (ctl.stop.load(std::memory_order_acquire) == 0 && !failed(ctl)) {
+    const ConsumerSet::Popped popped = set.pop(o.pop_batch, poll);
+    if (popped.consumer == nullptr) continue;
+    Consumer& c = *popped.consumer;
+    const Batch& b = *popped.batch;
     if (b.status() != PopStatus::ok) {
       ctl.rv.fail(tally.who() + ": pop on partition " + std::to_string(c.options().partition) +
                   ": " + to_string(b.status()) + " after " + std::to_string(tally.taken()) +
                   " messages");
-      return false;
+      return 1;
     }
     const std::int64_t now = part == Part::latency ? realtime_ns() : 0;
     for (const Message& m : b) {
-      if (!tally.take(m.value(), now)) return false;
+      if (!tally.take(m.value(), now)) return 1;
     }
     if (c.ack(b) != AckStatus::ok) {
       ctl.rv.fail(tally.who() + ": ack refused a batch just popped");
-      return false;
+      return 1;
     }
     tally.publish();
-    return true;
-  };
-  std::size_t turn = 0;
-  std::int64_t idle_since = 0;
-  while (ctl.stop.load(std::memory_order_acquire) == 0 && !failed(ctl)) {
-    bool any = false;
-    for (auto& c : rings) {
-      const Batch& b = c->try_pop(o.pop_batch);
-      any = any || b.size() > 0;
-      if (!take(*c, b)) return 1;
-    }
-    if (any) {
-      idle_since = 0;
-      continue;
-    }
-    const std::int64_t t = now_ns();
-    if (idle_since == 0) idle_since = t;
-    if (t - idle_since < spin_ns) {
-      cpu_relax();
-      continue;
-    }
-    Consumer& c = *rings[turn++ % rings.size()];
-    if (!take(c, c.pop(o.pop_batch, poll))) return 1;
   }
   ctl.exited.fetch_add(1, std::memory_order_acq_rel);
   return failed(ctl) ? 1 : 0;
@@ -712,7 +701,7 @@ Options parse(ArgReader& args) {
                args.number("--spin-us", 0, 10'000'000, o.spin_us) ||
                args.number("--throughput-spin-us", 0, 10'000'000, o.throughput_spin_us) ||
                args.number("--poll-us", 1, 10'000'000, o.poll_us) ||
-               args.number("--fetch-wait-ms", 0, 300'000, o.fetch_wait_ms) ||
+               args.number("--fetch-wait-ms", 1, 60'000, o.fetch_wait_ms) ||
                args.number("--rate", 1, 1'000'000, o.rate) ||
                args.number("--latency-seconds", 1, 600, o.latency_seconds) ||
                args.number("--warmup", 0, kBig, o.warmup) ||
@@ -770,9 +759,11 @@ int kafka_main(ArgReader& args) {
   std::printf(
       "direct: rd_kafka_consumer_poll, enable.auto.commit=true (every 5 s and at close), "
       "fetch.wait.max.ms %llu; "
-      "ringfeed: fetcher on kafka://BROKERS?topic=T&group=G&partitions=0..%llu%s, pop(%llu) + "
+      "ringfeed: fetcher on kafka://BROKERS?topic=T&group=G&fetch-max-wait-ms=%llu&"
+      "partitions=0..%llu%s, pop(%llu) + "
       "ack, %llu MiB rings, workers spin %llu us (throughput) / %llu us (latency), then "
       "sleep in a pop up to %llu us\n",
+      static_cast<unsigned long long>(o.fetch_wait_ms),
       static_cast<unsigned long long>(o.fetch_wait_ms),
       static_cast<unsigned long long>(o.partitions - 1),
       o.source_params.empty() ? "" : ("&" + o.source_params).c_str(),

@@ -41,9 +41,6 @@ constexpr std::size_t kMaxConnections = 0xef;
 constexpr std::uint64_t kWakeTag = std::uint64_t{0xf0} << 56;
 constexpr std::uint64_t kWatchTag = std::uint64_t{0xf1} << 56;
 constexpr std::uint64_t kCancelTag = std::uint64_t{0xf2} << 56;
-// How long a Fetch waits at the broker for records (min_bytes 1: it returns with the
-// first ones).
-constexpr std::int32_t kFetchMaxWaitMs = 200;
 // A response that takes longer than this (beyond a Fetch's wait) ends the connection.
 constexpr std::int64_t kReplyTimeoutNs = 30'000'000'000;
 // Kafka's retry.backoff.ms: after a leader change or a retriable error.
@@ -1284,11 +1281,14 @@ void KafkaSource::maintain() {
                                     .fetch_offset = static_cast<std::int64_t>(p.position),
                                     .partition_max_bytes = p.fetch_bytes});
       }
-      send(
-          *c,
-          k::FetchRequest{
-              .max_wait_ms = kFetchMaxWaitMs, .max_bytes = INT32_MAX, .topics = {std::move(topic)}},
-          std::move(fetch));
+      // The broker may hold a Fetch for its whole wait before it answers.
+      fetch.deadline_ns =
+          now + std::int64_t{options_.fetch_max_wait_ms} * 1'000'000 + kReplyTimeoutNs;
+      send(*c,
+           k::FetchRequest{.max_wait_ms = static_cast<std::int32_t>(options_.fetch_max_wait_ms),
+                           .max_bytes = INT32_MAX,
+                           .topics = {std::move(topic)}},
+           std::move(fetch));
     }
   }
   send_commits(now);
@@ -1545,6 +1545,8 @@ Result<KafkaSourceOptions> parse_kafka_uri(std::string_view uri) {
       }
     } else if (name == "max-bytes") {
       ok = number(o.max_bytes, 1024, 256u * 1024 * 1024);
+    } else if (name == "fetch-max-wait-ms") {
+      ok = number(o.fetch_max_wait_ms, 1, 60'000);
     } else if (name == "client-id") {
       if (value.empty()) return bad_uri(uri, "empty client-id");
       o.client_id = std::string(value);
@@ -1557,10 +1559,11 @@ Result<KafkaSourceOptions> parse_kafka_uri(std::string_view uri) {
     } else if (name == "revoke-grace-ms") {
       ok = number(o.revoke_grace_ms, 0, 3'600'000);
     } else {
-      return bad_uri(uri, "unknown parameter '" + std::string(name) +
-                              "' (kafka:// takes topic, group, partitions, reset, max-bytes, "
-                              "client-id, connect-timeout-ms, session-timeout-ms, "
-                              "heartbeat-interval-ms, revoke-grace-ms)");
+      return bad_uri(uri,
+                     "unknown parameter '" + std::string(name) +
+                         "' (kafka:// takes topic, group, partitions, reset, max-bytes, "
+                         "fetch-max-wait-ms, client-id, connect-timeout-ms, session-timeout-ms, "
+                         "heartbeat-interval-ms, revoke-grace-ms)");
     }
     if (!ok) return ok.error();
   }

@@ -1,7 +1,10 @@
 // The Kafka source: `kafka://HOST:PORT[,HOST:PORT...]?topic=T&group=G` with optional
 // `partitions=P0,P1,...` (pinned partitions, no group membership), `reset=earliest|latest`
 // (where a partition with no committed offset starts; default earliest), `max-bytes=N`
-// (per partition and fetch, default 1 MiB), `client-id=ID` (default ringfeed),
+// (per partition and fetch, default 1 MiB), `fetch-max-wait-ms=MS` (how long the broker
+// may hold a Fetch that finds no records, default 200: Kafka's fetch.max.wait.ms; a
+// real broker answers as soon as records come, so it bounds the rate of empty Fetches,
+// not the latency), `client-id=ID` (default ringfeed),
 // `connect-timeout-ms=MS`, and for group membership `session-timeout-ms=MS` (default
 // 10000), `heartbeat-interval-ms=MS` (default 3000) and `revoke-grace-ms=MS` (default
 // 2000; with the heartbeat interval below the session timeout, so that a member that
@@ -45,7 +48,7 @@
 //
 // Records: the Kafka offset is the upstream offset and next_offset is offset + 1, so a
 // committed position is the next offset to read, as Kafka's consumers commit it; the
-// record's timestamp, key and value as produced (headers are not carried yet). Control
+// record's timestamp, key, value and headers as produced. Control
 // batches (transaction markers) are skipped.
 //
 // I/O: one connection per broker on one io_uring (io/uring_connection.hpp: reconnects
@@ -83,6 +86,7 @@ struct KafkaSourceOptions {
   std::vector<std::int32_t> partitions;  // empty: every partition of the topic
   bool reset_latest = false;
   std::uint32_t max_bytes = 1024 * 1024;  // per partition and fetch
+  std::uint32_t fetch_max_wait_ms = 200;  // longest a broker holds an empty Fetch
   std::string client_id = "ringfeed";
   std::uint32_t connect_timeout_ms = 2000;
   // Group membership (without `partitions`).

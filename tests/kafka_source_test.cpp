@@ -170,7 +170,8 @@ class KafkaSourceTest : public ::testing::Test {
 TEST(KafkaUri, ReadsEveryParameter) {
   auto o = io::parse_kafka_uri(
       "kafka://a:9092,[::1]:9093?topic=t&group=g&partitions=3,1&reset=latest&max-bytes=4096&"
-      "client-id=me&connect-timeout-ms=50&session-timeout-ms=6000&heartbeat-interval-ms=1000&"
+      "fetch-max-wait-ms=25&client-id=me&connect-timeout-ms=50&session-timeout-ms=6000&heartbeat-"
+      "interval-ms=1000&"
       "revoke-grace-ms=4000");
   ASSERT_TRUE(o.ok()) << o.error().message;
   ASSERT_EQ(o->bootstrap.size(), 2u);
@@ -183,6 +184,7 @@ TEST(KafkaUri, ReadsEveryParameter) {
   EXPECT_EQ(o->partitions, (std::vector<std::int32_t>{3, 1}));
   EXPECT_TRUE(o->reset_latest);
   EXPECT_EQ(o->max_bytes, 4096u);
+  EXPECT_EQ(o->fetch_max_wait_ms, 25u);
   EXPECT_EQ(o->client_id, "me");
   EXPECT_EQ(o->connect_timeout_ms, 50u);
   EXPECT_EQ(o->session_timeout_ms, 6000u);
@@ -192,6 +194,7 @@ TEST(KafkaUri, ReadsEveryParameter) {
   ASSERT_TRUE(d.ok()) << d.error().message;
   EXPECT_TRUE(d->partitions.empty());
   EXPECT_FALSE(d->reset_latest);
+  EXPECT_EQ(d->fetch_max_wait_ms, 200u);
 }
 
 TEST(KafkaUri, BadUrisAreRefusedNamingWhatIsWrong) {
@@ -205,6 +208,8 @@ TEST(KafkaUri, BadUrisAreRefusedNamingWhatIsWrong) {
            {"kafka://a:1?topic=t&group=g&partitions=1,1", "listed twice"},
            {"kafka://a:1?topic=t&group=g&reset=middle", "reset 'middle'"},
            {"kafka://a:1?topic=t&group=g&max-bytes=1", "max-bytes '1'"},
+           {"kafka://a:1?topic=t&group=g&fetch-max-wait-ms=0", "fetch-max-wait-ms '0'"},
+           {"kafka://a:1?topic=t&group=g&fetch-max-wait-ms=60001", "fetch-max-wait-ms '60001'"},
            {"kafka://a:1?topic=t&group=g&topic=u", "given twice"},
            {"kafka://a:1?topic=t&group=g&session-timeout-ms=5000&revoke-grace-ms=3000",
             "heartbeat-interval-ms 3000 + revoke-grace-ms 3000 must be below session-timeout-ms "
@@ -287,6 +292,35 @@ TEST_F(KafkaSourceTest, ResetLatestStartsAtTheEnd) {
   ASSERT_EQ(produce(cluster_.bootstrap(), 0, 50, 60), "");
   ASSERT_TRUE(poll_until(*s, sink, 10));
   expect_records(sink.got[0], 0, 50, 60);
+}
+
+// The mock cluster holds a Fetch that finds nothing for its whole max wait, even when
+// records arrive meanwhile (a real broker answers then), so the wait shows in how late
+// a record produced into an idle partition comes.
+TEST_F(KafkaSourceTest, FetchMaxWaitIsHowLongTheBrokerHoldsAnEmptyFetch) {
+  auto late_by = [&](const std::string& group, const std::string& max_wait_ms, int record) {
+    auto s = open("group=" + group + "&partitions=0&fetch-max-wait-ms=" + max_wait_ms);
+    EXPECT_NE(s, nullptr);
+    if (s == nullptr) return std::chrono::steady_clock::duration::max();
+    Collect sink;
+    // The record before comes first: the Fetch sent after its answer finds nothing.
+    EXPECT_TRUE(poll_until(*s, sink, static_cast<std::size_t>(record)));
+    const auto fetched_before = std::chrono::steady_clock::now();
+    EXPECT_EQ(produce(cluster_.bootstrap(), 0, record, record + 1), "");
+    const auto produced = std::chrono::steady_clock::now();
+    EXPECT_TRUE(poll_until(*s, sink, static_cast<std::size_t>(record) + 1));
+    expect_records(sink.got[0], 0, 0, record + 1);
+    const auto came = std::chrono::steady_clock::now();
+    // Held: from the Fetch sent before the record was produced; short: from the produce.
+    return max_wait_ms == "20" ? came - produced : came - fetched_before;
+  };
+  ASSERT_EQ(produce(cluster_.bootstrap(), 0, 0, 1), "");
+  const auto held = late_by("held", "2500", 1);
+  EXPECT_GE(held, 1500ms) << "a Fetch held 2.5 s answered after "
+                          << std::chrono::duration_cast<std::chrono::milliseconds>(held).count()
+                          << " ms";
+  const auto short_wait = late_by("short", "20", 2);
+  EXPECT_LT(short_wait, 1500ms);
 }
 
 TEST_F(KafkaSourceTest, AnUnknownTopicOrPartitionIsAClearError) {
