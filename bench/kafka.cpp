@@ -60,7 +60,9 @@ Each run measures:
               workers in one shared group. messages/s = messages taken / (first message
               any worker took to the last); the time from spawning the processes to the
               first message (connecting, joining the group, Fetcher::start) is printed
-              apart.
+              apart, and "incl. start" = messages taken / (spawning to the last message):
+              what a consumer group that starts to read a backlog gets, the group join
+              included.
   broadcast   the same backlog, every message to each of --broadcast-workers B workers:
               direct, B consumers each in a consumer group of its own; ringfeed, B
               workers in one broadcast group. deliveries/s = messages taken by all workers
@@ -828,18 +830,21 @@ int kafka_main(ArgReader& args) {
       }
     };
     if (o.throughput) {
-      std::printf("  %-36s %10s %9s %10s %9s\n", "throughput", "msgs/s", "taken", "bytes/msg",
-                  "first");
+      std::printf("  %-36s %10s %9s %10s %9s %12s\n", "throughput", "msgs/s", "taken", "bytes/msg",
+                  "first", "incl. start");
       for (const Variant& v : throughput) {
         Measurement m;
         run_one(v, Part::throughput, kBacklogTopic, m);
         const double rate = static_cast<double>(m.taken) / m.seconds;
+        const double with_start = static_cast<double>(m.taken) / (m.first_seconds + m.seconds);
         const double bytes = static_cast<double>(m.socket.bytes) / static_cast<double>(o.count);
-        std::printf("  %-36s %10s %9llu %10s %7.0f ms%s\n", v.name.c_str(), rate_text(rate).c_str(),
-                    static_cast<unsigned long long>(m.taken), bytes_text(bytes).c_str(),
-                    m.first_seconds * 1e3, m.taken < o.count ? "  (time limit)" : "");
+        std::printf("  %-36s %10s %9llu %10s %7.0f ms %12s%s\n", v.name.c_str(),
+                    rate_text(rate).c_str(), static_cast<unsigned long long>(m.taken),
+                    bytes_text(bytes).c_str(), m.first_seconds * 1e3, rate_text(with_start).c_str(),
+                    m.taken < o.count ? "  (time limit)" : "");
         std::fflush(stdout);
         fig.add(v.name + "|rate", rate);
+        fig.add(v.name + "|start", with_start);
         fig.add(v.name + "|bytes", bytes);
       }
     }
@@ -910,18 +915,22 @@ int kafka_main(ArgReader& args) {
   for (const auto* part : {&throughput, &broadcast}) {
     if (part->empty()) continue;
     const bool b = part == &broadcast;
-    std::printf("  %-36s %10s %10s\n", b ? "broadcast" : "throughput", b ? "deliv/s" : "msgs/s",
-                "bytes/msg");
+    std::printf("  %-36s %10s %10s%s\n", b ? "broadcast" : "throughput", b ? "deliv/s" : "msgs/s",
+                "bytes/msg", b ? "" : "  incl. start");
     for (const Variant& v : *part) {
-      std::printf("  %-36s %10s %10s\n", v.name.c_str(),
+      std::printf("  %-36s %10s %10s", v.name.c_str(),
                   rate_text(fig.median(v.name + "|rate")).c_str(),
                   bytes_text(fig.median(v.name + "|bytes")).c_str());
+      if (!b) std::printf(" %12s", rate_text(fig.median(v.name + "|start")).c_str());
+      std::printf("\n");
     }
     for (std::size_t i = 0; i + 1 < part->size(); i += 2) {
       const std::string& d = (*part)[i].name;
       const std::string& r = (*part)[i + 1].name;
-      std::printf("  %-36s %10.3f %10.3f\n", (r + " / direct").c_str(),
+      std::printf("  %-36s %10.3f %10.3f", (r + " / direct").c_str(),
                   ratio(r + "|rate", d + "|rate"), ratio(r + "|bytes", d + "|bytes"));
+      if (!b) std::printf(" %12.3f", ratio(r + "|start", d + "|start"));
+      std::printf("\n");
     }
   }
   if (!latency.empty()) {
