@@ -9,11 +9,14 @@
 //                       file may hold bytes not read yet: at open, after a read that
 //                       returned data, after an inotify event for the file. A read that
 //                       returns 0 (end of file) ends that until the next event.
-//   kind 2, inotify     one IORING_OP_READ on the inotify descriptor, which watches DIR
-//                       (files modified, created, removed, renamed); re-armed after each
-//                       completion. The descriptor is blocking, so the read waits in the
-//                       kernel: no busy polling and no timer.
-//   kind 3, wake        one IORING_OP_READ of 8 bytes on the eventfd that wake() writes.
+//   kind 2, inotify     one IORING_OP_POLL_ADD (POLLIN, one shot) on the inotify
+//                       descriptor, which watches DIR (files modified, created, removed,
+//                       renamed); when it completes, the events are read with read(2)
+//                       (non-blocking) until none is left, and the poll is armed again.
+//                       No busy polling and no timer, and no io-wq thread: a read
+//                       submitted on the descriptor would wait in a worker thread blocked
+//                       in read(2), a thread switch per event.
+//   kind 3, wake        the same on the eventfd that wake() writes (its counter drained).
 //   kind 4, cancel      only in the destructor: cancels whatever is still in flight.
 //   kind 5, watch       one IORING_OP_POLL_ADD (POLLIN, one shot) per descriptor given to
 //                       watch_readable(), tagged with its index there; its completion
@@ -216,6 +219,7 @@ class LocalLogSource final : public Source {
   Status reap();
   void on_file_read(std::uint32_t p, int res);
   Status on_inotify(int res);
+  Status on_inotify_events(std::size_t len);
   void on_file_event(std::uint32_t p, std::uint32_t mask);
   std::byte* fixed_buffer(std::uint32_t p) const { return fixed_.data() + p * fixed_cap_; }
 
@@ -308,7 +312,10 @@ Status LocalLogSource::open(std::uint32_t partitions) {
   }
   // The watch goes first: a file created after it is seen by an event, one created
   // before it by the open below.
-  inotify_fd_.reset(::inotify_init1(IN_CLOEXEC));
+  // Non-blocking, as the eventfd below: io_uring then reads it inline, or arms a poll on
+  // it and reads it when it is ready; a blocking descriptor would send every read to an
+  // io-wq worker thread blocked in read(2), a thread switch per event.
+  inotify_fd_.reset(::inotify_init1(IN_CLOEXEC | IN_NONBLOCK));
   if (inotify_fd_.get() < 0) {
     const int err = errno;
     return Error{"inotify_init1 for " + uri_ + ": " + errno_text(err), err};
@@ -322,7 +329,7 @@ Status LocalLogSource::open(std::uint32_t partitions) {
                      (err == ENOSPC ? " (raise fs.inotify.max_user_watches)" : ""),
                  err};
   }
-  event_fd_.reset(::eventfd(0, EFD_CLOEXEC));
+  event_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (event_fd_.get() < 0) {
     const int err = errno;
     return Error{"eventfd for " + uri_ + ": " + errno_text(err), err};
@@ -734,16 +741,19 @@ void LocalLogSource::submit_reads() {
   if (any) io_uring_submit(ring_.get());
 }
 
+// The inotify and eventfd descriptors are polled through the ring and read when ready
+// (non-blocking): an IORING_OP_READ on them would wait in an io-wq worker thread blocked
+// in read(2), a thread switch per event on the way of every appended record.
 void LocalLogSource::arm_inotify() {
   io_uring_sqe* sqe = next_sqe();
-  io_uring_prep_read(sqe, inotify_fd_.get(), inotify_buf_, sizeof inotify_buf_, 0);
+  io_uring_prep_poll_add(sqe, inotify_fd_.get(), POLLIN);
   io_uring_sqe_set_data64(sqe, tag(Kind::inotify));
   ++in_flight_;
 }
 
 void LocalLogSource::arm_wake() {
   io_uring_sqe* sqe = next_sqe();
-  io_uring_prep_read(sqe, event_fd_.get(), &wake_buf_, sizeof wake_buf_, 0);
+  io_uring_prep_poll_add(sqe, event_fd_.get(), POLLIN);
   io_uring_sqe_set_data64(sqe, tag(Kind::wake));
   ++in_flight_;
 }
@@ -780,10 +790,13 @@ Status LocalLogSource::reap() {
       case Kind::inotify:
         if (Status s = on_inotify(cqe->res); !s && !failure) failure = s.error();
         break;
-      case Kind::wake:
+      case Kind::wake: {
+        // Drains the counter (non-blocking: nothing to read is no error).
+        [[maybe_unused]] const ssize_t n = ::read(event_fd_.get(), &wake_buf_, sizeof wake_buf_);
         woken_ = true;
         arm_wake();
         break;
+      }
       case Kind::watch:
         if (p < watched_.size()) {
           watched_[p].armed = false;
@@ -832,17 +845,34 @@ void LocalLogSource::on_file_read(std::uint32_t p, int res) {
 }
 
 Status LocalLogSource::on_inotify(int res) {
-  if (res == -EINTR || res == -EAGAIN) {
+  // res: the poll's event mask, or an error of the poll.
+  if (res == -EINTR) {
     arm_inotify();
     return Ok{};
   }
-  if (res <= 0) {
-    fatal_ = Error{"reading inotify events for " + dir_ +
-                       " failed: " + (res < 0 ? errno_text(-res) : std::string("end of file")),
-                   res < 0 ? -res : EIO};
+  if (res < 0) {
+    fatal_ = Error{"polling inotify events for " + dir_ + " failed: " + errno_text(-res), -res};
     return *fatal_;
   }
-  const auto len = static_cast<std::size_t>(res);
+  for (;;) {
+    const ssize_t n = ::read(inotify_fd_.get(), inotify_buf_, sizeof inotify_buf_);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : EIO;
+      fatal_ = Error{"reading inotify events for " + dir_ +
+                         " failed: " + (n < 0 ? errno_text(err) : std::string("end of file")),
+                     err};
+      return *fatal_;
+    }
+    if (Status s = on_inotify_events(static_cast<std::size_t>(n)); !s) return s;
+  }
+  arm_inotify();
+  return Ok{};
+}
+
+// The `len` bytes of whole events read into inotify_buf_.
+Status LocalLogSource::on_inotify_events(std::size_t len) {
   std::size_t at = 0;
   while (at + sizeof(inotify_event) <= len) {
     inotify_event ev{};
@@ -863,7 +893,6 @@ Status LocalLogSource::on_inotify(int res) {
     const auto p = partition_of({name, ::strnlen(name, ev.len)});
     if (p && *p < parts_.size()) on_file_event(*p, ev.mask);
   }
-  arm_inotify();
   return Ok{};
 }
 

@@ -10,7 +10,9 @@
 namespace ringfeed::io {
 
 Status Wakeups::open(const std::string& uri) {
-  event_fd_.reset(::eventfd(0, EFD_CLOEXEC));
+  // Polled through the ring and read when ready (non-blocking): an IORING_OP_READ on it
+  // would wait in an io-wq worker thread blocked in read(2).
+  event_fd_.reset(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK));
   if (event_fd_.get() < 0) {
     const int err = errno;
     return Error{"eventfd for " + uri + ": " + std::strerror(err), err};
@@ -47,7 +49,7 @@ void Wakeups::arm_wake(io_uring* ring) {
   if (wake_armed_) return;
   io_uring_sqe* sqe = io_uring_get_sqe(ring);
   if (sqe == nullptr) return;  // armed at the next poll
-  io_uring_prep_read(sqe, event_fd_.get(), &wake_buf_, sizeof wake_buf_, 0);
+  io_uring_prep_poll_add(sqe, event_fd_.get(), POLLIN);
   io_uring_sqe_set_data64(sqe, wake_tag_);
   wake_armed_ = true;
   ++in_flight_;
@@ -57,6 +59,8 @@ bool Wakeups::complete(io_uring* ring, const io_uring_cqe& c) {
   if (c.user_data == wake_tag_) {
     --in_flight_;
     wake_armed_ = false;
+    // Drains the counter (non-blocking: nothing to read is no error).
+    [[maybe_unused]] const ssize_t n = ::read(event_fd_.get(), &wake_buf_, sizeof wake_buf_);
     arm_wake(ring);
     return true;
   }
