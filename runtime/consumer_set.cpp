@@ -4,8 +4,11 @@
 #include <array>
 #include <string>
 #include <thread>
+#include <utility>
+#include <vector>
 
 #include "shm/futex.hpp"
+#include "shm/process.hpp"
 
 namespace ringfeed {
 
@@ -58,9 +61,20 @@ ConsumerSet::Popped ConsumerSet::look(std::size_t max, std::size_t& released) {
 // lives is too slow for every pop.)
 ConsumerSet::Popped ConsumerSet::writer_gone() {
   const std::size_t n = consumers_.size();
+  // The rings of a namespace share one writer (the fetcher): each is looked up once.
+  std::vector<std::pair<std::uint64_t, bool>> alive;
+  auto writer_lives = [&](const Consumer& c) {
+    if (c.ring_.control().state.load(std::memory_order_acquire) == shm::kRingClosed) return false;
+    for (const auto& [owner, lives] : alive) {
+      if (owner == c.writer_) return lives;
+    }
+    const bool lives = shm::owner_alive(c.writer_);
+    alive.emplace_back(c.writer_, lives);
+    return lives;
+  };
   for (std::size_t i = 0; i < n; ++i) {
     Consumer& c = *consumers_[i];
-    if (c.group_ == nullptr || c.has_work() || c.ring_.writer_alive()) continue;
+    if (c.group_ == nullptr || c.has_work() || writer_lives(c)) continue;
     if (c.options_.follow_fetcher && c.reattach_to_new_writer()) continue;
     return returned(i, c.empty_batch(PopStatus::closed));
   }
