@@ -854,7 +854,9 @@ Status LocalLogSource::on_inotify(int res) {
     fatal_ = Error{"polling inotify events for " + dir_ + " failed: " + errno_text(-res), -res};
     return *fatal_;
   }
-  for (;;) {
+  // A few buffers at a time: events still queued complete the next poll at once, so a
+  // stream of them never keeps this call from returning.
+  for (int reads = 0; reads < 8; ++reads) {
     const ssize_t n = ::read(inotify_fd_.get(), inotify_buf_, sizeof inotify_buf_);
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
