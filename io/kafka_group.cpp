@@ -130,6 +130,10 @@ void GroupMember::join_again(std::int64_t at_ns) {
   join_at_ns_ = at_ns;
 }
 
+void GroupMember::partitions_changed(const std::string& why) {
+  if (leader_ && phase_ == Phase::stable) revoke(why);
+}
+
 void GroupMember::revoke(const std::string& why) {
   problem_ = why;
   if (phase_ == Phase::stable) {

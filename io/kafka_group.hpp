@@ -70,6 +70,10 @@ class GroupMember {
   void on_commit_refused(std::int16_t code, std::int64_t now_ns);
   // The owner released the partitions of the revoked assignment: join again.
   void released(std::int64_t now_ns);
+  // The topic's partitions are no longer those the current assignment was made from
+  // (partitions were added): a stable leader starts a rebalance, so that the new ones
+  // are assigned, as Kafka's consumer leaders do. Followers wait for the leader.
+  void partitions_changed(const std::string& why);
 
   // The assignment of a new generation, once (the partitions of the topic, ascending).
   std::optional<std::vector<std::int32_t>> take_assignment();

@@ -101,6 +101,16 @@ bool generation_error(std::int16_t code) {
   }
 }
 
+// "partition 4" or "partitions 4, 5, 6", at most 16 named.
+std::string partition_list(const std::vector<std::int32_t>& partitions) {
+  std::string out = partitions.size() == 1 ? "partition " : "partitions ";
+  for (std::size_t i = 0; i < partitions.size() && i < 16; ++i) {
+    out += (i == 0 ? "" : ", ") + std::to_string(partitions[i]);
+  }
+  if (partitions.size() > 16) out += ", ... (" + std::to_string(partitions.size()) + " in all)";
+  return out;
+}
+
 // Errors after which a client looks for the group's coordinator again.
 bool coordinator_error(std::int16_t code) {
   switch (static_cast<k::ErrorCode>(code)) {
@@ -202,6 +212,9 @@ class KafkaSource final : public Source {
   Status commit(std::uint32_t partition, std::uint64_t position) override;
   Status flush(std::chrono::milliseconds timeout) override;
   PartitionStatus status(std::uint32_t partition) const override;
+  std::string warning() const override {
+    return assignment_problem_.empty() ? unserved_problem_ : assignment_problem_;
+  }
   void wake() override { wakeups_.wake(); }
   bool watch_readable(int fd) override { return ring_.ready() && wakeups_.watch(fd, 16); }
   const std::string& uri() const override { return uri_; }
@@ -223,6 +236,7 @@ class KafkaSource final : public Source {
   bool decode(Conn& c, const Request& rq, std::string_view body, Resp& out);
   void on_api_versions(Conn& c, const k::ApiVersionsResponse& r);
   void on_metadata(Conn& c, const k::MetadataResponse& r);
+  void on_topic_partitions(std::vector<std::int32_t> all);
   void on_find_coordinator(Conn& c, const k::FindCoordinatorResponse& r);
   void on_offset_fetch(Conn& c, const Request& rq, const k::OffsetFetchResponse& r);
   void on_list_offsets(Conn& c, const Request& rq, const k::ListOffsetsResponse& r);
@@ -257,7 +271,10 @@ class KafkaSource final : public Source {
   bool metadata_wanted_ = true;
   bool metadata_in_flight_ = false;
   std::int64_t next_metadata_ns_ = 0;
-  std::string topic_error_;  // the topic is not there (Metadata said so)
+  std::int64_t metadata_refresh_ns_ = INT64_MAX;  // read it again then, unasked
+  std::vector<std::int32_t> topic_partitions_;    // the topic's, from the last Metadata
+  std::string unserved_problem_;                  // partitions of the topic without a ring
+  std::string topic_error_;                       // the topic is not there (Metadata said so)
   Conn* coordinator_ = nullptr;
   bool find_in_flight_ = false;
   std::int64_t next_find_ns_ = 0;
@@ -268,8 +285,8 @@ class KafkaSource final : public Source {
   Conn* group_conn_ = nullptr;
   bool revoking_ = false;
   std::int64_t revoke_deadline_ns_ = 0;
-  bool commits_refused_ = false;  // an OffsetCommit said the generation is over
-  std::string assignment_problem_;
+  bool commits_refused_ = false;    // an OffsetCommit said the generation is over
+  std::string assignment_problem_;  // partitions assigned here that have no ring here
   bool closing_ = false;
   bool left_ = false;
   std::int32_t next_correlation_id_ = 1;
@@ -698,19 +715,22 @@ void KafkaSource::on_metadata(Conn& c, const k::MetadataResponse& r) {
     return;
   }
   topic_error_.clear();
+  // Every partition of the topic, in the order of their numbers.
+  std::vector<std::int32_t> all;
+  for (const k::MetadataPartition& mp : topic->partitions) all.push_back(mp.partition_index);
+  std::sort(all.begin(), all.end());
+  all.erase(std::unique(all.begin(), all.end()), all.end());
   if (parts_.empty()) {
-    // Every partition of the topic, in the order of their numbers.
-    std::vector<std::int32_t> all;
-    for (const k::MetadataPartition& mp : topic->partitions) all.push_back(mp.partition_index);
-    std::sort(all.begin(), all.end());
     for (const std::int32_t kp : all) {
       by_kafka_.emplace(kp, static_cast<std::uint32_t>(parts_.size()));
       parts_.push_back({.kafka = kp});
       parts_.back().owned = !grouped();  // a member waits for its assignment
     }
   }
+  if (grouped()) on_topic_partitions(std::move(all));
   have_metadata_ = true;
   metadata_wanted_ = false;
+  metadata_refresh_ns_ = now + std::int64_t{options_.metadata_max_age_ms} * 1'000'000;
   for (Part& p : parts_) {
     const k::MetadataPartition* mp = nullptr;
     for (const k::MetadataPartition& m : topic->partitions) {
@@ -734,6 +754,29 @@ void KafkaSource::on_metadata(Conn& c, const k::MetadataResponse& r) {
     if (p.leader != mp->leader_id) p.leader = mp->leader_id;
   }
   if (metadata_wanted_) next_metadata_ns_ = now + kErrorBackoffNs;
+}
+
+// A group member's view of the topic's partitions from a Metadata: those without a ring
+// here are said, and a change (partitions added) makes a leader rebalance.
+void KafkaSource::on_topic_partitions(std::vector<std::int32_t> all) {
+  std::vector<std::int32_t> unserved;
+  for (const std::int32_t kp : all) {
+    if (by_kafka_.count(kp) == 0) unserved.push_back(kp);
+  }
+  unserved_problem_.clear();
+  if (!unserved.empty()) {
+    unserved_problem_ = "topic '" + options_.topic + "' has " + std::to_string(all.size()) +
+                        " partitions now and this fetcher has rings for the " +
+                        std::to_string(parts_.size()) +
+                        " it had when it started: " + partition_list(unserved) +
+                        " cannot be fetched on this host until its fetcher is restarted";
+  }
+  if (!topic_partitions_.empty() && all != topic_partitions_) {
+    group_->partitions_changed("topic '" + options_.topic + "' has " + std::to_string(all.size()) +
+                               " partitions now, " + std::to_string(topic_partitions_.size()) +
+                               " before: the leader assigns them again");
+  }
+  topic_partitions_ = std::move(all);
 }
 
 void KafkaSource::on_find_coordinator(Conn& c, const k::FindCoordinatorResponse& r) {
@@ -1024,9 +1067,10 @@ void KafkaSource::run_group(std::int64_t now) {
                   {.deadline_ns = ms(group_->options().rebalance_timeout_ms + session)});
       break;
     case k::GroupMember::Due::sync: {
-      std::vector<std::int32_t> all;
-      for (const Part& p : parts_) all.push_back(p.kafka);
-      sent = send(*group_conn_, group_->sync_request(all), {.deadline_ns = ms(2 * session)});
+      // Every partition of the topic, also those this host has no ring for: other
+      // members (started later) may have one.
+      sent = send(*group_conn_, group_->sync_request(topic_partitions_),
+                  {.deadline_ns = ms(2 * session)});
       break;
     }
     case k::GroupMember::Due::heartbeat:
@@ -1080,12 +1124,13 @@ void KafkaSource::end_revoke() {
 // offset (OffsetFetch).
 void KafkaSource::assign(const std::vector<std::int32_t>& kafka_partitions) {
   assignment_problem_.clear();
+  std::vector<std::int32_t> unserved;
   for (Part& p : parts_) p.owned = false;
   for (const std::int32_t kp : kafka_partitions) {
     const auto it = by_kafka_.find(kp);
     if (it == by_kafka_.end()) {
       // A partition added to the topic after the source opened has no ring here.
-      assignment_problem_ += (assignment_problem_.empty() ? "" : ", ") + std::to_string(kp);
+      unserved.push_back(kp);
       continue;
     }
     Part& p = parts_[it->second];
@@ -1095,6 +1140,14 @@ void KafkaSource::assign(const std::vector<std::int32_t>& kafka_partitions) {
     p.retry_ns = 0;
     p.ready.clear();
     p.ready_bytes = 0;
+  }
+  if (!unserved.empty()) {
+    assignment_problem_ =
+        "group '" + options_.group + "' (generation " + std::to_string(group_->generation()) +
+        ") assigned this host " + partition_list(unserved) + " of topic '" + options_.topic +
+        "', which it has no ring for (it has rings for the " + std::to_string(parts_.size()) +
+        " partitions the topic had when it started): not fetched until this "
+        "fetcher is restarted";
   }
 }
 
@@ -1178,6 +1231,12 @@ void KafkaSource::maintain() {
   }
   if (fatal_) return;
 
+  // Now and then unasked, as Kafka's clients do: leaders that moved, partitions added.
+  if (have_metadata_ && now >= metadata_refresh_ns_) {
+    metadata_wanted_ = true;
+    metadata_refresh_ns_ = INT64_MAX;  // set again by the answer
+  }
+  later(metadata_refresh_ns_);
   if (control != nullptr && (metadata_wanted_ || !have_metadata_) && !metadata_in_flight_) {
     if (now >= next_metadata_ns_) {
       metadata_in_flight_ = true;
@@ -1552,6 +1611,8 @@ Result<KafkaSourceOptions> parse_kafka_uri(std::string_view uri) {
       o.client_id = std::string(value);
     } else if (name == "connect-timeout-ms") {
       ok = number(o.connect_timeout_ms, 1, 600'000);
+    } else if (name == "metadata-max-age-ms") {
+      ok = number(o.metadata_max_age_ms, 100, 86'400'000);
     } else if (name == "session-timeout-ms") {
       ok = number(o.session_timeout_ms, 100, 3'600'000);
     } else if (name == "heartbeat-interval-ms") {
@@ -1562,8 +1623,8 @@ Result<KafkaSourceOptions> parse_kafka_uri(std::string_view uri) {
       return bad_uri(uri,
                      "unknown parameter '" + std::string(name) +
                          "' (kafka:// takes topic, group, partitions, reset, max-bytes, "
-                         "fetch-max-wait-ms, client-id, connect-timeout-ms, session-timeout-ms, "
-                         "heartbeat-interval-ms, revoke-grace-ms)");
+                         "fetch-max-wait-ms, client-id, connect-timeout-ms, metadata-max-age-ms, "
+                         "session-timeout-ms, heartbeat-interval-ms, revoke-grace-ms)");
     }
     if (!ok) return ok.error();
   }

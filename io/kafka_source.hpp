@@ -5,14 +5,20 @@
 // may hold a Fetch that finds no records, default 200: Kafka's fetch.max.wait.ms; a
 // real broker answers as soon as records come, so it bounds the rate of empty Fetches,
 // not the latency), `client-id=ID` (default ringfeed),
-// `connect-timeout-ms=MS`, and for group membership `session-timeout-ms=MS` (default
+// `connect-timeout-ms=MS`, `metadata-max-age-ms=MS` (how often the topic's metadata is
+// read again when nothing asked for it sooner, default 300000: Kafka's
+// metadata.max.age.ms), and for group membership `session-timeout-ms=MS` (default
 // 10000), `heartbeat-interval-ms=MS` (default 3000) and `revoke-grace-ms=MS` (default
 // 2000; with the heartbeat interval below the session timeout, so that a member that
 // learns of a rebalance from a heartbeat joins again before the coordinator drops it).
 //
 // Partitions. The source serves every partition of the topic, as Metadata lists them
 // when it opens (partition i is ring i, so ring numbers stay the same whoever fetches),
-// or the pinned ones (partition i is Kafka partition partitions[i]).
+// or the pinned ones (partition i is Kafka partition partitions[i]). Partitions added to
+// the topic later have no ring here: a group member that learns of them from a Metadata
+// says so in warning(), and so does one the group assigns them to (they are not fetched
+// on this host until its fetcher is restarted); a group leader that learns of them
+// starts a rebalance, so that they are assigned (to members that started after them).
 //
 // Group membership (no `partitions=`): the fetcher joins consumer group G (FindCoordinator,
 // JoinGroup, SyncGroup, Heartbeat; io/kafka_group.hpp) on its own connection to the
@@ -89,6 +95,7 @@ struct KafkaSourceOptions {
   std::uint32_t fetch_max_wait_ms = 200;  // longest a broker holds an empty Fetch
   std::string client_id = "ringfeed";
   std::uint32_t connect_timeout_ms = 2000;
+  std::uint32_t metadata_max_age_ms = 300'000;  // Metadata read again at least this often
   // Group membership (without `partitions`).
   std::uint32_t session_timeout_ms = 10'000;
   std::uint32_t heartbeat_interval_ms = 3'000;

@@ -112,6 +112,9 @@ class Source {
   }
 
   virtual PartitionStatus status(std::uint32_t partition) const = 0;
+  // A problem of the whole source that stops nothing, for the fetcher's log and stats
+  // (a Kafka topic that gained partitions this source has no ring for); empty: none.
+  virtual std::string warning() const { return {}; }
 
   // Makes a poll that is waiting (or the next one) return at once. Async-signal-safe.
   virtual void wake() = 0;

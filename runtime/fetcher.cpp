@@ -190,6 +190,10 @@ class FetcherImpl final : public Fetcher, private io::BatchSink {
   Status run(const std::atomic<bool>& stop) override;
   void wake() override { source_->wake(); }
   std::vector<PartitionStats> stats() const override;
+  std::string source_warning() const override {
+    std::lock_guard lock(warnings_mutex_);
+    return source_warning_;
+  }
 
  private:
   struct Partition {
@@ -224,6 +228,7 @@ class FetcherImpl final : public Fetcher, private io::BatchSink {
   void commit_acked();
   void settle_acked(Partition& p, bool reap_dead);
   void check_stopped(std::uint32_t index);
+  void note_source_warning();
   void stop_partition(std::uint32_t index, const std::string& why);
   bool store_dead_letter(std::uint32_t index, const shm::DeadLetter& letter);
   void set_warning(std::uint32_t index, Warning kind, std::string text);
@@ -244,6 +249,7 @@ class FetcherImpl final : public Fetcher, private io::BatchSink {
 
   mutable std::mutex warnings_mutex_;  // stats() may run on another thread
   std::vector<std::array<std::string, kWarnings>> warnings_;
+  std::string source_warning_;
 };
 
 Status FetcherImpl::init() {
@@ -554,6 +560,13 @@ void FetcherImpl::settle_acked(Partition& p, bool reap_dead) {
     p.acked = std::max(p.acked, p.unacked.front().next_offset);
     p.unacked.pop();
   }
+  note_source_warning();
+}
+
+void FetcherImpl::note_source_warning() {
+  std::string w = source_->warning();
+  std::lock_guard lock(warnings_mutex_);
+  source_warning_ = std::move(w);
 }
 
 // A partition the source stopped stops here too, with the source's reason.
@@ -667,6 +680,7 @@ Status FetcherImpl::run(const std::atomic<bool>& stop) {
       // deadline: everything is looked at now.
       next_service = now;
       for (std::uint32_t i = 0; i < parts_.size(); ++i) check_stopped(i);
+      note_source_warning();
     }
     if (now >= next_look) {
       next_service = now;

@@ -215,6 +215,30 @@ TEST(KafkaGroupMember, EachHeartbeatErrorRevokesAndReleasingJoinsAgain) {
   }
 }
 
+TEST(KafkaGroupMember, ALeaderRebalancesWhenTheTopicGainsPartitionsAFollowerWaits) {
+  kafka::GroupMember leader(options());
+  Parts mine;
+  join_and_sync(leader, 0, {"m-1"}, {0, 1}, mine);
+  leader.partitions_changed("topic 't' has 3 partitions now, 2 at the last assignment");
+  EXPECT_EQ(leader.phase(), Phase::revoking);
+  EXPECT_EQ(leader.problem(), "topic 't' has 3 partitions now, 2 at the last assignment");
+  leader.released(1 * kMs);
+  join_and_sync(leader, 1 * kMs, {"m-1"}, {0, 1, 2}, mine);
+  EXPECT_EQ(mine, (Parts{0, 1, 2}));
+
+  kafka::GroupMember follower(options());
+  ASSERT_EQ(next(follower, 0), Due::join);
+  static_cast<void>(follower.join_request());
+  follower.on_join({.generation_id = 3, .leader = "other", .member_id = "me"}, 0);
+  ASSERT_EQ(next(follower, 0), Due::sync);
+  static_cast<void>(follower.sync_request({0, 1}));
+  const kafka::ConsumerAssignment a{.assigned = {{"t", {1}}}, .user_data = ""};
+  follower.on_sync({.assignment = kafka::encode_consumer_assignment(a)}, 0);
+  ASSERT_EQ(follower.phase(), Phase::stable);
+  follower.partitions_changed("more partitions");
+  EXPECT_EQ(follower.phase(), Phase::stable);  // the leader rebalances, not each member
+}
+
 TEST(KafkaGroupMember, ALostConnectionOrASilentSessionRevokes) {
   kafka::GroupMember m(options());
   Parts mine;

@@ -20,12 +20,15 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,6 +37,7 @@
 #include "io/kafka_source.hpp"
 #include "io/source.hpp"
 #include "ringfeed/consumer.hpp"
+#include "ringfeed/fetcher.hpp"
 #include "ringfeed/headers.hpp"
 #include "shm/segment.hpp"
 #include "source_test_support.hpp"
@@ -172,7 +176,7 @@ TEST(KafkaUri, ReadsEveryParameter) {
       "kafka://a:9092,[::1]:9093?topic=t&group=g&partitions=3,1&reset=latest&max-bytes=4096&"
       "fetch-max-wait-ms=25&client-id=me&connect-timeout-ms=50&session-timeout-ms=6000&heartbeat-"
       "interval-ms=1000&"
-      "revoke-grace-ms=4000");
+      "revoke-grace-ms=4000&metadata-max-age-ms=60000");
   ASSERT_TRUE(o.ok()) << o.error().message;
   ASSERT_EQ(o->bootstrap.size(), 2u);
   EXPECT_EQ(o->bootstrap[0].host, "a");
@@ -190,11 +194,13 @@ TEST(KafkaUri, ReadsEveryParameter) {
   EXPECT_EQ(o->session_timeout_ms, 6000u);
   EXPECT_EQ(o->heartbeat_interval_ms, 1000u);
   EXPECT_EQ(o->revoke_grace_ms, 4000u);
+  EXPECT_EQ(o->metadata_max_age_ms, 60000u);
   auto d = io::parse_kafka_uri("kafka://a:1?topic=t&group=g");
   ASSERT_TRUE(d.ok()) << d.error().message;
   EXPECT_TRUE(d->partitions.empty());
   EXPECT_FALSE(d->reset_latest);
   EXPECT_EQ(d->fetch_max_wait_ms, 200u);
+  EXPECT_EQ(d->metadata_max_age_ms, 300000u);
 }
 
 TEST(KafkaUri, BadUrisAreRefusedNamingWhatIsWrong) {
@@ -210,6 +216,7 @@ TEST(KafkaUri, BadUrisAreRefusedNamingWhatIsWrong) {
            {"kafka://a:1?topic=t&group=g&max-bytes=1", "max-bytes '1'"},
            {"kafka://a:1?topic=t&group=g&fetch-max-wait-ms=0", "fetch-max-wait-ms '0'"},
            {"kafka://a:1?topic=t&group=g&fetch-max-wait-ms=60001", "fetch-max-wait-ms '60001'"},
+           {"kafka://a:1?topic=t&group=g&metadata-max-age-ms=99", "metadata-max-age-ms '99'"},
            {"kafka://a:1?topic=t&group=g&topic=u", "given twice"},
            {"kafka://a:1?topic=t&group=g&session-timeout-ms=5000&revoke-grace-ms=3000",
             "heartbeat-interval-ms 3000 + revoke-grace-ms 3000 must be below session-timeout-ms "
@@ -508,11 +515,15 @@ TEST_F(KafkaSourceTest, TwoMembersSplitThePartitionsAndALeavingOneHandsThemBack)
   }
 }
 
-// A broker on loopback that answers ApiVersions properly and Metadata with a body cut
-// short; the source must say which API and field, and keep trying.
+// A broker on loopback that answers ApiVersions properly and, by default, Metadata
+// with a body cut short (the source must say which API and field, and keep trying); or
+// every request with what `answer` gives for its API and this broker's port (nothing
+// for std::nullopt).
 class FakeBroker {
  public:
-  FakeBroker() {
+  using Answer = std::function<std::optional<std::string>(std::int16_t api, std::uint16_t port)>;
+  explicit FakeBroker(Answer answer = {}) : answer_(std::move(answer)) {
+    if (!answer_) answer_ = [](std::int16_t api, std::uint16_t port) { return body_of(api, port); };
     fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     sockaddr_in a{};
     a.sin_family = AF_INET;
@@ -536,21 +547,37 @@ class FakeBroker {
   std::uint16_t port() const { return port_; }
   int metadata_requests() const { return metadata_requests_; }
 
+  // ApiVersions: Metadata v1-2, FindCoordinator v1-2 and the fetch path; with
+  // `membership` also the group membership APIs, at the versions ringfeed speaks.
+  static std::string api_versions_body(bool membership = false) {
+    std::vector<std::array<std::int16_t, 3>> ranges = {{1, 4, 11}, {2, 1, 3},  {3, 1, 2}, {8, 2, 7},
+                                                       {9, 1, 5},  {10, 1, 2}, {18, 0, 2}};
+    if (membership) {
+      for (const kafka::ApiKey api : {kafka::ApiKey::join_group, kafka::ApiKey::sync_group,
+                                      kafka::ApiKey::heartbeat, kafka::ApiKey::leave_group}) {
+        const kafka::VersionRange v = kafka::supported_versions(api);
+        ranges.push_back({static_cast<std::int16_t>(api), v.min, v.max});
+      }
+    }
+    std::string out;
+    kafka::Writer w(out);
+    w.int16(0);
+    w.array_count(ranges.size());
+    for (const auto& r : ranges) {
+      w.int16(r[0]);
+      w.int16(r[1]);
+      w.int16(r[2]);
+    }
+    w.int32(0);
+    return out;
+  }
+
  private:
   static std::string body_of(std::int16_t api, std::uint16_t port) {
     std::string out;
     kafka::Writer w(out);
     if (api == static_cast<std::int16_t>(kafka::ApiKey::api_versions)) {
-      const std::int16_t ranges[][3] = {{1, 4, 11}, {2, 1, 3},  {3, 1, 2}, {8, 2, 7},
-                                        {9, 1, 5},  {10, 1, 2}, {18, 0, 2}};
-      w.int16(0);
-      w.array_count(std::size(ranges));
-      for (const auto& r : ranges) {
-        w.int16(r[0]);
-        w.int16(r[1]);
-        w.int16(r[2]);
-      }
-      w.int32(0);
+      return api_versions_body();
     } else {  // Metadata v2, cut inside the first partition
       w.array_count(1);
       w.int32(1);
@@ -595,20 +622,22 @@ class FakeBroker {
           const auto api = static_cast<std::int16_t>(be(4, 2));
           const std::uint32_t correlation = be(8, 4);
           if (api == static_cast<std::int16_t>(kafka::ApiKey::metadata)) ++metadata_requests_;
+          in.erase(0, 4 + size);
+          const std::optional<std::string> body = answer_(api, port_);
+          if (!body) continue;
           std::string frame;
           kafka::Writer w(frame);
-          const std::string body = body_of(api, port_);
-          w.int32(static_cast<std::int32_t>(4 + body.size()));
+          w.int32(static_cast<std::int32_t>(4 + body->size()));
           w.int32(static_cast<std::int32_t>(correlation));
-          frame += body;
+          frame += *body;
           if (::send(c, frame.data(), frame.size(), MSG_NOSIGNAL) < 0) break;
-          in.erase(0, 4 + size);
         }
       }
       ::close(c);
     }
   }
 
+  Answer answer_;
   int fd_ = -1;
   std::uint16_t port_ = 0;
   std::atomic<bool> stop_{false};
@@ -634,6 +663,85 @@ TEST(KafkaSourceFake, AMalformedResponseDropsTheConnectionAndSaysWhichApiAndFiel
       10s))
       << (*s)->status(0).error;
   EXPECT_EQ(sink.total(), 0u);
+}
+
+// A topic that gains partitions after the source opened: a group member reads the
+// metadata again (metadata-max-age-ms) and says which partitions it has no ring for.
+TEST(KafkaSourceFake, PartitionsAddedToTheTopicLaterAreReportedAsNotServedHere) {
+  std::atomic<int> partitions{2};
+  FakeBroker broker([&](std::int16_t api, std::uint16_t port) -> std::optional<std::string> {
+    std::string out;
+    kafka::Writer w(out);
+    switch (static_cast<kafka::ApiKey>(api)) {
+      case kafka::ApiKey::api_versions:
+        return FakeBroker::api_versions_body(true);
+      case kafka::ApiKey::metadata: {  // v2
+        w.array_count(1);
+        w.int32(1);
+        w.string("127.0.0.1");
+        w.int32(port);
+        w.nullable_string(std::nullopt);
+        w.nullable_string("fake");
+        w.int32(1);
+        w.array_count(1);
+        w.int16(0);
+        w.string(kTopic);
+        w.boolean(false);
+        const int n = partitions.load();
+        w.array_count(static_cast<std::size_t>(n));
+        for (int p = 0; p < n; ++p) {
+          w.int16(0);
+          w.int32(p);
+          w.int32(1);
+          w.array_count(1);
+          w.int32(1);
+          w.array_count(1);
+          w.int32(1);
+        }
+        return out;
+      }
+      case kafka::ApiKey::find_coordinator:  // v1-2: COORDINATOR_NOT_AVAILABLE, asked again
+        w.int32(0);
+        w.int16(15);
+        w.nullable_string(std::nullopt);
+        w.int32(-1);
+        w.string("");
+        w.int32(-1);
+        return out;
+      default:
+        return std::nullopt;
+    }
+  });
+  ASSERT_NE(broker.port(), 0);
+  auto s = io::open_source("kafka://127.0.0.1:" + std::to_string(broker.port()) +
+                               "?topic=" + std::string(kTopic) + "&group=g&metadata-max-age-ms=100",
+                           {});
+  ASSERT_TRUE(s.ok()) << s.error().message;
+  ASSERT_EQ((*s)->partitions(), 2u);
+  // Through a fetcher, which says it as the source's warning.
+  auto f = ringfeed::Fetcher::start({.ns = test::unique_ns("kfg"), .ring_bytes = 1 << 20},
+                                    std::move(*s));
+  ASSERT_TRUE(f.ok()) << f.error().message;
+  std::atomic<bool> stop{false};
+  ringfeed::Status result = ringfeed::Ok{};
+  std::thread runner([&] { result = (*f)->run(stop); });
+  // Read again unasked, and nothing to say while the topic has the partitions it had.
+  const int asked = broker.metadata_requests();
+  EXPECT_TRUE(test::wait_until([&] { return broker.metadata_requests() >= asked + 2; }, 10s));
+  EXPECT_EQ((*f)->source_warning(), "");
+
+  partitions = 4;
+  EXPECT_TRUE(test::wait_until([&] { return !(*f)->source_warning().empty(); }, 10s));
+  EXPECT_EQ((*f)->source_warning(),
+            "topic '" + std::string(kTopic) +
+                "' has 4 partitions now and this fetcher has rings for the 2 it had when it "
+                "started: partitions 2, 3 cannot be fetched on this host until its fetcher is "
+                "restarted");
+  EXPECT_EQ((*f)->stats().size(), 2u);
+  stop.store(true);
+  (*f)->wake();
+  runner.join();
+  EXPECT_TRUE(result.ok()) << result.error().message;
 }
 
 TEST(KafkaSourceDown, AClusterThatIsDownIsWaitedForWithoutSpinning) {

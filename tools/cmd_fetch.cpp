@@ -148,14 +148,24 @@ int fetch_main(std::span<char* const> argv) {
   auto fetcher = Fetcher::start(options);
   if (fetcher) g_fetcher.store(fetcher->get(), std::memory_order_release);
   // Says on stderr when a partition is held back (an upstream that is down, a commit
-  // that fails) and when it goes on again; started here so that it blocks the signals.
+  // that fails) and when it goes on again, and the source's own warnings; started here
+  // so that it blocks the signals.
   std::jthread reporter;
   if (fetcher) {
     reporter = std::jthread([f = fetcher->get()](std::stop_token stop) {
       std::mutex m;
       std::condition_variable_any cv;
       std::vector<std::string> said;
+      std::string said_of_source;
       for (;;) {
+        if (std::string w = f->source_warning(); w != said_of_source) {
+          if (w.empty()) {
+            std::fprintf(stderr, "ringfeed fetch: the source's warning is over\n");
+          } else {
+            std::fprintf(stderr, "ringfeed fetch: warning: %s\n", w.c_str());
+          }
+          said_of_source = std::move(w);
+        }
         const auto stats = f->stats();
         said.resize(stats.size());
         for (const auto& s : stats) {

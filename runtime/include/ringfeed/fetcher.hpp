@@ -101,6 +101,9 @@ class Fetcher {
   virtual void wake() = 0;
 
   virtual std::vector<PartitionStats> stats() const = 0;
+  // A problem of the whole source that stops nothing (io::Source::warning): a Kafka topic
+  // that gained partitions this fetcher has no ring for. Empty: none.
+  virtual std::string source_warning() const = 0;
 };
 
 }  // namespace ringfeed
