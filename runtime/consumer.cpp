@@ -427,6 +427,10 @@ Message& Consumer::emit(const shm::RecordView& rec) {
   return m;
 }
 
+bool Consumer::writer_shut_down() const {
+  return ring_.control().state.load(std::memory_order_acquire) == shm::kRingClosed;
+}
+
 const Batch& Consumer::pop(std::size_t max, std::chrono::nanoseconds wait) {
   // Attached to a fetcher that is gone: move to its successor if one runs.
   if (group_ == nullptr && !reattach_to_new_writer()) {

@@ -133,6 +133,77 @@ TEST(CliRestart, FetcherKilledMidStreamAndStartedAgainLosesNoLine) {
   EXPECT_TRUE(no_segments_left(ns));
 }
 
+// A consume without --timeout-ms waits for the fetcher that takes a killed one's
+// namespace over (and moves to it), but exits 1 when the fetcher stops cleanly.
+TEST(CliRestart, ConsumeWaitsForTheSuccessorOfAKilledFetcherAndEndsWithAStoppedOne) {
+  ringfeed::test::TempDir dir{"ringfeed-successor"};
+  const fs::path root = dir.path();
+  const fs::path logs = root / "logs";
+  fs::create_directory(logs);
+  const std::string ns = ringfeed::test::unique_ns("clisucc");
+  const auto produce = [&](const std::string& line) {
+    const fs::path input = root / "line";
+    std::ofstream(input) << line << '\n';
+    return ringfeed::test::wait_child(
+        spawn({"produce", "--source", "file:" + logs.string(), "--partition", "0"}, input.string()),
+        30s);
+  };
+  ASSERT_EQ(produce("first"), 0);
+  const std::vector<std::string> fetch{
+      "fetch",        "--namespace", ns,          "--source", "file:" + logs.string(),
+      "--partitions", "1",           "--ring-mb", "1"};
+  const auto ring_of = [&](pid_t writer) {
+    auto r = ringfeed::shm::Segment::list("ringfeed." + ns + ".p0.ring");
+    if (r.size() != 1) return false;
+    auto seg = ringfeed::shm::Segment::open(r[0], ringfeed::shm::Access::read_only);
+    if (!seg.ok() || seg->size() < sizeof(ringfeed::shm::SegmentHeader)) return false;
+    const auto* h = reinterpret_cast<const ringfeed::shm::SegmentHeader*>(seg->base());
+    return h->creator_pid == writer;
+  };
+  pid_t fetcher = spawn(fetch, "", "", (root / "fetch1.err").string());
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return ring_of(fetcher); }, 10s));
+  ::kill(fetcher, SIGKILL);
+  ringfeed::test::wait_child(fetcher);
+
+  const fs::path out = root / "out";
+  const fs::path err = root / "err";
+  const pid_t consumer = spawn({"consume", "--namespace", ns, "--partition", "0", "--group", "g",
+                                "--mode", "shared", "--count", "2"},
+                               "", out.string(), err.string());
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] {
+        return slurp(err).find("died; waiting for one that takes it over") != std::string::npos;
+      },
+      10s))
+      << slurp(err);
+  int status = 0;
+  EXPECT_EQ(::waitpid(consumer, &status, WNOHANG), 0) << "consume gave up";
+  fetcher = spawn(fetch, "", "", (root / "fetch2.err").string());
+  ASSERT_EQ(produce("second"), 0);
+  EXPECT_EQ(ringfeed::test::wait_child(consumer, 30s), 0) << slurp(err);
+  const std::string printed = slurp(out);
+  EXPECT_NE(printed.find("first\n"), std::string::npos) << printed;
+  EXPECT_NE(printed.find("second\n"), std::string::npos) << printed;
+
+  // A fetcher that stops (SIGTERM) ends the consumers that wait without a timeout.
+  const fs::path out2 = root / "out2";
+  const fs::path err2 = root / "err2";
+  const pid_t waiting =
+      spawn({"consume", "--namespace", ns, "--partition", "0", "--group", "g", "--mode", "shared"},
+            "", out2.string(), err2.string());
+  ASSERT_EQ(produce("third"), 0);
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return slurp(out2) == "third\n"; }, 10s))
+      << slurp(out2) << slurp(err2);
+  ::kill(fetcher, SIGTERM);
+  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(root / "fetch2.err");
+  EXPECT_EQ(ringfeed::test::wait_child(waiting, 30s), 1) << slurp(err2);
+  EXPECT_NE(slurp(err2).find("the fetcher of namespace '" + ns +
+                             "' stopped: the ring of partition 0 is closed"),
+            std::string::npos)
+      << slurp(err2);
+  EXPECT_TRUE(no_segments_left(ns));
+}
+
 TEST(CliRestart, CorruptRecordStopsOnlyItsPartitionAndStatNamesFileAndOffset) {
   ringfeed::test::TempDir dir{"ringfeed-restart"};
   const fs::path root = dir.path();

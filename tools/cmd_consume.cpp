@@ -66,8 +66,9 @@ constexpr std::string_view kDescription =
     "standard output (at-least-once). JSON objects carry partition, offset, key, value,\n"
     "deliveries and timestamp (ns since the Unix epoch). SIGINT or SIGTERM gives back the\n"
     "messages held and exits 0; so do --count and --timeout-ms. Exit 1 if the group cannot\n"
-    "be attached or the fetcher stopped. When a fetcher that died is replaced, consume moves\n"
-    "to the new one by itself; with --timeout-ms it also waits that long for one to come.\n"
+    "be attached or the fetcher stopped (SIGTERM, SIGINT). When the fetcher died instead\n"
+    "(SIGKILL, a crash), consume waits for one that takes the namespace over and moves to\n"
+    "it by itself; with --timeout-ms it waits at most that long, for either.\n"
     "A new group starts at the oldest message the ring holds for the groups there are;\n"
     "--count 0 creates the group without taking anything, so it holds every message from\n"
     "then on for the consumers that attach later.\n"
@@ -324,6 +325,7 @@ int consume_main(std::span<char* const> argv) {
   auto idle_since = std::chrono::steady_clock::now();
   std::string out;
   std::vector<const Message*> to_ack;
+  bool said_died = false;  // "waiting for one that takes it over", said once per death
   // One set of every partition's consumer: a pop takes from whichever has messages, in
   // turn, and sleeps on all the rings at once when none has.
   ConsumerSet set;
@@ -345,6 +347,8 @@ int consume_main(std::span<char* const> argv) {
       if (batch.status() != PopStatus::end_of_partition) a.said_released = false;
       switch (batch.status()) {
         case PopStatus::ok:
+          said_died = false;
+          break;
         case PopStatus::timed_out:
           break;
         case PopStatus::end_of_partition:
@@ -356,9 +360,17 @@ int consume_main(std::span<char* const> argv) {
           }
           break;
         case PopStatus::closed:
-          // With --timeout-ms, a fetcher that died may be replaced in time: the next pop
-          // moves to the new one by itself; meanwhile this counts as nothing to take.
-          if (has_timeout) {
+          // A fetcher that died (not one that stopped) may be replaced: the next pop moves
+          // to the new one by itself; meanwhile this counts as nothing to take. With
+          // --timeout-ms the same goes for one that stopped, in case it is started again.
+          if (has_timeout || !a.consumer->writer_shut_down()) {
+            if (!has_timeout && !said_died) {
+              std::fprintf(stderr,
+                           "ringfeed consume: the fetcher of namespace '%s' died; waiting for "
+                           "one that takes it over\n",
+                           ns.c_str());
+              said_died = true;
+            }
             std::this_thread::sleep_for(kClosedRetry);
             break;
           }

@@ -187,6 +187,10 @@ class Consumer {
   const ConsumerOptions& options() const { return options_; }
   // How often this consumer moved to a new fetcher instance (follow_fetcher).
   std::uint64_t reattached() const { return reattached_; }
+  // After a pop said `closed`: true if the writer shut the ring down (a fetcher stopped
+  // cleanly), false if it died without (a fetcher killed: one that takes the namespace
+  // over may come, and a pop then moves to it).
+  bool writer_shut_down() const;
   // The position this consumer reads next and the watermark it published.
   std::uint64_t read_position() const { return read_pos_; }
   std::uint64_t watermark() const { return published_watermark_; }
