@@ -20,15 +20,18 @@ Error bad_uri(std::string_view uri, const std::string& what) {
   return Error{"source URI '" + std::string(uri) + "': " + what, EINVAL};
 }
 
+struct FileUri {
+  std::string dir;
+  LocalLogOptions local;
+};
+
 // file:DIR[?format=framed|lines]
-Result<std::unique_ptr<Source>> open_file_source(std::string_view uri, std::string_view rest,
-                                                 const SourceOptions& options) {
+Result<FileUri> parse_file_uri(std::string_view uri, std::string_view rest) {
   const std::size_t q = rest.find('?');
   const std::string_view dir = rest.substr(0, q);
   if (dir.empty()) return bad_uri(uri, "no directory after 'file:' (expected file:DIR)");
 
   LocalLogOptions local;
-  local.partitions = options.partitions;
   bool format_seen = false;
   if (q != std::string_view::npos) {
     std::string_view query = rest.substr(q + 1);
@@ -57,7 +60,13 @@ Result<std::unique_ptr<Source>> open_file_source(std::string_view uri, std::stri
       query = query.substr(amp + 1);
     }
   }
-  return open_local_log(std::string(dir), local, std::string(uri));
+  return FileUri{std::string(dir), local};
+}
+
+Error unknown_scheme(std::string_view uri, std::string_view scheme) {
+  return bad_uri(uri, "unknown scheme '" + std::string(scheme) +
+                          "' (this build reads file:DIR, redis://HOST:PORT?streams=... and "
+                          "kafka://HOST:PORT?topic=...)");
 }
 
 }  // namespace
@@ -76,7 +85,12 @@ Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOp
     return bad_uri(uri, "no scheme (expected file:DIR)");
   }
   const std::string_view scheme = uri.substr(0, colon);
-  if (scheme == "file") return open_file_source(uri, uri.substr(colon + 1), options);
+  if (scheme == "file") {
+    auto parsed = parse_file_uri(uri, uri.substr(colon + 1));
+    if (!parsed) return parsed.error();
+    parsed->local.partitions = options.partitions;
+    return open_local_log(parsed->dir, parsed->local, std::string(uri));
+  }
   if (scheme == "redis") {
     auto parsed = parse_redis_uri(uri);
     if (!parsed) return parsed.error();
@@ -101,9 +115,25 @@ Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOp
     }
     return source;
   }
-  return bad_uri(uri, "unknown scheme '" + std::string(scheme) +
-                          "' (this build reads file:DIR, redis://HOST:PORT?streams=... and "
-                          "kafka://HOST:PORT?topic=...)");
+  return unknown_scheme(uri, scheme);
+}
+
+Status check_source_uri(std::string_view uri) {
+  const std::size_t colon = uri.find(':');
+  if (colon == std::string_view::npos || colon == 0) {
+    return bad_uri(uri, "no scheme (expected file:DIR)");
+  }
+  const std::string_view scheme = uri.substr(0, colon);
+  if (scheme == "file") {
+    if (auto parsed = parse_file_uri(uri, uri.substr(colon + 1)); !parsed) return parsed.error();
+  } else if (scheme == "redis") {
+    if (auto parsed = parse_redis_uri(uri); !parsed) return parsed.error();
+  } else if (scheme == "kafka") {
+    if (auto parsed = parse_kafka_uri(uri); !parsed) return parsed.error();
+  } else {
+    return unknown_scheme(uri, scheme);
+  }
+  return Ok{};
 }
 
 }  // namespace ringfeed::io

@@ -142,5 +142,8 @@ struct SourceOptions {
 // `kafka://HOST:PORT?topic=...&group=...` (kafka_source.hpp). A URI of an unknown scheme
 // or with bad parameters is refused with a message naming what is wrong.
 Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOptions& options);
+// Checks a URI as open_source() would, without opening anything: the scheme, the
+// parameters and their values. An error here is the URI's, not the upstream's.
+Status check_source_uri(std::string_view uri);
 
 }  // namespace ringfeed::io

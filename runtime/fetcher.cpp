@@ -5,7 +5,6 @@
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
-#include <filesystem>
 
 #include <algorithm>
 #include <array>
@@ -89,6 +88,23 @@ std::string default_dead_letter_dir(const std::string& ns, std::string_view uri)
     if (!dir.empty()) return std::string(dir) + "/" + ns + ".dead-letters";
   }
   return ns + ".dead-letters";
+}
+
+// The fetcher's state directory (dead letters, the group list at a clean stop): made
+// now if it is missing, so that a path that cannot work is refused at start rather than
+// when the first dead letter or the stop needs it.
+Status prepare_state_dir(const std::string& dir) {
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return Error{"dead-letter directory " + dir + ": " + std::strerror(errno), errno};
+  }
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Error{"dead-letter directory " + dir + ": not a directory", ENOTDIR};
+  }
+  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
+    return Error{"dead-letter directory " + dir + ": " + std::strerror(errno), errno};
+  }
+  return Ok{};
 }
 
 // The status segment `name` exists. Refuses if its fetcher lives; otherwise removes
@@ -258,6 +274,7 @@ Status FetcherImpl::init() {
   dead_letter_dir_ = options_.dead_letter_dir.empty()
                          ? default_dead_letter_dir(options_.ns, source_->uri())
                          : options_.dead_letter_dir;
+  if (Status ok = prepare_state_dir(dead_letter_dir_); !ok) return ok;
 
   // The status segment comes first: owning its name is owning the namespace.
   const std::string name = shm::fetcher_segment_name(options_.ns);
@@ -547,6 +564,13 @@ void FetcherImpl::commit_acked() {
                               std::memory_order_release);
     check_stopped(i);
   }
+  note_source_warning();
+}
+
+void FetcherImpl::note_source_warning() {
+  std::string w = source_->warning();
+  std::lock_guard lock(warnings_mutex_);
+  source_warning_ = std::move(w);
 }
 
 // What every group acked (the ring's reclaim limit, after a reclaim, passed the end of
@@ -560,13 +584,6 @@ void FetcherImpl::settle_acked(Partition& p, bool reap_dead) {
     p.acked = std::max(p.acked, p.unacked.front().next_offset);
     p.unacked.pop();
   }
-  note_source_warning();
-}
-
-void FetcherImpl::note_source_warning() {
-  std::string w = source_->warning();
-  std::lock_guard lock(warnings_mutex_);
-  source_warning_ = std::move(w);
 }
 
 // A partition the source stopped stops here too, with the source's reason.

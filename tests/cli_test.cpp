@@ -408,6 +408,15 @@ TEST(CliUsage, WrongCommandLinesExitTwoWithOneLineNamingTheProblem) {
                      {"fetch", "--namespace", "n", "--source", src, "--max-deliveries", "1000"},
                      "flag --max-deliveries: 1000 is out of range");
   expect_usage_error(cli, {"fetch", "--source", src}, "missing required flag --namespace");
+  // A source URI that cannot be right is the command line's fault, before anything opens.
+  expect_usage_error(cli, {"fetch", "--namespace", "n", "--source", "bogus://x"},
+                     "flag --source: source URI 'bogus://x': unknown scheme 'bogus'");
+  expect_usage_error(cli, {"fetch", "--namespace", "n", "--source", src + "?format=xml"},
+                     "format 'xml' is not framed or lines");
+  expect_usage_error(cli, {"fetch", "--namespace", "n", "--source", "kafka://a:1?topic=t"},
+                     "no group");
+  expect_usage_error(cli, {"produce", "--source", "bogus:x", "--partition", "0"},
+                     "flag --source: unknown scheme 'bogus'");
 }
 
 TEST(CliErrors, RuntimeErrorsExitOneSayingWhatAndWhere) {
@@ -432,6 +441,12 @@ TEST(CliErrors, RuntimeErrorsExitOneSayingWhatAndWhere) {
                        {"consume", "--namespace", ns, "--partition", "all", "--group", "g",
                         "--mode", "shared", "--timeout-ms", "0"},
                        "namespace '" + ns + "' has no partition rings");
+  // A dead-letter directory that cannot be made is refused at start, nothing created.
+  const std::string logs = "file:" + cli.dir().string();
+  const std::string dl = (cli.dir() / "no-such-dir" / "dl").string();
+  expect_runtime_error(cli, {"fetch", "--namespace", ns, "--source", logs, "--dead-letter", dl},
+                       "dead-letter directory " + dl + ": No such file or directory");
+  EXPECT_TRUE(ringfeed::shm::Segment::list("ringfeed." + ns + ".").empty());
 }
 
 // ---------------------------------------------------------------------------------------
@@ -876,6 +891,16 @@ TEST_F(CliConsume, SigtermLeavesTheGroupAndExitsZero) {
   const Finished f = cli_.wait(c, 30s);
   EXPECT_EQ(f.status, 0) << f.err;
   EXPECT_EQ(live_consumers(ns_.ns(), 0, "s"), 0) << "its slot was not given back";
+}
+
+TEST_F(CliConsume, APartitionWithoutARingIsNamedWithThePartitionsThatHaveOne) {
+  writers_.push_back(make_writer(1));
+  std::vector<std::string> args = consume_args("g", "shared", {"--timeout-ms", "0"});
+  args[4] = "2";
+  const Finished f = cli_.run(args);
+  EXPECT_EQ(f.status, 1) << f.err;
+  EXPECT_EQ(f.err, "ringfeed consume: namespace '" + ns_.ns() +
+                       "' has no partition 2 (its rings are partitions 0, 1)\n");
 }
 
 TEST_F(CliConsume, AClosedRingEndsConsumeWithExitOneAfterItTookEverything) {

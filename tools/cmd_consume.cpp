@@ -306,6 +306,19 @@ int consume_main(std::span<char* const> argv) {
   std::vector<Attached> consumers;
   for (std::uint32_t p : partitions) {
     auto c = Consumer::attach({.ns = ns, .partition = p, .group = group, .mode = *mode});
+    if (!c && c.error().code == ENOENT && !all) {
+      // The fetcher may well run, with other partitions: say which.
+      if (const auto served = ring_partitions(ns); !served.empty()) {
+        std::string list;
+        for (std::size_t i = 0; i < served.size() && i < 16; ++i) {
+          list += (i == 0 ? "" : ", ") + std::to_string(served[i]);
+        }
+        if (served.size() > 16) list += ", ... (" + std::to_string(served.size()) + " in all)";
+        return runtime_error(kCommand, "namespace '" + ns + "' has no partition " +
+                                           std::to_string(p) + " (its rings are partition" +
+                                           (served.size() == 1 ? " " : "s ") + list + ")");
+      }
+    }
     if (!c) return runtime_error(kCommand, c.error().message);
     consumers.push_back({p, std::move(c.value())});
   }

@@ -26,6 +26,7 @@
 #include "shm/segment.hpp"
 
 #if RINGFEED_HAVE_FETCHER
+#include "io/source.hpp"
 #include "ringfeed/fetcher.hpp"
 #endif
 
@@ -46,8 +47,8 @@ constexpr Flag kFlags[] = {
     {"max-deliveries", "K", false,
      "deliveries before a message is dead-lettered, in new groups (default 5)"},
     {"dead-letter", "DIR", false,
-     "directory of the dead-letter logs (default: NS.dead-letters beside a file: source, "
-     "else the current directory)"},
+     "directory of the dead-letter logs and of the group list, made if missing (default: "
+     "NS.dead-letters in the directory of a file: source, else in the current directory)"},
     {"access-group", "GROUP", false,
      "let the members of GROUP attach: rings readable by the group (0640) and group "
      "segments and dead-letter logs writable by it (0660), owned by GROUP (default: this "
@@ -122,6 +123,10 @@ int fetch_main(std::span<char* const> argv) {
   }
 
 #if RINGFEED_HAVE_FETCHER
+  // A URI that cannot be right (scheme, parameters) is the command line's fault.
+  if (Status ok = io::check_source_uri(source); !ok) {
+    return usage_error(kCommand, "flag --source: " + ok.error().message);
+  }
   FetcherOptions options;
   options.ns = ns;
   options.source = source;
@@ -186,8 +191,9 @@ int fetch_main(std::span<char* const> argv) {
   }
   ::pthread_sigmask(SIG_UNBLOCK, &stop_signals, nullptr);
   if (!fetcher) return runtime_error(kCommand, fetcher.error().message);
-  std::fprintf(stderr, "ringfeed fetch: namespace %s, source %s, %zu partitions, pid %d\n",
-               ns.c_str(), source.c_str(), (*fetcher)->stats().size(),
+  const std::size_t served = (*fetcher)->stats().size();
+  std::fprintf(stderr, "ringfeed fetch: namespace %s, source %s, %zu partition%s, pid %d\n",
+               ns.c_str(), source.c_str(), served, served == 1 ? "" : "s",
                static_cast<int>(::getpid()));
   const Status st = (*fetcher)->run(g_stop);
   reporter.request_stop();
@@ -195,6 +201,10 @@ int fetch_main(std::span<char* const> argv) {
   // The handler must not see the fetcher once it is destroyed.
   g_fetcher.store(nullptr, std::memory_order_release);
   if (!st) return runtime_error(kCommand, st.error().message);
+  std::fprintf(stderr,
+               "ringfeed fetch: stopped: what the groups acked is committed, the segments of "
+               "namespace %s are removed\n",
+               ns.c_str());
   return kExitOk;
 #else
   static_cast<void>(access);

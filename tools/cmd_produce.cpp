@@ -97,6 +97,11 @@ int parse_source(std::string_view uri, FileTarget& out) {
     out.redis = std::move(redis.value());
     return kExitOk;
   }
+  if (scheme != "file" && scheme != "kafka") {
+    return usage_error(kCommand,
+                       "flag --source: unknown scheme '" + std::string(scheme) +
+                           "' (produce writes to file:DIR and redis://HOST:PORT?streams=...)");
+  }
   if (scheme != "file") {
     return runtime_error(kCommand, "source scheme '" + std::string(scheme) +
                                        "' is not supported yet by produce (source '" +
