@@ -90,19 +90,30 @@ std::string default_dead_letter_dir(const std::string& ns, std::string_view uri)
   return ns + ".dead-letters";
 }
 
-// The fetcher's state directory (dead letters, the group list at a clean stop): made
-// now if it is missing, so that a path that cannot work is refused at start rather than
-// when the first dead letter or the stop needs it.
-Status prepare_state_dir(const std::string& dir) {
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
-    return Error{"dead-letter directory " + dir + ": " + std::strerror(errno), errno};
-  }
+// The fetcher's state directory (dead letters, the group list at a clean stop) is made
+// when something is first stored there. A path where that cannot work (a missing parent,
+// not a directory, not writable) is refused at start, not when the first dead letter or
+// the stop needs it.
+Status check_state_dir(const std::string& dir) {
+  const auto refuse = [&](const std::string& why, int code) {
+    return Error{"dead-letter directory " + dir + ": " + why, code};
+  };
   struct stat st {};
-  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
-    return Error{"dead-letter directory " + dir + ": not a directory", ENOTDIR};
+  std::string writable = dir;
+  if (::stat(dir.c_str(), &st) == 0) {
+    if (!S_ISDIR(st.st_mode)) return refuse("not a directory", ENOTDIR);
+  } else if (errno == ENOENT) {
+    // Made later, in its parent.
+    const std::filesystem::path parent = std::filesystem::path(dir).parent_path();
+    writable = parent.empty() ? "." : parent.string();
+    if (::stat(writable.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+      return refuse("missing, and so is its parent directory " + writable, ENOENT);
+    }
+  } else {
+    return refuse(std::strerror(errno), errno);
   }
-  if (::access(dir.c_str(), W_OK | X_OK) != 0) {
-    return Error{"dead-letter directory " + dir + ": " + std::strerror(errno), errno};
+  if (::access(writable.c_str(), W_OK | X_OK) != 0) {
+    return refuse(writable + " is not writable: " + std::strerror(errno), errno);
   }
   return Ok{};
 }
@@ -274,7 +285,7 @@ Status FetcherImpl::init() {
   dead_letter_dir_ = options_.dead_letter_dir.empty()
                          ? default_dead_letter_dir(options_.ns, source_->uri())
                          : options_.dead_letter_dir;
-  if (Status ok = prepare_state_dir(dead_letter_dir_); !ok) return ok;
+  if (Status ok = check_state_dir(dead_letter_dir_); !ok) return ok;
 
   // The status segment comes first: owning its name is owning the namespace.
   const std::string name = shm::fetcher_segment_name(options_.ns);

@@ -445,7 +445,7 @@ TEST(CliErrors, RuntimeErrorsExitOneSayingWhatAndWhere) {
   const std::string logs = "file:" + cli.dir().string();
   const std::string dl = (cli.dir() / "no-such-dir" / "dl").string();
   expect_runtime_error(cli, {"fetch", "--namespace", ns, "--source", logs, "--dead-letter", dl},
-                       "dead-letter directory " + dl + ": No such file or directory");
+                       "dead-letter directory " + dl + ": missing, and so is its parent directory");
   EXPECT_TRUE(ringfeed::shm::Segment::list("ringfeed." + ns + ".").empty());
 }
 
