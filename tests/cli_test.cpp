@@ -964,6 +964,35 @@ TEST_F(CliStat, JsonHasTheRingAndTheSharedGroupsNumbers) {
   EXPECT_NE(j.find("{\"open\":true,\"released\":false,"), std::string::npos) << j;
 }
 
+// Failover: stat says which consumer takes the messages (the first to attach).
+TEST_F(CliStat, AFailoverGroupSaysWhichConsumerIsActive) {
+  auto first = Consumer::attach({.ns = ns_.ns(), .group = "fo", .mode = Mode::failover});
+  ASSERT_TRUE(first.ok()) << first.error().message;
+  const Cli::Child standby = cli_.start(consume_args("fo", "failover", {}));
+  const std::string self = std::to_string(::getpid());
+  const std::string other = std::to_string(standby.pid);
+  Finished f;
+  ASSERT_TRUE(ringfeed::test::wait_until(
+      [&] {
+        f = cli_.run(stat_args({"--json"}));
+        return f.out.find("{\"pid\":" + other) != std::string::npos;
+      },
+      10s))
+      << f.out << f.err;
+  EXPECT_NE(
+      f.out.find("\"consumers\":[{\"pid\":" + self +
+                 ",\"alive\":true,\"unacked\":0,\"at_unacked_limit\":false,\"active\":true},"
+                 "{\"pid\":" +
+                 other +
+                 ",\"alive\":true,\"unacked\":0,\"at_unacked_limit\":false,\"active\":false}]"),
+      std::string::npos)
+      << f.out;
+  const Finished human = cli_.run(stat_args());
+  EXPECT_NE(human.out.find(self + "(active)," + other), std::string::npos) << human.out;
+  ::kill(standby.pid, SIGTERM);
+  EXPECT_EQ(cli_.wait(standby, 30s).status, 0);
+}
+
 // A ring whose partition went to another host (a Kafka rebalance) is open and released.
 TEST_F(CliStat, AReleasedRingSaysSo) {
   make_state();

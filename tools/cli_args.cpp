@@ -98,13 +98,18 @@ Result<std::uint64_t> Args::number(std::string_view name, std::uint64_t fallback
   const std::string* v = find(name);
   if (v == nullptr) return fallback;
   const auto n = parse_u64(*v);
-  if (!n) {
+  // Digits only, too many for 64 bits: a number, out of any range.
+  const bool digits = !v->empty() && v->find_first_not_of("0123456789") == std::string::npos;
+  if (!n && !digits) {
     return Error{"flag --" + std::string(name) + ": '" + *v + "' is not a number", EINVAL};
   }
-  if (*n < min || *n > max) {
-    return Error{"flag --" + std::string(name) + ": " + *v + " is out of range [" +
-                     std::to_string(min) + ", " + std::to_string(max) + "]",
-                 ERANGE};
+  if (!n || *n < min || *n > max) {
+    const std::string range = max == UINT64_MAX
+                                  ? "at least " + std::to_string(min)
+                                  : "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
+    return Error{
+        "flag --" + std::string(name) + ": " + *v + " is out of range (must be " + range + ")",
+        ERANGE};
   }
   return *n;
 }

@@ -56,6 +56,7 @@ struct ConsumerInfo {
   bool alive = false;
   std::uint32_t unacked = 0;  // messages it holds (its registry slot)
   bool at_limit = false;      // its last pop found max_unacked reached
+  bool active = false;        // failover: the live consumer that attached first takes all
 };
 
 struct GroupStat {
@@ -210,9 +211,25 @@ GroupStat read_group(const std::string& segment_name, std::string name, std::uin
   if (g.mode == Mode::exclusive) {
     add_consumer(control->holder.load(std::memory_order_acquire), nullptr);
   }
-  for (const shm::GroupSlot& slot : control->slots) {
-    add_consumer(slot.owner.load(std::memory_order_acquire), &slot);
+  // Failover: the live consumer with the lowest attach ticket (its slot's cursor; then
+  // the lower slot) is the active one, as the consumers themselves decide.
+  std::size_t active = SIZE_MAX;
+  std::pair<std::uint64_t, std::size_t> first{UINT64_MAX, SIZE_MAX};
+  for (std::size_t i = 0; i < std::size(control->slots); ++i) {
+    const shm::GroupSlot& slot = control->slots[i];
+    const std::uint64_t owner = slot.owner.load(std::memory_order_acquire);
+    add_consumer(owner, &slot);
+    if (g.mode != Mode::failover || owner == 0) continue;
+    const auto at =
+        static_cast<std::size_t>(std::find(owners.begin(), owners.end(), owner) - owners.begin());
+    const std::pair<std::uint64_t, std::size_t> ticket{slot.cursor.load(std::memory_order_acquire),
+                                                       i};
+    if (g.consumers[at].alive && ticket < first) {
+      first = ticket;
+      active = at;
+    }
   }
+  if (active < g.consumers.size()) g.consumers[active].active = true;
 
   const std::uint64_t capacity = ring.has_ring ? ring.capacity : 0;
   if (uses_leases(g.mode)) {
@@ -341,7 +358,7 @@ std::string consumers_text(const std::vector<ConsumerInfo>& consumers) {
   std::string out;
   for (const ConsumerInfo& c : consumers) {
     if (!out.empty()) out += ",";
-    out += std::to_string(c.pid) + (c.alive ? "" : "(dead)");
+    out += std::to_string(c.pid) + (c.alive ? "" : "(dead)") + (c.active ? "(active)" : "");
     if (c.unacked != 0) out += ":" + std::to_string(c.unacked) + (c.at_limit ? "(full)" : "");
   }
   return out;
@@ -493,7 +510,11 @@ void print_json(const NamespaceStat& st) {
         out += (i == 0 ? "" : ",") + std::string("{\"pid\":") + std::to_string(g.consumers[i].pid) +
                ",\"alive\":" + (g.consumers[i].alive ? "true" : "false") +
                ",\"unacked\":" + std::to_string(g.consumers[i].unacked) +
-               ",\"at_unacked_limit\":" + (g.consumers[i].at_limit ? "true" : "false") + "}";
+               ",\"at_unacked_limit\":" + (g.consumers[i].at_limit ? "true" : "false") +
+               (g.mode == Mode::failover
+                    ? std::string(",\"active\":") + (g.consumers[i].active ? "true" : "false")
+                    : std::string()) +
+               "}";
       }
       out += "],\"lag\":" + std::to_string(g.lag) + ",\"lag_unit\":\"" +
              (g.lag_in_messages ? "messages" : "bytes") + "\"";
