@@ -767,20 +767,33 @@ TEST_F(CliConsume, TimeoutWithNothingToTakeExitsZeroAfterAboutThatLong) {
   EXPECT_LT(took, 20s);
 }
 
-TEST_F(CliConsume, JsonEscapesQuotesControlAndBinaryBytesAndKeepsUtf8) {
+TEST_F(CliConsume, JsonEscapesQuotesAndControlKeepsUtf8AndGivesBinaryInBase64) {
   create_group("g", Mode::exclusive);
-  publish(*writers_[0], {{"key\t1", "say \"hi\"\\ \n\x01\x1f\x7f \xc3\xa9 \xff\xc3"}, {"", ""}});
-  const Finished f = cli_.run(consume_args("g", "exclusive", {"--count", "2", "--output", "json"}));
+  publish(*writers_[0], {{"key\t1", "say \"hi\"\\ \n\x01\x1f\x7f \xc3\xa9"},
+                         {"", ""},
+                         {"k\xff", std::string("\xff\xc3\x00", 3)},
+                         {"\xed\xa0\x80", "ab"},  // a surrogate is not UTF-8
+                         {"", "\x80"}});
+  const Finished f = cli_.run(consume_args("g", "exclusive", {"--count", "5", "--output", "json"}));
   ASSERT_EQ(f.status, 0) << f.err;
   const std::vector<std::string> lines = split_lines(f.out);
-  ASSERT_EQ(lines.size(), 2u) << f.out;
+  ASSERT_EQ(lines.size(), 5u) << f.out;
   EXPECT_EQ(lines[0],
             "{\"partition\":0,\"offset\":100,\"key\":\"key\\t1\","
-            "\"value\":\"say \\\"hi\\\"\\\\ \\n\\u0001\\u001f\\u007f \xc3\xa9 \\u00ff\\u00c3\","
+            "\"value\":\"say \\\"hi\\\"\\\\ \\n\\u0001\\u001f\\u007f \xc3\xa9\","
             "\"deliveries\":1,\"timestamp\":1700000000000000000}");
   EXPECT_EQ(lines[1],
             "{\"partition\":0,\"offset\":101,\"key\":\"\",\"value\":\"\",\"deliveries\":1,"
             "\"timestamp\":1700000000000000001}");
+  EXPECT_EQ(lines[2],
+            "{\"partition\":0,\"offset\":102,\"key_base64\":\"a/8=\",\"value_base64\":\"/8MA\","
+            "\"deliveries\":1,\"timestamp\":1700000000000000002}");
+  EXPECT_EQ(lines[3],
+            "{\"partition\":0,\"offset\":103,\"key_base64\":\"7aCA\",\"value\":\"ab\","
+            "\"deliveries\":1,\"timestamp\":1700000000000000003}");
+  EXPECT_EQ(lines[4],
+            "{\"partition\":0,\"offset\":104,\"key\":\"\",\"value_base64\":\"gA==\","
+            "\"deliveries\":1,\"timestamp\":1700000000000000004}");
 }
 
 // A partition that went to another host is not an error: consume says so once, and goes

@@ -203,6 +203,52 @@ std::size_t utf8_sequence(std::string_view s) {
 
 }  // namespace
 
+bool is_utf8(std::string_view text) {
+  for (std::size_t i = 0; i < text.size();) {
+    if (static_cast<unsigned char>(text[i]) < 0x80) {
+      ++i;
+    } else if (const std::size_t n = utf8_sequence(text.substr(i)); n != 0) {
+      i += n;
+    } else {
+      return false;
+    }
+  }
+  return true;
+}
+
+void append_base64(std::string& out, std::string_view bytes) {
+  static constexpr char kAlphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  const auto b = [&](std::size_t i) {
+    return static_cast<std::uint32_t>(static_cast<unsigned char>(bytes[i]));
+  };
+  std::size_t i = 0;
+  for (; i + 3 <= bytes.size(); i += 3) {
+    const std::uint32_t v = b(i) << 16 | b(i + 1) << 8 | b(i + 2);
+    for (int shift = 18; shift >= 0; shift -= 6) out += kAlphabet[(v >> shift) & 0x3fu];
+  }
+  if (const std::size_t left = bytes.size() - i; left != 0) {
+    const std::uint32_t v = b(i) << 16 | (left == 2 ? b(i + 1) << 8 : 0);
+    out += kAlphabet[(v >> 18) & 0x3fu];
+    out += kAlphabet[(v >> 12) & 0x3fu];
+    out += left == 2 ? kAlphabet[(v >> 6) & 0x3fu] : '=';
+    out += '=';
+  }
+}
+
+void append_json_bytes(std::string& out, std::string_view name, std::string_view bytes) {
+  out += '"';
+  out += name;
+  if (is_utf8(bytes)) {
+    out += "\":\"";
+    append_json_string(out, bytes);
+  } else {
+    out += "_base64\":\"";
+    append_base64(out, bytes);
+  }
+  out += '"';
+}
+
 void append_json_string(std::string& out, std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   for (std::size_t i = 0; i < text.size();) {

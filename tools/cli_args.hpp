@@ -71,6 +71,15 @@ std::optional<std::uint64_t> parse_u64(std::string_view text);
 // characters escaped, valid UTF-8 kept, every byte of invalid UTF-8 as \u00XX.
 void append_json_string(std::string& out, std::string_view text);
 
+// Whether `text` is valid UTF-8 (overlong forms, surrogates and code points past
+// U+10FFFF are not).
+bool is_utf8(std::string_view text);
+// Appends `bytes` in base64 (RFC 4648, with padding).
+void append_base64(std::string& out, std::string_view bytes);
+// Appends the JSON member "NAME":"TEXT" for bytes that are valid UTF-8, else
+// "NAME_base64":"BASE64", so that binary bytes survive a JSON parser.
+void append_json_bytes(std::string& out, std::string_view name, std::string_view bytes);
+
 // `text` for a terminal: printable ASCII and valid UTF-8 kept, every other byte '?'
 // (text read from shared memory may be anything).
 std::string printable_text(std::string_view text);

@@ -64,9 +64,10 @@ constexpr Flag kFlags[] = {
 constexpr std::string_view kDescription =
     "Prints messages of a consumer group and acks each one after it was written to\n"
     "standard output (at-least-once). JSON objects carry partition, offset, key, value,\n"
-    "deliveries and timestamp (ns since the Unix epoch). SIGINT or SIGTERM gives back the\n"
-    "messages held and exits 0; so do --count and --timeout-ms. Exit 1 if the group cannot\n"
-    "be attached or the fetcher stopped (SIGTERM, SIGINT). When the fetcher died instead\n"
+    "deliveries and timestamp (ns since the Unix epoch); a key or value (or header) that\n"
+    "is not valid UTF-8 comes as key_base64 or value_base64 instead. SIGINT or SIGTERM\n"
+    "gives back the messages held and exits 0; so do --count and --timeout-ms. Exit 1 if\n"
+    "the group cannot be attached or the fetcher stopped (SIGTERM, SIGINT). When it died\n"
     "(SIGKILL, a crash), consume waits for one that takes the namespace over and moves to\n"
     "it by itself; with --timeout-ms it waits at most that long, for either.\n"
     "A new group starts at the oldest message the ring holds for the groups there are;\n"
@@ -189,14 +190,14 @@ void append_headers(std::string& out, std::string_view encoded) {
   out += ",\"headers\":[";
   for (std::size_t i = 0; i < headers->size(); ++i) {
     const Header& h = (*headers)[i];
-    out += i == 0 ? "{\"key\":\"" : ",{\"key\":\"";
-    append_json_string(out, h.key);
+    out += i == 0 ? "{" : ",{";
+    append_json_bytes(out, "key", h.key);
     if (h.value_null) {
-      out += "\",\"value\":null}";
+      out += ",\"value\":null}";
     } else {
-      out += "\",\"value\":\"";
-      append_json_string(out, h.value);
-      out += "\"}";
+      out += ',';
+      append_json_bytes(out, "value", h.value);
+      out += '}';
     }
   }
   out += ']';
@@ -209,11 +210,11 @@ void append_message(std::string& out, bool json, std::uint32_t partition, const 
     return;
   }
   out += "{\"partition\":" + std::to_string(partition) +
-         ",\"offset\":" + std::to_string(m.offset()) + ",\"key\":\"";
-  append_json_string(out, m.key());
-  out += "\",\"value\":\"";
-  append_json_string(out, m.value());
-  out += "\",\"deliveries\":" + std::to_string(m.delivery_count()) +
+         ",\"offset\":" + std::to_string(m.offset()) + ',';
+  append_json_bytes(out, "key", m.key());
+  out += ',';
+  append_json_bytes(out, "value", m.value());
+  out += ",\"deliveries\":" + std::to_string(m.delivery_count()) +
          ",\"timestamp\":" + std::to_string(m.timestamp_ns());
   if (!m.headers().empty()) append_headers(out, m.headers());
   out += "}\n";
