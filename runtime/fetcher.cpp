@@ -259,6 +259,7 @@ class FetcherImpl final : public Fetcher, private io::BatchSink {
   void stop_partition(std::uint32_t index, const std::string& why);
   bool store_dead_letter(std::uint32_t index, const shm::DeadLetter& letter);
   void set_warning(std::uint32_t index, Warning kind, std::string text);
+  std::string joined_warning(std::uint32_t index) const;
   void shutdown();
 
   FetcherOptions options_;
@@ -581,6 +582,8 @@ void FetcherImpl::commit_acked() {
 void FetcherImpl::note_source_warning() {
   std::string w = source_->warning();
   std::lock_guard lock(warnings_mutex_);
+  if (w == source_warning_) return;
+  control_->source_warning.store(w);  // for ringfeed stat too
   source_warning_ = std::move(w);
 }
 
@@ -651,7 +654,21 @@ bool FetcherImpl::store_dead_letter(std::uint32_t index, const shm::DeadLetter& 
 
 void FetcherImpl::set_warning(std::uint32_t index, Warning kind, std::string text) {
   std::lock_guard lock(warnings_mutex_);
+  if (warnings_[index][kind] == text) return;
   warnings_[index][kind] = std::move(text);
+  // For ringfeed stat too.
+  parts_[index].status->warning.store(joined_warning(index));
+}
+
+// The partition's warnings in one text; under warnings_mutex_.
+std::string FetcherImpl::joined_warning(std::uint32_t index) const {
+  std::string out;
+  for (const std::string& w : warnings_[index]) {
+    if (w.empty()) continue;
+    if (!out.empty()) out += "; ";
+    out += w;
+  }
+  return out;
 }
 
 Status FetcherImpl::run(const std::atomic<bool>& stop) {
@@ -796,11 +813,9 @@ std::vector<PartitionStats> FetcherImpl::stats() const {
     s.paused = p.paused.load(std::memory_order_acquire) != 0;
     s.stopped = p.stopped.load(std::memory_order_acquire) != 0;
     if (s.stopped) s.error.assign(p.error, ::strnlen(p.error, sizeof p.error));
-    std::lock_guard lock(warnings_mutex_);
-    for (const std::string& w : warnings_[i]) {
-      if (w.empty()) continue;
-      if (!s.warning.empty()) s.warning += "; ";
-      s.warning += w;
+    {
+      std::lock_guard lock(warnings_mutex_);
+      s.warning = joined_warning(i);
     }
     out.push_back(std::move(s));
   }

@@ -6,13 +6,15 @@
 //
 //   offset 0     SegmentHeader (kind = fetcher, data_capacity = partitions)
 //   offset 64    FetcherControl: the source URI and the dead-letter directory, written
-//                once before publication
-//   offset 1600  `partitions` FetcherPartition entries, 320 bytes each
+//                once before publication; the source's warning
+//   offset 2176  `partitions` FetcherPartition entries, 640 bytes each
 //
 // Only the fetcher writes; every other process maps it read-only. Counters are atomics
 // the fetcher stores with release and readers load with acquire; the error text of a
 // partition is written before its `stopped` flag (release) and read after it (acquire),
-// and never changes once stopped is set. Readers bound every string by its array.
+// and never changes once stopped is set. Warnings change while the fetcher runs: each is
+// a SeqText (seq_text.hpp), read whole or not at all. Readers bound every string by its
+// array.
 #pragma once
 
 #include <atomic>
@@ -21,12 +23,15 @@
 #include <type_traits>
 
 #include "shm/segment.hpp"
+#include "shm/seq_text.hpp"
 
 namespace ringfeed::shm {
 
 inline constexpr std::size_t kSourceUriBytes = 512;
 inline constexpr std::size_t kDeadLetterDirBytes = 1024;
 inline constexpr std::size_t kPartitionErrorBytes = 256;
+inline constexpr std::size_t kSourceWarningBytes = 512;
+inline constexpr std::size_t kPartitionWarningBytes = 312;
 inline constexpr std::uint32_t kMaxPartitions = 4096;
 
 struct FetcherControl {
@@ -35,11 +40,16 @@ struct FetcherControl {
   // [576, 1600): NUL-padded directory of the dead-letter logs, where exclusive and
   // broadcast consumers store their own dead letters too.
   char dead_letter_dir[kDeadLetterDirBytes];
+  // [1600, 2120): a problem of the whole source that stops nothing (a Kafka topic that
+  // gained partitions this fetcher has no ring for); empty: none.
+  SeqText<kSourceWarningBytes> source_warning;
+  std::uint8_t pad[56];  // [2120, 2176)
 };
 static_assert(std::is_standard_layout_v<FetcherControl>);
-static_assert(sizeof(FetcherControl) == 1600);
+static_assert(sizeof(FetcherControl) == 2176);
 static_assert(offsetof(FetcherControl, source) == 64);
 static_assert(offsetof(FetcherControl, dead_letter_dir) == 576);
+static_assert(offsetof(FetcherControl, source_warning) == 1600);
 
 struct FetcherPartition {
   std::atomic<std::uint64_t> fetched;       // upstream position fetched up to (next_offset)
@@ -53,9 +63,12 @@ struct FetcherPartition {
   std::atomic<std::uint64_t> dead_letters;  // dead letters stored in the dead-letter log
   std::uint8_t pad[8];
   char error[kPartitionErrorBytes];  // NUL-padded; what and where
+  // What holds the partition back without stopping it (an upstream server down, a
+  // commit or a dead-letter write that fails and is tried again); empty: none.
+  SeqText<kPartitionWarningBytes> warning;
 };
 static_assert(std::is_standard_layout_v<FetcherPartition>);
-static_assert(sizeof(FetcherPartition) == 64 + kPartitionErrorBytes);
+static_assert(sizeof(FetcherPartition) == 640);
 static_assert(offsetof(FetcherPartition, fetched) == 0);
 static_assert(offsetof(FetcherPartition, committed) == 8);
 static_assert(offsetof(FetcherPartition, messages) == 16);
@@ -65,6 +78,7 @@ static_assert(offsetof(FetcherPartition, ring_used) == 32);
 static_assert(offsetof(FetcherPartition, ring_capacity) == 40);
 static_assert(offsetof(FetcherPartition, dead_letters) == 48);
 static_assert(offsetof(FetcherPartition, error) == 64);
+static_assert(offsetof(FetcherPartition, warning) == 320);
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
 

@@ -27,7 +27,7 @@ namespace ringfeed::shm {
 inline constexpr std::size_t kCacheLine = 64;
 
 inline constexpr std::uint64_t kMagic = 0x4445454647'4e4952ull;  // "RINGFEED", little-endian
-inline constexpr std::uint32_t kLayoutVersion = 7;               // 7: records with headers
+inline constexpr std::uint32_t kLayoutVersion = 8;  // 8: fetcher warnings in its segment
 
 // Where glibc's shm_open keeps its objects; used to link and list segments by path.
 inline constexpr std::string_view kShmDir = "/dev/shm/";

@@ -39,6 +39,8 @@
 #include "ringfeed/consumer.hpp"
 #include "ringfeed/fetcher.hpp"
 #include "ringfeed/headers.hpp"
+#include "shm/fetcher_layout.hpp"
+#include "shm/names.hpp"
 #include "shm/segment.hpp"
 #include "source_test_support.hpp"
 #include "test_support.hpp"
@@ -719,8 +721,8 @@ TEST(KafkaSourceFake, PartitionsAddedToTheTopicLaterAreReportedAsNotServedHere) 
   ASSERT_TRUE(s.ok()) << s.error().message;
   ASSERT_EQ((*s)->partitions(), 2u);
   // Through a fetcher, which says it as the source's warning.
-  auto f = ringfeed::Fetcher::start({.ns = test::unique_ns("kfg"), .ring_bytes = 1 << 20},
-                                    std::move(*s));
+  const std::string ns = test::unique_ns("kfg");
+  auto f = ringfeed::Fetcher::start({.ns = ns, .ring_bytes = 1 << 20}, std::move(*s));
   ASSERT_TRUE(f.ok()) << f.error().message;
   std::atomic<bool> stop{false};
   ringfeed::Status result = ringfeed::Ok{};
@@ -738,6 +740,14 @@ TEST(KafkaSourceFake, PartitionsAddedToTheTopicLaterAreReportedAsNotServedHere) 
                 "started: partitions 2, 3 cannot be fetched on this host until its fetcher is "
                 "restarted");
   EXPECT_EQ((*f)->stats().size(), 2u);
+  // In the fetcher's segment too, for ringfeed stat.
+  {
+    auto seg = ringfeed::shm::Segment::open(ringfeed::shm::fetcher_segment_name(ns),
+                                            ringfeed::shm::Access::read_only);
+    ASSERT_TRUE(seg.ok()) << seg.error().message;
+    const auto* control = reinterpret_cast<const ringfeed::shm::FetcherControl*>(seg->base());
+    EXPECT_EQ(control->source_warning.load(), (*f)->source_warning());
+  }
   stop.store(true);
   (*f)->wake();
   runner.join();

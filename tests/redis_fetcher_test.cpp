@@ -271,9 +271,29 @@ TEST(RedisFetcher, StatsSayWhyAPartitionWaitsWhileTheServerIsDown) {
       [&] { return (*f)->stats()[0].warning.find("waiting for Redis") != std::string::npos; }, 30s))
       << (*f)->stats()[0].warning;
   EXPECT_FALSE((*f)->stats()[0].stopped);
+  // ringfeed stat, another process, says so too.
+  ringfeed::test::TempDir dir{"ringfeed-redis-stat"};
+  const auto stat = [&](const std::string& flag) {
+    const std::string out = dir.file("stat" + flag);
+    std::vector<std::string> args{"stat", "--namespace", ns};
+    if (!flag.empty()) args.push_back(flag);
+    const pid_t p = ringfeed::test::spawn_program(RINGFEED_BIN, args, "", out, "");
+    EXPECT_EQ(ringfeed::test::wait_child(p, 30s), 0);
+    return slurp(out);
+  };
+  const std::string json = stat("--json");
+  EXPECT_NE(
+      json.find(",\"warning\":\"waiting for Redis at 127.0.0.1:" + std::to_string(server.port())),
+      std::string::npos)
+      << json;
+  EXPECT_NE(stat("").find("held back: waiting for Redis"), std::string::npos);
+  EXPECT_NE(stat("--prometheus")
+                .find("ringfeed_partition_held_back{namespace=\"" + ns + "\",partition=\"0\"} 1"),
+            std::string::npos);
   ASSERT_TRUE(server.restart().ok());
   EXPECT_TRUE(ringfeed::test::wait_until([&] { return (*f)->stats()[0].warning.empty(); }, 30s))
       << (*f)->stats()[0].warning;
+  EXPECT_NE(stat("--json").find(",\"warning\":null"), std::string::npos);
   stop.store(true);
   (*f)->wake();
   runner.join();

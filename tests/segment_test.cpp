@@ -52,7 +52,7 @@ namespace {
 
 // Byte offsets and sizes of the current layout version, spelled out as numbers: a reader in another
 // build (or another language) finds the fields here, so these are the contract.
-constexpr std::uint32_t kLayout = 7;
+constexpr std::uint32_t kLayout = 8;
 // Segment header (both kinds).
 constexpr off_t kOffMagic = 0;
 constexpr off_t kOffLayoutVersion = 8;

@@ -43,12 +43,13 @@ constexpr Flag kFlags[] = {
 
 constexpr std::string_view kDescription =
     "Shows, per partition, the upstream positions fetched and committed (and why a\n"
-    "stopped partition stopped), how full its ring is and how many messages it\n"
-    "published; per consumer group, its mode, consumers (pid, alive or dead, and\n"
-    "pid:N for one holding N unacked messages, (full) once it reached its max_unacked\n"
-    "limit), lag (messages in groups with leases, ring bytes in exclusive and broadcast\n"
-    "groups), leases in flight,\n"
-    "redeliveries waiting and dead letters waiting for the dead-letter log.\n"
+    "stopped partition stopped, or what holds one back: an upstream server down, a commit\n"
+    "that fails), how full its ring is and how many messages it published; the source's\n"
+    "own warning, if any; per consumer group, its mode, consumers (pid, alive or dead,\n"
+    "(active) for a failover group's, and pid:N for one holding N unacked messages, (full)\n"
+    "once it reached its max_unacked limit), lag (messages in groups with leases, ring\n"
+    "bytes in exclusive and broadcast groups), leases in flight, redeliveries waiting and\n"
+    "dead letters waiting for the dead-letter log.\n"
     "Reads the segments read-only; exit 1 if the namespace has none.";
 
 struct ConsumerInfo {
@@ -83,6 +84,7 @@ struct PartitionStat {
   bool stopped = false;
   bool paused = false;
   std::string error;
+  std::string warning;  // what holds it back without stopping it
 
   bool has_ring = false;
   std::string ring_error;      // a ring segment that cannot be read: why
@@ -105,6 +107,7 @@ struct NamespaceStat {
   pid_t fetcher_pid = 0;
   bool fetcher_alive = false;
   std::string source;
+  std::string source_warning;  // a problem of the whole source that stops nothing
   std::vector<PartitionStat> partitions;
 };
 
@@ -153,6 +156,7 @@ void read_fetcher(NamespaceStat& st) {
       shm::owner_alive(shm::pack_owner({header.creator_pid, header.creator_start_time}));
   const auto* control = reinterpret_cast<const shm::FetcherControl*>(seg->base());
   st.source = bounded_text(control->source, sizeof control->source);
+  st.source_warning = control->source_warning.load().value_or("(changing too fast to read)");
   const auto* parts = reinterpret_cast<const shm::FetcherPartition*>(control + 1);
   for (std::uint32_t p = 0; p < static_cast<std::uint32_t>(n.value()); ++p) {
     const shm::FetcherPartition& fp = parts[p];
@@ -165,6 +169,7 @@ void read_fetcher(NamespaceStat& st) {
     // acquire: the error text was written before `stopped` was set.
     s.stopped = fp.stopped.load(std::memory_order_acquire) != 0;
     if (s.stopped) s.error = bounded_text(fp.error, sizeof fp.error);
+    s.warning = fp.warning.load().value_or("(changing too fast to read)");
   }
 }
 
@@ -373,6 +378,7 @@ void print_human(const NamespaceStat& st) {
   } else {
     head += "fetcher pid " + std::to_string(st.fetcher_pid) +
             (st.fetcher_alive ? " (alive)" : " (dead)") + ", source " + printable_text(st.source);
+    if (!st.source_warning.empty()) head += "\nwarning: " + printable_text(st.source_warning);
   }
   std::fputs((head + "\n\n").c_str(), stdout);
 
@@ -390,6 +396,7 @@ void print_human(const NamespaceStat& st) {
     std::string error = s.stopped               ? "stopped: " + printable_text(s.error)
                         : !s.ring_error.empty() ? printable_text(s.ring_error)
                         : s.paused              ? "paused: ring full"
+                        : !s.warning.empty()    ? "held back: " + printable_text(s.warning)
                                                 : "-";
     rows.push_back({std::to_string(s.partition), ring,
                     s.in_fetcher ? std::to_string(s.fetched) : "-",
@@ -451,6 +458,14 @@ void print_json(const NamespaceStat& st) {
     out += "{\"pid\":" + std::to_string(st.fetcher_pid) +
            ",\"alive\":" + (st.fetcher_alive ? "true" : "false") + ",";
     json_field(out, "source", st.source);
+    out += ",\"warning\":";
+    if (st.source_warning.empty()) {
+      out += "null";
+    } else {
+      out += "\"";
+      append_json_string(out, st.source_warning);
+      out += "\"";
+    }
     out += "}";
   }
   out += ",\"partitions\":[";
@@ -471,6 +486,14 @@ void print_json(const NamespaceStat& st) {
         out += "\"";
       } else {
         out += "null";
+      }
+      out += ",\"warning\":";
+      if (s.warning.empty()) {
+        out += "null";
+      } else {
+        out += "\"";
+        append_json_string(out, s.warning);
+        out += "\"";
       }
     }
     out += ",\"ring\":";
@@ -607,6 +630,9 @@ void print_prometheus(const NamespaceStat& st) {
             s.stopped ? 1 : 0);
       e.add("ringfeed_partition_paused", "gauge",
             "1 if fetching waits for ring space (the ring is full).", p, s.paused ? 1 : 0);
+      e.add("ringfeed_partition_held_back", "gauge",
+            "1 if something holds the partition back without stopping it (see stat).", p,
+            s.warning.empty() ? 0 : 1);
     }
     if (!s.has_ring || !s.ring_error.empty()) continue;
     e.add("ringfeed_ring_open", "gauge", "1 if the ring's writer has not closed it.", p,
