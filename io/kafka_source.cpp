@@ -237,6 +237,7 @@ class KafkaSource final : public Source {
   void on_api_versions(Conn& c, const k::ApiVersionsResponse& r);
   void on_metadata(Conn& c, const k::MetadataResponse& r);
   void on_topic_partitions(std::vector<std::int32_t> all);
+  void rebalance_if_partitions_changed();
   void on_find_coordinator(Conn& c, const k::FindCoordinatorResponse& r);
   void on_offset_fetch(Conn& c, const Request& rq, const k::OffsetFetchResponse& r);
   void on_list_offsets(Conn& c, const Request& rq, const k::ListOffsetsResponse& r);
@@ -273,6 +274,7 @@ class KafkaSource final : public Source {
   std::int64_t next_metadata_ns_ = 0;
   std::int64_t metadata_refresh_ns_ = INT64_MAX;  // read it again then, unasked
   std::vector<std::int32_t> topic_partitions_;    // the topic's, from the last Metadata
+  std::vector<std::int32_t> synced_from_;         // those of the last SyncGroup sent
   std::string unserved_problem_;                  // partitions of the topic without a ring
   std::string topic_error_;                       // the topic is not there (Metadata said so)
   Conn* coordinator_ = nullptr;
@@ -771,12 +773,21 @@ void KafkaSource::on_topic_partitions(std::vector<std::int32_t> all) {
                         " it had when it started: " + partition_list(unserved) +
                         " cannot be fetched on this host until its fetcher is restarted";
   }
-  if (!topic_partitions_.empty() && all != topic_partitions_) {
-    group_->partitions_changed("topic '" + options_.topic + "' has " + std::to_string(all.size()) +
-                               " partitions now, " + std::to_string(topic_partitions_.size()) +
-                               " before: the leader assigns them again");
-  }
   topic_partitions_ = std::move(all);
+  rebalance_if_partitions_changed();
+}
+
+// A leader whose assignment was made from other partitions than the topic has now starts
+// a rebalance (once stable: a Metadata that came while it synced is caught here later).
+void KafkaSource::rebalance_if_partitions_changed() {
+  if (!group_->leader() || group_->phase() != k::GroupMember::Phase::stable ||
+      synced_from_.empty() || synced_from_ == topic_partitions_) {
+    return;
+  }
+  group_->partitions_changed("topic '" + options_.topic + "' has " +
+                             std::to_string(topic_partitions_.size()) + " partitions now, " +
+                             std::to_string(synced_from_.size()) +
+                             " at the last assignment: the leader assigns them again");
 }
 
 void KafkaSource::on_find_coordinator(Conn& c, const k::FindCoordinatorResponse& r) {
@@ -1054,7 +1065,10 @@ void KafkaSource::run_group(std::int64_t now) {
       later(revoke_deadline_ns_);
     }
   }
-  if (std::optional<std::vector<std::int32_t>> a = group_->take_assignment()) assign(*a);
+  if (std::optional<std::vector<std::int32_t>> a = group_->take_assignment()) {
+    assign(*a);
+    rebalance_if_partitions_changed();
+  }
   later(wake);
   if (due == k::GroupMember::Due::nothing || group_conn_ == nullptr || !group_conn_->ready) return;
   const auto ms = [now](std::int64_t v) { return now + v * 1'000'000; };
@@ -1069,6 +1083,7 @@ void KafkaSource::run_group(std::int64_t now) {
     case k::GroupMember::Due::sync: {
       // Every partition of the topic, also those this host has no ring for: other
       // members (started later) may have one.
+      synced_from_ = topic_partitions_;
       sent = send(*group_conn_, group_->sync_request(topic_partitions_),
                   {.deadline_ns = ms(2 * session)});
       break;

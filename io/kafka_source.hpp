@@ -17,8 +17,10 @@
 // or the pinned ones (partition i is Kafka partition partitions[i]). Partitions added to
 // the topic later have no ring here: a group member that learns of them from a Metadata
 // says so in warning(), and so does one the group assigns them to (they are not fetched
-// on this host until its fetcher is restarted); a group leader that learns of them
-// starts a rebalance, so that they are assigned (to members that started after them).
+// on this host until its fetcher is restarted). A group leader that learns of them
+// starts a rebalance so that they are assigned; the range assignor does not know which
+// members have rings for them, so every fetcher of the group needs a restart to be sure
+// they are fetched.
 //
 // Group membership (no `partitions=`): the fetcher joins consumer group G (FindCoordinator,
 // JoinGroup, SyncGroup, Heartbeat; io/kafka_group.hpp) on its own connection to the
