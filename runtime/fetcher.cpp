@@ -103,8 +103,10 @@ Status check_state_dir(const std::string& dir) {
   if (::stat(dir.c_str(), &st) == 0) {
     if (!S_ISDIR(st.st_mode)) return refuse("not a directory", ENOTDIR);
   } else if (errno == ENOENT) {
-    // Made later, in its parent.
-    const std::filesystem::path parent = std::filesystem::path(dir).parent_path();
+    // Made later, in its parent ("a/b/" is b in a).
+    std::string_view trimmed = dir;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.remove_suffix(1);
+    const std::filesystem::path parent = std::filesystem::path(trimmed).parent_path();
     writable = parent.empty() ? "." : parent.string();
     if (::stat(writable.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
       return refuse("missing, and so is its parent directory " + writable, ENOENT);
@@ -239,6 +241,7 @@ class FetcherImpl final : public Fetcher, private io::BatchSink {
     bool paused = false;
     bool stopped = false;
     bool live_groups = false;  // some group is known and not fenced
+    bool released = false;     // the upstream gives the partition to another host now
   };
   enum Warning { kSourceWarning, kCommitWarning, kDeadLetterWarning, kWarnings };
 
@@ -259,7 +262,8 @@ class FetcherImpl final : public Fetcher, private io::BatchSink {
   void stop_partition(std::uint32_t index, const std::string& why);
   bool store_dead_letter(std::uint32_t index, const shm::DeadLetter& letter);
   void set_warning(std::uint32_t index, Warning kind, std::string text);
-  std::string joined_warning(std::uint32_t index) const;
+  std::string joined_warning(std::uint32_t index, bool skip_source = false) const;
+  void publish_warning(std::uint32_t index);
   void shutdown();
 
   FetcherOptions options_;
@@ -610,7 +614,15 @@ void FetcherImpl::check_stopped(std::uint32_t index) {
   }
   // Consumers that took everything learn that the partition went to another host.
   parts_[index].writer->set_released(!s.assigned);
-  // A source that waits without stopping (an upstream server down) says why.
+  // A source that waits without stopping (an upstream server down) says why; so does one
+  // whose partition went to another host, which ringfeed stat shows as a released ring,
+  // not as held back.
+  const bool released = !s.assigned;
+  if (released != parts_[index].released) {
+    std::lock_guard lock(warnings_mutex_);
+    parts_[index].released = released;
+    publish_warning(index);
+  }
   set_warning(index, kSourceWarning, std::move(s.error));
 }
 
@@ -656,15 +668,23 @@ void FetcherImpl::set_warning(std::uint32_t index, Warning kind, std::string tex
   std::lock_guard lock(warnings_mutex_);
   if (warnings_[index][kind] == text) return;
   warnings_[index][kind] = std::move(text);
-  // For ringfeed stat too.
-  parts_[index].status->warning.store(joined_warning(index));
+  publish_warning(index);
 }
 
-// The partition's warnings in one text; under warnings_mutex_.
-std::string FetcherImpl::joined_warning(std::uint32_t index) const {
+// For ringfeed stat: what holds the partition back, in the fetcher's segment (the
+// source's word on a partition this host does not hold is no such thing). Under
+// warnings_mutex_.
+void FetcherImpl::publish_warning(std::uint32_t index) {
+  parts_[index].status->warning.store(joined_warning(index, parts_[index].released));
+}
+
+// The partition's warnings in one text, the source's left out if `skip_source`; under
+// warnings_mutex_.
+std::string FetcherImpl::joined_warning(std::uint32_t index, bool skip_source) const {
   std::string out;
-  for (const std::string& w : warnings_[index]) {
-    if (w.empty()) continue;
+  for (std::size_t k = 0; k < kWarnings; ++k) {
+    const std::string& w = warnings_[index][k];
+    if (w.empty() || (skip_source && k == kSourceWarning)) continue;
     if (!out.empty()) out += "; ";
     out += w;
   }
@@ -773,6 +793,15 @@ Status FetcherImpl::run(const std::atomic<bool>& stop) {
   if (auto flushed = source_->flush(kFlushTimeout); !flushed) {
     for (std::uint32_t i = 0; i < parts_.size(); ++i) {
       set_warning(i, kCommitWarning, flushed.error().message);
+    }
+    // Nothing is lost (what was not committed is fetched again after a restart), but the
+    // stop did not do all it says.
+    if (result.ok()) {
+      result = Error{
+          "not everything the groups acked could be committed at the stop (it "
+          "comes again after a restart): " +
+              flushed.error().message,
+          flushed.error().code};
     }
   }
   for (std::uint32_t i = 0; i < parts_.size(); ++i) {

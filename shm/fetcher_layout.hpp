@@ -88,5 +88,8 @@ constexpr std::uint64_t fetcher_segment_size(std::uint32_t partitions) {
 inline FetcherPartition* fetcher_partitions(FetcherControl* c) {
   return reinterpret_cast<FetcherPartition*>(c + 1);
 }
+inline const FetcherPartition* fetcher_partitions(const FetcherControl* c) {
+  return reinterpret_cast<const FetcherPartition*>(c + 1);
+}
 
 }  // namespace ringfeed::shm

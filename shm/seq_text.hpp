@@ -21,6 +21,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <thread>
 #include <type_traits>
 
 namespace ringfeed::shm {
@@ -51,9 +52,12 @@ struct SeqText {
     seq.store(s + 2, std::memory_order_release);
   }
 
-  // A whole copy, or nothing if the writer kept changing it for `attempts` tries.
+  // A whole copy, or nothing if the writer was changing it at each of `attempts` tries
+  // (the later ones a scheduler yield apart, so that a writer preempted mid-store can go
+  // on), or died mid-store.
   std::optional<std::string> load(int attempts = 64) const {
     for (int i = 0; i < attempts; ++i) {
+      if (i >= 8) std::this_thread::yield();
       const std::uint32_t s1 = seq.load(std::memory_order_acquire);
       if ((s1 & 1u) != 0) continue;
       char bytes[N];

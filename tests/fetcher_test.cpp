@@ -75,6 +75,8 @@ class MemorySource final : public io::Source {
     bool paused = false;
     int pauses = 0;
     int resumes = 0;
+    bool assigned = true;  // false: the upstream gives it to another host
+    std::string error;     // what status() says holds it back
   };
   struct State {
     explicit State(std::uint32_t n, bool watch = true) : parts(n), watchable(watch) {}
@@ -202,7 +204,11 @@ class MemorySource final : public io::Source {
     std::lock_guard lock(state_->mutex);
     ++state_->status_calls;
     const Partition& part = state_->parts[p];
-    return {.committed = part.committed, .fetched = part.next * kStride, .paused = part.paused};
+    return {.committed = part.committed,
+            .fetched = part.next * kStride,
+            .paused = part.paused,
+            .assigned = part.assigned,
+            .error = part.error};
   }
   void wake() override { state_->wake(); }
   const std::string& uri() const override { return uri_; }
@@ -590,6 +596,68 @@ TEST(Fetcher, DeadLettersGoToTheLogAndCountAsAcked) {
   EXPECT_EQ(stat(*f, 0).warning, "");
   EXPECT_TRUE(f.end().ok());
   std::filesystem::remove_all(dir_template);
+}
+
+// The dead-letter directory is checked at start, not made: a missing one is made when
+// first needed, if its parent is there; a missing parent or a file is refused at once.
+TEST(Fetcher, TheDeadLetterDirectoryIsCheckedAtStartAndMadeOnlyWhenNeeded) {
+  char dir_template[] = "/tmp/ringfeed-fetcher-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir_template), nullptr);
+  const std::string root = dir_template;
+  auto state = std::make_shared<MemorySource::State>(1);
+  const auto try_start = [&](const std::string& dir) {
+    return Fetcher::start({.ns = unique_ns("dldir"), .ring_bytes = 1 << 16, .dead_letter_dir = dir},
+                          std::make_unique<MemorySource>(state));
+  };
+  {
+    auto f = try_start(root + "/later/");  // a trailing slash names the same directory
+    ASSERT_TRUE(f.ok()) << f.error().message;
+    EXPECT_FALSE(std::filesystem::exists(root + "/later"));
+  }
+  auto missing = try_start(root + "/no-parent/dl");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.error().message, "dead-letter directory " + root +
+                                         "/no-parent/dl: missing, and so is its parent directory " +
+                                         root + "/no-parent");
+  std::ofstream(root + "/file") << "x";
+  auto file = try_start(root + "/file");
+  ASSERT_FALSE(file.ok());
+  EXPECT_EQ(file.error().message, "dead-letter directory " + root + "/file: not a directory");
+  std::filesystem::remove_all(root);
+}
+
+// What the source says of a partition is the fetcher's warning (stats, stderr); ringfeed
+// stat reads it from the segment, but not for a partition another host holds: that one
+// is not held back, its ring is released.
+TEST(Fetcher, ASourcesWordOnAPartitionIsInTheSegmentUnlessAnotherHostHoldsIt) {
+  const auto ns = unique_ns("warn");
+  auto state = std::make_shared<MemorySource::State>(1);
+  Running f(start({.ns = ns, .ring_bytes = 1 << 16, .commit_interval = 5ms}, state));
+  auto seg = ringfeed::shm::Segment::open(ringfeed::shm::fetcher_segment_name(ns),
+                                          ringfeed::shm::Access::read_only);
+  ASSERT_TRUE(seg.ok()) << seg.error().message;
+  const auto* control = reinterpret_cast<const ringfeed::shm::FetcherControl*>(seg->base());
+  const auto in_segment = [&] {
+    return ringfeed::shm::fetcher_partitions(control)[0].warning.load().value_or("?");
+  };
+  const auto say = [&](bool assigned, std::string error) {
+    {
+      std::lock_guard lock(state->mutex);
+      state->parts[0].assigned = assigned;
+      state->parts[0].error = std::move(error);
+    }
+    f->wake();
+  };
+  say(true, "waiting for the upstream");
+  EXPECT_TRUE(wait_until([&] { return in_segment() == "waiting for the upstream"; }));
+  EXPECT_EQ(stat(*f, 0).warning, "waiting for the upstream");
+  say(false, "not assigned to this host");
+  EXPECT_TRUE(wait_until([&] { return stat(*f, 0).warning == "not assigned to this host"; }));
+  EXPECT_EQ(in_segment(), "");
+  say(true, "");
+  EXPECT_TRUE(wait_until([&] { return stat(*f, 0).warning.empty(); }));
+  EXPECT_EQ(in_segment(), "");
+  EXPECT_TRUE(f.end().ok());
 }
 
 // The timeouts the fetcher asked its source for since poll number `from`.

@@ -293,7 +293,8 @@ TEST(RedisFetcher, StatsSayWhyAPartitionWaitsWhileTheServerIsDown) {
   ASSERT_TRUE(server.restart().ok());
   EXPECT_TRUE(ringfeed::test::wait_until([&] { return (*f)->stats()[0].warning.empty(); }, 30s))
       << (*f)->stats()[0].warning;
-  EXPECT_NE(stat("--json").find(",\"warning\":null"), std::string::npos);
+  EXPECT_NE(stat("--json").find("\"paused\":false,\"error\":null,\"warning\":null"),
+            std::string::npos);
   stop.store(true);
   (*f)->wake();
   runner.join();

@@ -156,7 +156,9 @@ void read_fetcher(NamespaceStat& st) {
       shm::owner_alive(shm::pack_owner({header.creator_pid, header.creator_start_time}));
   const auto* control = reinterpret_cast<const shm::FetcherControl*>(seg->base());
   st.source = bounded_text(control->source, sizeof control->source);
-  st.source_warning = control->source_warning.load().value_or("(changing too fast to read)");
+  // A dead fetcher's warnings are stale; one being rewritten (or left half rewritten by a
+  // fetcher that died in it) is left out.
+  if (st.fetcher_alive) st.source_warning = control->source_warning.load().value_or("");
   const auto* parts = reinterpret_cast<const shm::FetcherPartition*>(control + 1);
   for (std::uint32_t p = 0; p < static_cast<std::uint32_t>(n.value()); ++p) {
     const shm::FetcherPartition& fp = parts[p];
@@ -169,7 +171,7 @@ void read_fetcher(NamespaceStat& st) {
     // acquire: the error text was written before `stopped` was set.
     s.stopped = fp.stopped.load(std::memory_order_acquire) != 0;
     if (s.stopped) s.error = bounded_text(fp.error, sizeof fp.error);
-    s.warning = fp.warning.load().value_or("(changing too fast to read)");
+    if (st.fetcher_alive) s.warning = fp.warning.load().value_or("");
   }
 }
 

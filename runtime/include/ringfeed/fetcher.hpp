@@ -95,7 +95,8 @@ class Fetcher {
 
   // Fetches, publishes, reaps and commits until `stop` becomes true; then commits what
   // was acked, closes the rings (consumers see `closed`) and removes the segments.
-  // Returns an error only for a failure of the whole source.
+  // Returns an error for a failure of the whole source, or when the commits at the stop
+  // could not all be made durable (the segments are removed all the same).
   virtual Status run(const std::atomic<bool>& stop) = 0;
   // Makes run() look at `stop` at once. Async-signal-safe (for SIGTERM/SIGINT handlers).
   virtual void wake() = 0;
