@@ -63,6 +63,27 @@ Result<FileUri> parse_file_uri(std::string_view uri, std::string_view rest) {
   return FileUri{std::string(dir), local};
 }
 
+// One stream per partition.
+Status streams_match(std::string_view uri, const RedisSourceOptions& parsed,
+                     const SourceOptions& options) {
+  if (options.partitions != 0 && options.partitions != parsed.streams.size()) {
+    return bad_uri(uri, std::to_string(parsed.streams.size()) + " streams for " +
+                            std::to_string(options.partitions) + " partitions");
+  }
+  return Ok{};
+}
+
+// Pinned partitions: one ring each.
+Status pinned_match(std::string_view uri, const KafkaSourceOptions& parsed,
+                    const SourceOptions& options) {
+  if (options.partitions != 0 && !parsed.partitions.empty() &&
+      options.partitions != parsed.partitions.size()) {
+    return bad_uri(uri, std::to_string(parsed.partitions.size()) + " Kafka partitions for " +
+                            std::to_string(options.partitions) + " partitions");
+  }
+  return Ok{};
+}
+
 Error unknown_scheme(std::string_view uri, std::string_view scheme) {
   return bad_uri(uri, "unknown scheme '" + std::string(scheme) +
                           "' (this build reads file:DIR, redis://HOST:PORT?streams=... and "
@@ -94,20 +115,13 @@ Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOp
   if (scheme == "redis") {
     auto parsed = parse_redis_uri(uri);
     if (!parsed) return parsed.error();
-    if (options.partitions != 0 && options.partitions != parsed->streams.size()) {
-      return bad_uri(uri, std::to_string(parsed->streams.size()) + " streams for " +
-                              std::to_string(options.partitions) + " partitions");
-    }
+    if (Status ok = streams_match(uri, *parsed, options); !ok) return ok.error();
     return open_redis(*parsed, std::string(uri));
   }
   if (scheme == "kafka") {
     auto parsed = parse_kafka_uri(uri);
     if (!parsed) return parsed.error();
-    if (options.partitions != 0 && !parsed->partitions.empty() &&
-        options.partitions != parsed->partitions.size()) {
-      return bad_uri(uri, std::to_string(parsed->partitions.size()) + " Kafka partitions for " +
-                              std::to_string(options.partitions) + " partitions");
-    }
+    if (Status ok = pinned_match(uri, *parsed, options); !ok) return ok.error();
     auto source = open_kafka(*parsed, std::string(uri));
     if (source && options.partitions != 0 && (*source)->partitions() != options.partitions) {
       return bad_uri(uri, "the topic has " + std::to_string((*source)->partitions()) +
@@ -118,7 +132,7 @@ Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOp
   return unknown_scheme(uri, scheme);
 }
 
-Status check_source_uri(std::string_view uri) {
+Status check_source_uri(std::string_view uri, const SourceOptions& options) {
   const std::size_t colon = uri.find(':');
   if (colon == std::string_view::npos || colon == 0) {
     return bad_uri(uri, "no scheme (expected file:DIR)");
@@ -127,9 +141,13 @@ Status check_source_uri(std::string_view uri) {
   if (scheme == "file") {
     if (auto parsed = parse_file_uri(uri, uri.substr(colon + 1)); !parsed) return parsed.error();
   } else if (scheme == "redis") {
-    if (auto parsed = parse_redis_uri(uri); !parsed) return parsed.error();
+    auto parsed = parse_redis_uri(uri);
+    if (!parsed) return parsed.error();
+    if (Status ok = streams_match(uri, *parsed, options); !ok) return ok;
   } else if (scheme == "kafka") {
-    if (auto parsed = parse_kafka_uri(uri); !parsed) return parsed.error();
+    auto parsed = parse_kafka_uri(uri);
+    if (!parsed) return parsed.error();
+    if (Status ok = pinned_match(uri, *parsed, options); !ok) return ok;
   } else {
     return unknown_scheme(uri, scheme);
   }

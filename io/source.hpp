@@ -143,7 +143,8 @@ struct SourceOptions {
 // or with bad parameters is refused with a message naming what is wrong.
 Result<std::unique_ptr<Source>> open_source(std::string_view uri, const SourceOptions& options);
 // Checks a URI as open_source() would, without opening anything: the scheme, the
-// parameters and their values. An error here is the URI's, not the upstream's.
-Status check_source_uri(std::string_view uri);
+// parameters and their values, and that they agree with `options.partitions` where the
+// URI says how many there are. An error here is the URI's, not the upstream's.
+Status check_source_uri(std::string_view uri, const SourceOptions& options = {});
 
 }  // namespace ringfeed::io

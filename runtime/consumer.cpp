@@ -306,6 +306,7 @@ void Consumer::detach() {
 // (the new fetcher removed it), forgets every lease of the old instance (handles from
 // before are refused: attach_epoch_), and attaches again with the same options.
 bool Consumer::reattach_to_new_writer() {
+  reattach_error_.clear();
   auto probe = shm::RingReader::open(options_.ns, options_.partition);
   if (!probe) return false;
   const shm::SegmentHeader now = probe->control().header;
@@ -337,9 +338,10 @@ bool Consumer::reattach_to_new_writer() {
   next_seq_ = 0;
   ++attach_epoch_;
   ++reattached_;
-  if (!connect().ok()) {
+  if (Status connected = connect(); !connected) {
     // Not usable yet (say, another consumer holds the exclusive group): pops report
     // closed and try again.
+    reattach_error_ = connected.error().message;
     detach();
     group_segment_ = {};
     group_ = nullptr;

@@ -104,7 +104,7 @@ Result<std::uint64_t> Args::number(std::string_view name, std::uint64_t fallback
     return Error{"flag --" + std::string(name) + ": '" + *v + "' is not a number", EINVAL};
   }
   if (!n || *n < min || *n > max) {
-    const std::string range = max == UINT64_MAX
+    const std::string range = n && max == UINT64_MAX
                                   ? "at least " + std::to_string(min)
                                   : "in [" + std::to_string(min) + ", " + std::to_string(max) + "]";
     return Error{

@@ -308,8 +308,10 @@ int consume_main(std::span<char* const> argv) {
   for (std::uint32_t p : partitions) {
     auto c = Consumer::attach({.ns = ns, .partition = p, .group = group, .mode = *mode});
     if (!c && c.error().code == ENOENT && !all) {
-      // The fetcher may well run, with other partitions: say which.
-      if (const auto served = ring_partitions(ns); !served.empty()) {
+      // The fetcher may well run, with other partitions: say which. (One that is taking
+      // the namespace over may just be making this ring again: then the error as it is.)
+      if (const auto served = ring_partitions(ns);
+          !served.empty() && std::find(served.begin(), served.end(), p) == served.end()) {
         std::string list;
         for (std::size_t i = 0; i < served.size() && i < 16; ++i) {
           list += (i == 0 ? "" : ", ") + std::to_string(served[i]);
@@ -339,7 +341,8 @@ int consume_main(std::span<char* const> argv) {
   auto idle_since = std::chrono::steady_clock::now();
   std::string out;
   std::vector<const Message*> to_ack;
-  bool said_died = false;  // "waiting for one that takes it over", said once per death
+  bool said_died = false;        // "waiting for one that takes it over", said once per death
+  std::uint64_t moves_seen = 0;  // the consumers' moves to new fetchers, when last said
   // One set of every partition's consumer: a pop takes from whichever has messages, in
   // turn, and sleeps on all the rings at once when none has.
   ConsumerSet set;
@@ -377,7 +380,17 @@ int consume_main(std::span<char* const> argv) {
           // A fetcher that died (not one that stopped) may be replaced: the next pop moves
           // to the new one by itself; meanwhile this counts as nothing to take. With
           // --timeout-ms the same goes for one that stopped, in case it is started again.
+          // A successor runs but cannot take this consumer: no use waiting for it.
+          if (!has_timeout && !a.consumer->reattach_error().empty()) {
+            return fail("cannot move to the fetcher that took namespace '" + ns +
+                        "' over: " + a.consumer->reattach_error());
+          }
           if (has_timeout || !a.consumer->writer_shut_down()) {
+            // Said again after a move to a new fetcher, if that one dies too.
+            std::uint64_t moves = 0;
+            for (const Attached& c : consumers) moves += c.consumer->reattached();
+            if (moves != moves_seen) said_died = false;
+            moves_seen = moves;
             if (!has_timeout && !said_died) {
               std::fprintf(stderr,
                            "ringfeed consume: the fetcher of namespace '%s' died; waiting for "

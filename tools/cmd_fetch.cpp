@@ -124,7 +124,9 @@ int fetch_main(std::span<char* const> argv) {
 
 #if RINGFEED_HAVE_FETCHER
   // A URI that cannot be right (scheme, parameters) is the command line's fault.
-  if (Status ok = io::check_source_uri(source); !ok) {
+  if (Status ok = io::check_source_uri(
+          source, {.partitions = static_cast<std::uint32_t>(partitions.value())});
+      !ok) {
     return usage_error(kCommand, "flag --source: " + ok.error().message);
   }
   FetcherOptions options;

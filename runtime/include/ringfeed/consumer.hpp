@@ -191,6 +191,10 @@ class Consumer {
   // cleanly), false if it died without (a fetcher killed: one that takes the namespace
   // over may come, and a pop then moves to it).
   bool writer_shut_down() const;
+  // After a pop said `closed`: why this consumer could not attach to the fetcher that took
+  // the namespace over (the exclusive group held by another consumer, no free slot);
+  // empty if none runs yet, or it could.
+  const std::string& reattach_error() const { return reattach_error_; }
   // The position this consumer reads next and the watermark it published.
   std::uint64_t read_position() const { return read_pos_; }
   std::uint64_t watermark() const { return published_watermark_; }
@@ -303,6 +307,7 @@ class Consumer {
   std::condition_variable heartbeat_stop_cv_;
   bool heartbeat_stop_ = false;
   std::uint64_t reattached_ = 0;
+  std::string reattach_error_;
   std::uint32_t slot_ = 0;  // broadcast and shared: our slot, the owner number of our leases
 
   // Shared mode.
