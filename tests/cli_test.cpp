@@ -415,6 +415,11 @@ TEST(CliUsage, WrongCommandLinesExitTwoWithOneLineNamingTheProblem) {
                      "format 'xml' is not framed or lines");
   expect_usage_error(cli, {"fetch", "--namespace", "n", "--source", "kafka://a:1?topic=t"},
                      "no group");
+  expect_usage_error(cli, {"fetch", "--namespace", "n", "--source", redis, "--partitions", "3"},
+                     "2 streams for 3 partitions");
+  expect_usage_error(
+      cli, {"produce", "--source", src, "--partition", "99999999999999999999999"},
+      "flag --partition: 99999999999999999999999 is out of range (must be in [0, 4095])");
   expect_usage_error(cli, {"produce", "--source", "bogus:x", "--partition", "0"},
                      "flag --source: unknown scheme 'bogus'");
 }
