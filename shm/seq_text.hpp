@@ -5,11 +5,13 @@
 //   offset 4   4 bytes of padding
 //   offset 8   N bytes of text in N/8 64-bit words, NUL-padded (N itself: no NUL)
 //
-// Writer (one process): seq = s+1 (relaxed); release fence; words (relaxed stores);
-// seq = s+2 (release). Readers: s1 = seq (acquire); words (relaxed loads); acquire fence;
-// s2 = seq (relaxed); the copy is whole if s1 == s2 and s1 is even. Every access is
-// atomic, so a reader racing the writer gets a torn copy it throws away, never undefined
-// behaviour. The bytes come from another process: readers bound them by N and print them
+// Writer (one process): seq = s+1 (relaxed); words (release stores: each is ordered
+// after the odd seq); seq = s+2 (release: after the words). Readers: s1 = seq (acquire);
+// words (acquire loads); s2 = seq (relaxed, ordered after those loads); the copy is
+// whole if s1 == s2 and s1 is even: a word of a later store carries that store's odd seq
+// with it, so s2 differs. No standalone fences (ThreadSanitizer does not model them).
+// Every access is atomic, so a reader racing the writer gets a torn copy it throws away,
+// never undefined behaviour. The bytes come from another process: readers bound them by N and print them
 // as untrusted text.
 #pragma once
 
@@ -39,7 +41,6 @@ struct SeqText {
   void store(std::string_view text) {
     const std::uint32_t s = seq.load(std::memory_order_relaxed);
     seq.store(s + 1, std::memory_order_relaxed);
-    std::atomic_thread_fence(std::memory_order_release);
     for (std::size_t w = 0; w < kWords; ++w) {
       char bytes[8] = {};
       if (w * 8 < text.size()) {
@@ -47,7 +48,7 @@ struct SeqText {
       }
       std::uint64_t v = 0;
       std::memcpy(&v, bytes, 8);
-      words[w].store(v, std::memory_order_relaxed);
+      words[w].store(v, std::memory_order_release);
     }
     seq.store(s + 2, std::memory_order_release);
   }
@@ -62,10 +63,9 @@ struct SeqText {
       if ((s1 & 1u) != 0) continue;
       char bytes[N];
       for (std::size_t w = 0; w < kWords; ++w) {
-        const std::uint64_t v = words[w].load(std::memory_order_relaxed);
+        const std::uint64_t v = words[w].load(std::memory_order_acquire);
         std::memcpy(bytes + w * 8, &v, 8);
       }
-      std::atomic_thread_fence(std::memory_order_acquire);
       if (seq.load(std::memory_order_relaxed) != s1) continue;
       return std::string(bytes, ::strnlen(bytes, N));
     }
