@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <optional>
@@ -34,15 +35,26 @@ TEST(SeqText, AReaderRacingTheWriterGetsOneTextWholeNeverAMix) {
   const std::string b(40, 'b');
   t.store(a);
   std::atomic<bool> stop{false};
+  std::atomic<int> stores{0};
   std::thread writer([&] {
     for (int i = 0; !stop.load(std::memory_order_relaxed); ++i) {
       t.store(i % 2 == 0 ? b : a);
+      stores.fetch_add(1, std::memory_order_relaxed);
       std::this_thread::yield();  // gaps between the stores, so that readers also get through
     }
   });
+  while (stores.load(std::memory_order_relaxed) < 100) std::this_thread::yield();
+  // One try per read, so that many reads meet the writer; at least 200 000 reads, 1000
+  // whole copies (a sanitizer build gets few) and 10 000 stores meanwhile, or 10 s. The
+  // reader yields now and then, in case both threads share a cpu.
   int whole = 0;
   int given_up = 0;
-  for (int i = 0; i < 200'000; ++i) {
+  const int stores_before = stores.load();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  for (int i = 0; (i < 200'000 || whole < 1000 || stores.load() - stores_before < 10'000) &&
+                  std::chrono::steady_clock::now() < deadline;
+       ++i) {
+    if (i % 64 == 0) std::this_thread::yield();
     const std::optional<std::string> got = t.load(1);
     if (!got) {
       ++given_up;
@@ -53,8 +65,10 @@ TEST(SeqText, AReaderRacingTheWriterGetsOneTextWholeNeverAMix) {
   }
   stop = true;
   writer.join();
-  EXPECT_GT(whole, 0);
-  std::printf("%d whole copies, %d reads that met the writer\n", whole, given_up);
+  EXPECT_GE(whole, 1000);
+  EXPECT_GE(stores.load() - stores_before, 10'000);
+  std::printf("%d whole copies, %d reads that met the writer, %d stores\n", whole, given_up,
+              stores.load());
 }
 
 TEST(SeqText, AWriterThatDiedMidStoreLeavesAnOddSequenceAndReadersGiveUp) {
