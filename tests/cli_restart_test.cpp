@@ -19,6 +19,7 @@
 #include <vector>
 
 #include "io/framed_record.hpp"
+#include "ringfeed/consumer.hpp"
 #include "shm/segment.hpp"
 #include "test_support.hpp"
 
@@ -133,6 +134,16 @@ TEST(CliRestart, FetcherKilledMidStreamAndStartedAgainLosesNoLine) {
   EXPECT_TRUE(no_segments_left(ns));
 }
 
+// Whether partition 0's ring of `ns` exists and was made by process `writer`.
+bool ring_written_by(const std::string& ns, pid_t writer) {
+  auto r = ringfeed::shm::Segment::list("ringfeed." + ns + ".p0.ring");
+  if (r.size() != 1) return false;
+  auto seg = ringfeed::shm::Segment::open(r[0], ringfeed::shm::Access::read_only);
+  if (!seg.ok() || seg->size() < sizeof(ringfeed::shm::SegmentHeader)) return false;
+  const auto* h = reinterpret_cast<const ringfeed::shm::SegmentHeader*>(seg->base());
+  return h->creator_pid == writer;
+}
+
 // A consume without --timeout-ms waits for the fetcher that takes a killed one's
 // namespace over (and moves to it), but exits 1 when the fetcher stops cleanly.
 TEST(CliRestart, ConsumeWaitsForTheSuccessorOfAKilledFetcherAndEndsWithAStoppedOne) {
@@ -151,14 +162,7 @@ TEST(CliRestart, ConsumeWaitsForTheSuccessorOfAKilledFetcherAndEndsWithAStoppedO
   const std::vector<std::string> fetch{
       "fetch",        "--namespace", ns,          "--source", "file:" + logs.string(),
       "--partitions", "1",           "--ring-mb", "1"};
-  const auto ring_of = [&](pid_t writer) {
-    auto r = ringfeed::shm::Segment::list("ringfeed." + ns + ".p0.ring");
-    if (r.size() != 1) return false;
-    auto seg = ringfeed::shm::Segment::open(r[0], ringfeed::shm::Access::read_only);
-    if (!seg.ok() || seg->size() < sizeof(ringfeed::shm::SegmentHeader)) return false;
-    const auto* h = reinterpret_cast<const ringfeed::shm::SegmentHeader*>(seg->base());
-    return h->creator_pid == writer;
-  };
+  const auto ring_of = [&](pid_t writer) { return ring_written_by(ns, writer); };
   pid_t fetcher = spawn(fetch, "", "", (root / "fetch1.err").string());
   ASSERT_TRUE(ringfeed::test::wait_until([&] { return ring_of(fetcher); }, 10s));
   ::kill(fetcher, SIGKILL);
@@ -204,6 +208,55 @@ TEST(CliRestart, ConsumeWaitsForTheSuccessorOfAKilledFetcherAndEndsWithAStoppedO
             std::string::npos)
       << slurp(err2);
   EXPECT_TRUE(no_segments_left(ns));
+}
+
+// A successor that cannot take the consumer (its exclusive group is held by another
+// consumer by then) ends a consume without --timeout-ms with the reason, rather than a
+// wait for a fetcher that already runs.
+TEST(CliRestart, ConsumeThatTheSuccessorCannotTakeExitsOneSayingWhy) {
+  ringfeed::test::TempDir dir{"ringfeed-successor-held"};
+  const fs::path root = dir.path();
+  const fs::path logs = root / "logs";
+  fs::create_directory(logs);
+  const std::string ns = ringfeed::test::unique_ns("cliheld");
+  {
+    const fs::path input = root / "line";
+    std::ofstream(input) << "m\n";
+    ASSERT_EQ(ringfeed::test::wait_child(
+                  spawn({"produce", "--source", "file:" + logs.string(), "--partition", "0"},
+                        input.string()),
+                  30s),
+              0);
+  }
+  const std::vector<std::string> fetch{
+      "fetch",        "--namespace", ns,          "--source", "file:" + logs.string(),
+      "--partitions", "1",           "--ring-mb", "1"};
+  pid_t fetcher = spawn(fetch, "", "", (root / "fetch1.err").string());
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return ring_written_by(ns, fetcher); }, 10s));
+  const fs::path out = root / "out";
+  const fs::path err = root / "err";
+  const pid_t consumer = spawn(
+      {"consume", "--namespace", ns, "--partition", "0", "--group", "e", "--mode", "exclusive"}, "",
+      out.string(), err.string());
+  // It printed the line: attached, and holding the group.
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return slurp(out) == "m\n"; }, 10s)) << slurp(err);
+  // Stopped while the fetcher is replaced and the group taken, so that it looks only then.
+  ASSERT_EQ(::kill(consumer, SIGSTOP), 0);
+  ::kill(fetcher, SIGKILL);
+  ringfeed::test::wait_child(fetcher);
+  fetcher = spawn(fetch, "", "", (root / "fetch2.err").string());
+  ASSERT_TRUE(ringfeed::test::wait_until([&] { return ring_written_by(ns, fetcher); }, 10s));
+  auto holder = ringfeed::Consumer::attach(
+      {.ns = ns, .partition = 0, .group = "e", .mode = ringfeed::Mode::exclusive});
+  ASSERT_TRUE(holder.ok()) << holder.error().message;
+  ASSERT_EQ(::kill(consumer, SIGCONT), 0);
+  EXPECT_EQ(ringfeed::test::wait_child(consumer, 30s), 1) << slurp(err);
+  EXPECT_NE(slurp(err).find("cannot move to the fetcher that took namespace '" + ns + "' over: "),
+            std::string::npos)
+      << slurp(err);
+  holder->reset();
+  ::kill(fetcher, SIGTERM);
+  EXPECT_EQ(ringfeed::test::wait_child(fetcher, 30s), 0) << slurp(root / "fetch2.err");
 }
 
 TEST(CliRestart, CorruptRecordStopsOnlyItsPartitionAndStatNamesFileAndOffset) {
