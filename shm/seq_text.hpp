@@ -11,8 +11,8 @@
 // whole if s1 == s2 and s1 is even: a word of a later store carries that store's odd seq
 // with it, so s2 differs. No standalone fences (ThreadSanitizer does not model them).
 // Every access is atomic, so a reader racing the writer gets a torn copy it throws away,
-// never undefined behaviour. The bytes come from another process: readers bound them by N and print them
-// as untrusted text.
+// never undefined behaviour. The bytes come from another process: readers bound them by N and print
+// them as untrusted text.
 #pragma once
 
 #include <algorithm>

@@ -549,6 +549,21 @@ class FakeBroker {
   std::uint16_t port() const { return port_; }
   int metadata_requests() const { return metadata_requests_; }
 
+  // Metadata v2 up to the partitions of its one topic: this broker as node 1, the topic.
+  static void metadata_head(kafka::Writer& w, std::uint16_t port) {
+    w.array_count(1);
+    w.int32(1);
+    w.string("127.0.0.1");
+    w.int32(port);
+    w.nullable_string(std::nullopt);
+    w.nullable_string("fake");
+    w.int32(1);
+    w.array_count(1);
+    w.int16(0);
+    w.string(kTopic);
+    w.boolean(false);
+  }
+
   // ApiVersions: Metadata v1-2, FindCoordinator v1-2 and the fetch path; with
   // `membership` also the group membership APIs, at the versions ringfeed speaks.
   static std::string api_versions_body(bool membership = false) {
@@ -581,17 +596,7 @@ class FakeBroker {
     if (api == static_cast<std::int16_t>(kafka::ApiKey::api_versions)) {
       return api_versions_body();
     } else {  // Metadata v2, cut inside the first partition
-      w.array_count(1);
-      w.int32(1);
-      w.string("127.0.0.1");
-      w.int32(port);
-      w.nullable_string(std::nullopt);
-      w.nullable_string("fake");
-      w.int32(1);
-      w.array_count(1);
-      w.int16(0);
-      w.string(kTopic);
-      w.boolean(false);
+      metadata_head(w, port);
       w.array_count(1);
       w.int16(0);
       w.int32(0);
@@ -678,17 +683,7 @@ TEST(KafkaSourceFake, PartitionsAddedToTheTopicLaterAreReportedAsNotServedHere) 
       case kafka::ApiKey::api_versions:
         return FakeBroker::api_versions_body(true);
       case kafka::ApiKey::metadata: {  // v2
-        w.array_count(1);
-        w.int32(1);
-        w.string("127.0.0.1");
-        w.int32(port);
-        w.nullable_string(std::nullopt);
-        w.nullable_string("fake");
-        w.int32(1);
-        w.array_count(1);
-        w.int16(0);
-        w.string(kTopic);
-        w.boolean(false);
+        FakeBroker::metadata_head(w, port);
         const int n = partitions.load();
         w.array_count(static_cast<std::size_t>(n));
         for (int p = 0; p < n; ++p) {

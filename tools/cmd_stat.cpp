@@ -438,6 +438,17 @@ void print_human(const NamespaceStat& st) {
   }
 }
 
+// "TEXT", or null for an empty text.
+void json_text_or_null(std::string& out, std::string_view text) {
+  if (text.empty()) {
+    out += "null";
+    return;
+  }
+  out += '"';
+  append_json_string(out, text);
+  out += '"';
+}
+
 void json_field(std::string& out, std::string_view name, std::string_view text) {
   out += "\"";
   out += name;
@@ -461,13 +472,7 @@ void print_json(const NamespaceStat& st) {
            ",\"alive\":" + (st.fetcher_alive ? "true" : "false") + ",";
     json_field(out, "source", st.source);
     out += ",\"warning\":";
-    if (st.source_warning.empty()) {
-      out += "null";
-    } else {
-      out += "\"";
-      append_json_string(out, st.source_warning);
-      out += "\"";
-    }
+    json_text_or_null(out, st.source_warning);
     out += "}";
   }
   out += ",\"partitions\":[";
@@ -490,13 +495,7 @@ void print_json(const NamespaceStat& st) {
         out += "null";
       }
       out += ",\"warning\":";
-      if (s.warning.empty()) {
-        out += "null";
-      } else {
-        out += "\"";
-        append_json_string(out, s.warning);
-        out += "\"";
-      }
+      json_text_or_null(out, s.warning);
     }
     out += ",\"ring\":";
     if (!s.has_ring) {
